@@ -572,3 +572,21 @@ def describe_schema(schema: Type[Any], prefix: str = "") -> List[str]:
         default = spec.default if spec.default is not dataclasses.MISSING else spec.default_factory()
         lines.append(f"{prefix}{spec.name} ({_type_name(kind)}, default {default!r}): {spec.metadata.get('help', '')}")
     return lines
+
+
+def config_reference_markdown() -> str:
+    """docs/config.md: every option of both schemas with type, default and help (kept in sync by a test)."""
+    parts = ["# Config reference", "",
+             "Generated from the schema in `lib/config.py` (regenerate with",
+             "`python -c \"from lib.config import config_reference_markdown as m; print(m(), end='')\" > docs/config.md`).",
+             "Unknown keys, wrong types and out-of-range values are errors.", ""]
+    for title, schema in (("Training, evaluation (`train_*.py`, `evaluate.py`)", TrainConfig),
+                          ("Reenactment (`reenactment.py`)", ReenactConfig)):
+        parts += [f"## {title}", "", "| key | type | default | meaning |", "| --- | --- | --- | --- |"]
+        for line in describe_schema(schema):
+            head, meaning = line.split(": ", 1)
+            key, rest = head.split(" (", 1)
+            kind, default = rest.rstrip(")").split(", default ", 1)
+            parts.append(f"| `{key}` | {kind} | `{default}` | {meaning.replace('|', '/')} |")
+        parts.append("")
+    return "\n".join(parts)

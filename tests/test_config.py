@@ -157,3 +157,10 @@ def test_user_errors_exit_with_one_line():
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0
     assert result.stderr.startswith("error: override 'lr_nett=1': unknown key 'lr_nett'")
+
+
+def test_config_reference_doc_is_current():
+    from lib.config import config_reference_markdown
+
+    assert (ROOT / "docs" / "config.md").read_text() == config_reference_markdown(), (
+        "docs/config.md is stale; regenerate it with the command at its top")
