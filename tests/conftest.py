@@ -23,3 +23,12 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_subject(tmp_path_factory) -> Path:
+    """A generated synthetic subject small enough for CPU tests: 4 frames x 4 cameras at 64^2 (32^2 low-res)."""
+    from lib.synthetic import generate_subject
+
+    out = tmp_path_factory.mktemp("subjects") / "id0"
+    return generate_subject(out, identity=0, frames=4, cameras=4, resolution=64, seed=0, lowres=32, progress=False)

@@ -45,8 +45,8 @@ def test_every_shipped_config_loads():
     shipped = sorted(CONFIGS.glob("*.yaml"))
     assert len(shipped) >= 3
     for path in shipped:
-        schema = ReenactConfig if "reenact" in path.name else TrainConfig
-        load_config(schema, path)
+        stage = "reenactment" if "reenact" in path.name else "meshhead" if "meshhead" in path.name else "gaussianhead"
+        load_config(ReenactConfig if stage == "reenactment" else TrainConfig, path, stage=stage)
 
 
 def test_yaml_1_1_float_strings_and_unquoted_camera_ids(tmp_path):
