@@ -90,7 +90,7 @@ class MeshHeadModuleConfig:
     dist_threshold_far: float = _option(0.25, "landmark distance beyond which pose MLPs act fully", min=0.0)
     deform_scale: float = _option(0.3, "scale of the deformation MLP outputs", min=0.0)
     subdivide: bool = _option(False, "subdivide the tet grid once (GHA: 128 -> 256)")
-    tet_resolution: int = _option(128, "tetrahedral grid resolution along the longest bbox side", min=4)
+    tet_resolution: int = _option(128, "tet grid resolution (DMTet naming: the longest bbox side gets resolution/2 cubes, 6 tets each)", min=4)
 
 
 @dataclass
