@@ -37,6 +37,11 @@ POSE_DIM = 6
 GAUSSIAN_ATTRIBUTE_DIM = 8  # scale (3) + rotation (4) + opacity (1) offsets
 
 COMPACT_GROUPS = ("scale_rot", "scale", "rotation", "feature")
+# Loss weights of each stage (GHA's values); `train.loss_weights` overrides any of them by name.
+LOSS_WEIGHTS = {
+    "meshhead": {"rgb": 0.1, "sil": 0.1, "def": 1.0, "offset": 0.01, "lmk": 0.1, "lap": 100.0},
+    "gaussianhead": {"rgb_lr": 1.0, "rgb_hr": 1.0, "vgg": 0.0},
+}
 STAGES = ("meshhead", "gaussianhead", "reenactment", "evaluate")
 
 
@@ -139,6 +144,9 @@ class TrainSection:
     seed: int = _option(0, "random seed", min=0)
     resume: bool = _option(True, "continue from {checkpoint_path}/{name}/*_latest when present")
     amp: bool = _option(False, "bf16 autocast for the super-resolution network on CUDA")
+    loss_weights: Dict[str, float] = _option({}, "overrides of the stage's loss weights by name (see LOSS_WEIGHTS)")
+    pretrain_sphere_iters: int = _option(300, "mesh head: SDF sphere pre-training steps on a fresh start", min=0)
+    eval_every: int = _option(0, "iterations between held-out evaluations during training; 0 = only at the end", min=0)
 
 
 @dataclass
@@ -168,6 +176,8 @@ class CompactSection:
 class RenderSection:
     """Gaussian rasterisation."""
     backend: str = _option("auto", "auto (gsplat on CUDA, else torch), gsplat or torch", choices=("auto", "gsplat", "torch"))
+    mesh_sigma: float = _option(1.0, "soft-silhouette falloff of the mesh rasterizer in pixels", min=0.0,
+                                min_exclusive=True)
 
 
 @dataclass
@@ -408,6 +418,7 @@ def validate(config: Any, stage: Optional[str] = None) -> None:
             raise ConfigError("'train.epochs' and 'train.max_iters' are both 0: training would never stop")
         if stage in ("meshhead", "gaussianhead"):
             check_meshhead_dims(config.meshheadmodule)
+            _check_loss_weights(config.train.loss_weights, stage)
         if stage in ("gaussianhead", "evaluate"):
             check_gaussianhead_dims(config.gaussianheadmodule, config.supresmodule)
         if stage == "gaussianhead":
@@ -418,6 +429,22 @@ def validate(config: Any, stage: Optional[str] = None) -> None:
                     f"head's MLPs take {mesh_exp} expression coefficients (meshheadmodule.exp_deform_mlp[0])")
     if isinstance(config, ReenactConfig) or stage == "reenactment":
         check_gaussianhead_dims(config.gaussianheadmodule, config.supresmodule)
+
+
+def _check_loss_weights(weights: Dict[str, float], stage: str) -> None:
+    known = LOSS_WEIGHTS[stage]
+    for name, value in weights.items():
+        if name not in known:
+            close = difflib.get_close_matches(name, list(known), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(f"'train.loss_weights.{name}' is not a {stage} loss{hint}; known: {', '.join(known)}")
+        if value < 0:
+            raise ConfigError(f"'train.loss_weights.{name}' must be >= 0, got {value}")
+
+
+def loss_weights(config: "TrainConfig", stage: str) -> Dict[str, float]:
+    """The stage's default loss weights with the config's overrides applied."""
+    return {**LOSS_WEIGHTS[stage], **config.train.loss_weights}
 
 
 def _check_device(device: str) -> None:

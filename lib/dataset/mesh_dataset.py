@@ -43,8 +43,13 @@ class MeshDataset(Dataset):
         return len(self.frames)
 
     def __getitem__(self, index: int) -> Dict[str, torch.Tensor]:
-        frame = self.frames[index]
-        view_ids = torch.randperm(len(self.cameras))[: self.num_sample_view]
+        return self._item(self.frames[index], torch.randperm(len(self.cameras))[: self.num_sample_view])
+
+    def all_views(self, index: int) -> Dict[str, torch.Tensor]:
+        """Like an item, but with every camera of the split in order (for evaluation)."""
+        return self._item(self.frames[index], torch.arange(len(self.cameras)))
+
+    def _item(self, frame: str, view_ids: torch.Tensor) -> Dict[str, torch.Tensor]:
         views = [load_view(self.subject, frame, self.cameras[i], self.resolution, lowres=True) for i in view_ids]
         masks = torch.stack([view["mask"] for view in views])
         item = {

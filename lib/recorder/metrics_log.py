@@ -1,0 +1,50 @@
+"""Training logs a person (and a script) can read: `metrics.jsonl` plus tensorboard when it is installed."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Dict, Optional
+
+try:
+    from torch.utils.tensorboard import SummaryWriter
+except ImportError:  # tensorboard is optional
+    SummaryWriter = None
+
+
+class MetricsLog:
+    """Appends one JSON object per logged step to `{logdir}/metrics.jsonl` (iter, epoch, every loss by name)."""
+
+    def __init__(self, logdir: str | Path, tensorboard: bool = True):
+        self.logdir = Path(logdir)
+        self.logdir.mkdir(parents=True, exist_ok=True)
+        self.path = self.logdir / "metrics.jsonl"
+        self._file = open(self.path, "a", buffering=1)
+        self._writer: Optional[object] = None
+        if tensorboard and SummaryWriter is not None:
+            self._writer = SummaryWriter(str(self.logdir))
+
+    def log(self, iteration: int, epoch: int, values: Dict[str, float]) -> None:
+        record = {"iter": int(iteration), "epoch": int(epoch)}
+        record.update({name: _plain(value) for name, value in values.items()})
+        self._file.write(json.dumps(record) + "\n")
+        if self._writer is not None:
+            for name, value in record.items():
+                if name not in ("iter", "epoch") and isinstance(value, float) and math.isfinite(value):
+                    self._writer.add_scalar(name, value, iteration)
+
+    def close(self) -> None:
+        self._file.close()
+        if self._writer is not None:
+            self._writer.close()
+
+
+def _plain(value) -> float:
+    value = float(value.detach()) if hasattr(value, "detach") else float(value)
+    return value if math.isfinite(value) else str(value)
+
+
+def read_metrics(path: str | Path) -> list:
+    """All records of a metrics.jsonl file."""
+    with open(path) as handle:
+        return [json.loads(line) for line in handle if line.strip()]
