@@ -48,7 +48,7 @@ def load_file(path: str | os.PathLike, what: str = "checkpoint") -> Any:
         raise CheckpointError(f"{path}: refusing to load a {what} that needs arbitrary pickled objects "
                               f"({first_line})") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        first_line = str(error).strip().splitlines()[0].split(". ")[0] if str(error).strip() else type(error).__name__
         raise CheckpointError(f"{path}: not a readable {what} (truncated, corrupt or another format: "
                               f"{first_line})") from None
 

@@ -50,7 +50,7 @@ class MeshHeadTrainer:
         """Resume this run when its own checkpoints exist; else start from `load_meshhead_checkpoint` or a sphere."""
         own, state = self.recorder.checkpoint(KIND), self.recorder.checkpoint(STATE_KIND)
         if self.cfg.train.resume and own.is_file() and state.is_file():
-            load_state_dict_into(self.module, self.module.load_gha_state_dict(load_file(own)), own, "mesh-head checkpoint")
+            load_state_dict_into(self.module, self.module.load_gha_state_dict(load_file(own, "mesh-head checkpoint")), own, "mesh-head checkpoint")
             saved = load_file(state, "training state")
             try:
                 self.optimizer.load_state_dict(saved["optimizer"])
@@ -61,7 +61,7 @@ class MeshHeadTrainer:
             return
         source = self.cfg.load_meshhead_checkpoint
         if source and Path(source).is_file():
-            load_state_dict_into(self.module, self.module.load_gha_state_dict(load_file(source)), source,
+            load_state_dict_into(self.module, self.module.load_gha_state_dict(load_file(source, "mesh-head checkpoint")), source,
                                  "mesh-head checkpoint")
             log.info("initialised from %s", source)
             return
@@ -126,7 +126,7 @@ class MeshHeadTrainer:
                     values = {f"loss_{name}": float(value.detach()) for name, value in losses.items()}
                     values["loss"] = float(total.detach())
                     self.recorder.log(self.iteration, self.epoch, values)
-                    progress.set_postfix(loss=f"{float(total):.4f}", sil=f"{float(losses['sil']):.3f}")
+                    progress.set_postfix(loss=f"{values['loss']:.4f}", sil=f"{values['loss_sil']:.3f}")
                 if self.iteration % self.cfg.recorder.show_freq == 0:
                     self._save_grid(batch, renders, f"{self.iteration:06d}.jpg")
                 if self.cfg.train.eval_every and self.iteration % self.cfg.train.eval_every == 0:
