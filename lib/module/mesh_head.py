@@ -122,6 +122,9 @@ class MeshHeadModule(nn.Module):
         neutral = self.reconstruct_neutral()
         verts, features = neutral["verts"], neutral["features"]
         count = verts.shape[0]
+        if count == 0:
+            raise FloatingPointError("the mesh head has no surface: its SDF has no zero crossing in the tet grid "
+                                     "(training diverged, or the SDF sphere pre-training was skipped)")
         exp_weight = blend_weights(verts, self.landmarks_3d_neutral, self.cfg.dist_threshold_near,
                                    self.cfg.dist_threshold_far)  # [M, 1]
         pose_weight = 1.0 - exp_weight
