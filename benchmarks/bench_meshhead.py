@@ -65,12 +65,12 @@ def main() -> None:
     device = resolve_device(cfg.device, cfg.gpu_id)
     dataset = MeshDataset(cfg.dataset, expected_exp_dim=meshhead_exp_dim(cfg.meshheadmodule))
     trainer = MeshHeadTrainer(cfg, device, dataset)
-    batch = trainer._to_device(next(iter(trainer.loader)))
+    batch = trainer.to_device(next(iter(trainer.loader)))
     weights = loss_weights(cfg, "meshhead")
     module = trainer.module
 
     def step():
-        losses, _, _ = trainer.compute_losses(batch)
+        losses, _ = trainer.compute_losses(batch)
         total = sum(weights[name] * value for name, value in losses.items())
         trainer.optimizer.zero_grad(set_to_none=True)
         total.backward()

@@ -79,12 +79,12 @@ def test_tiny_training_run_learns_and_resumes(tiny_subject, tmp_path):
     dataset = MeshDataset(cfg.dataset)
     held_out = MeshDataset(cfg.dataset, split="test_cameras", subject=dataset.subject)
     trainer = MeshHeadTrainer(cfg, torch.device("cpu"), dataset, held_out)
-    fixed = trainer._to_device({key: value[None] for key, value in dataset.all_views(0).items()})
+    fixed = trainer.to_device({key: value[None] for key, value in dataset.all_views(0).items()})
     with torch.no_grad():
-        before, _, _ = trainer.compute_losses(fixed)
+        before, _ = trainer.compute_losses(fixed)
     metrics = trainer.fit()
     with torch.no_grad():
-        after, _, _ = trainer.compute_losses(fixed)
+        after, _ = trainer.compute_losses(fixed)
     assert all(torch.isfinite(value) for value in after.values())
     assert after["sil"] < before["sil"], (before["sil"], after["sil"])
     assert 0.0 < metrics["mask_iou"] <= 1.0 and metrics["views"] == len(held_out)

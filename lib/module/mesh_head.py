@@ -93,11 +93,19 @@ class MeshHeadModule(nn.Module):
         prediction = self.geo_mlp(self.pos_embedding(points))
         return prediction[..., :1], prediction[..., 1:4], prediction[..., 4:]
 
-    def reconstruct_neutral(self) -> Dict[str, torch.Tensor]:
-        """The neutral canonical mesh: verts [M, 3], faces [F, 3] (outward), features [M, feature_dim]."""
-        sdf, offsets, features = self._geometry(self.tet_verts)
-        grid = self.tet_verts + offsets * self.deform_bound
-        mesh = marching_tetrahedra(grid[None], self.tets, sdf[None, :, 0], features[None])[0]
+    def reconstruct_neutral(self, subdivide: bool = False) -> Dict[str, torch.Tensor]:
+        """The neutral canonical mesh: verts [M, 3], faces [F, 3] (outward), features [M, feature_dim].
+
+        `subdivide` extracts it from the tet grid split once more (8 tets per tet), as GHA does before
+        initialising the Gaussian head: about 4x the vertices of the training-time mesh.
+        """
+        tet_verts, tets, bound = self.tet_verts, self.tets, self.deform_bound
+        if subdivide:
+            tet_verts, tets = subdivide_tets(tet_verts, tets)
+            bound = bound / 2
+        sdf, offsets, features = self._geometry(tet_verts)
+        grid = tet_verts + offsets * bound
+        mesh = marching_tetrahedra(grid[None], tets, sdf[None, :, 0], features[None])[0]
         return {"verts": mesh.verts, "faces": mesh.faces, "features": mesh.features}
 
     def deform(self, points: torch.Tensor, exp_coeff: torch.Tensor) -> torch.Tensor:

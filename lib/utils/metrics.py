@@ -17,3 +17,28 @@ def psnr(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """PSNR in dB per image of [..., C, H, W] tensors in [0, 1] -> [...]."""
     mse = (predicted - target).pow(2).flatten(-3).mean(-1).clamp(min=1e-12)
     return -10.0 * torch.log10(mse)
+
+
+def _gaussian_window(size: int, sigma: float, channels: int, like: torch.Tensor) -> torch.Tensor:
+    coords = torch.arange(size, dtype=like.dtype, device=like.device) - (size - 1) / 2
+    kernel = torch.exp(-(coords**2) / (2 * sigma**2))
+    kernel = kernel / kernel.sum()
+    return (kernel[:, None] * kernel[None, :]).expand(channels, 1, size, size).contiguous()
+
+
+def ssim(predicted: torch.Tensor, target: torch.Tensor, window: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    """SSIM per image (Wang et al. 2004: 11x11 Gaussian window, sigma 1.5, K1 = 0.01, K2 = 0.03, data range 1),
+    averaged over channels and valid window positions. predicted, target [B, C, H, W] in [0, 1] -> [B]."""
+    channels = predicted.shape[1]
+    kernel = _gaussian_window(window, sigma, channels, predicted)
+
+    def blur(x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.conv2d(x, kernel, groups=channels)
+
+    mu_x, mu_y = blur(predicted), blur(target)
+    var_x = blur(predicted * predicted) - mu_x**2
+    var_y = blur(target * target) - mu_y**2
+    cov = blur(predicted * target) - mu_x * mu_y
+    c1, c2 = 0.01**2, 0.03**2
+    score = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+    return score.flatten(1).mean(1)

@@ -1,0 +1,181 @@
+"""GaussianHeadModule: GHA's stage-2 dynamic Gaussian head.
+
+Per Gaussian: canonical position `xyz`, a 128-d `feature`, log-`scales`, `rotation` (wxyz, unnormalised) and
+`opacity` (logit). `generate()` maps a batch of (expression, head pose) codes to posed Gaussians: colour (32
+channels), attribute offsets and position offsets come from expression MLPs near the face landmarks and from
+pose MLPs far from them (the same distance blend as the mesh head), then the head pose maps them to the world.
+
+Differences from GHA's code, on purpose (docs/gaussianhead.md):
+- no per-sample Python loop: every MLP runs once over the batch, on the Gaussians its blend weight reaches;
+- quaternions are normalised over their 4 components (GHA's `F.normalize(rotation)` normalised over the
+  Gaussians, dim 1 of [B, N, 4]);
+- the head rotation is composed with each Gaussian's rotation by a quaternion product (no matrix round trip).
+"""
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import torch
+from torch import nn
+
+from lib.config import GAUSSIAN_FEATURE_DIM, POSE_DIM, GaussianHeadModuleConfig
+from lib.module.mesh_head import MeshHeadModule
+from lib.network.embedding import PositionalEmbedding
+from lib.network.mlp import MLP
+from lib.utils.knn import knn, mean_sq_distance_to_3nn
+from lib.utils.rotations import axis_angle_to_quaternion, axis_angle_to_matrix, quaternion_multiply
+
+INITIAL_OPACITY = 0.3
+MOUTH_LANDMARKS = slice(48, 66)  # iBUG-68 outer + inner lips (GHA uses 48..65)
+MOUTH_SPREAD = 1.6
+ATTRIBUTE_SLICES = {"scales": slice(0, 3), "rotation": slice(3, 7), "opacity": slice(7, 8)}
+# MLPs whose weights the Gaussian head inherits from a trained mesh head (same input/output widths).
+INHERITED_MLPS = ("exp_color_mlp", "pose_color_mlp", "exp_deform_mlp", "pose_deform_mlp")
+
+
+def mouth_points(landmarks: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:
+    """GHA's extra Gaussians inside the mouth: uniform in a box around the lip landmarks, pushed to their back.
+
+    landmarks [K >= 66, 3] canonical -> [count, 3].
+    """
+    lips = landmarks[MOUTH_LANDMARKS]
+    centre = lips.mean(0, keepdim=True)
+    centre[:, 2] = lips[:, 2].min()  # the face looks toward +z: the smallest z is deepest in the mouth
+    extent = (lips - centre).abs().amax(0)
+    noise = torch.rand(count, 3, generator=generator, device=landmarks.device, dtype=landmarks.dtype)
+    return (noise - 0.5) * MOUTH_SPREAD * extent + centre
+
+
+class GaussianHeadModule(nn.Module):
+    """Shapes: B frames, N Gaussians, D expression coefficients, C colour channels (32 in GHA)."""
+
+    def __init__(self, cfg: GaussianHeadModuleConfig, xyz: torch.Tensor, feature: torch.Tensor,
+                 landmarks_3d_neutral: torch.Tensor):
+        super().__init__()
+        if xyz.ndim != 2 or xyz.shape[1] != 3 or feature.shape != (xyz.shape[0], GAUSSIAN_FEATURE_DIM):
+            raise ValueError(f"xyz must be [N, 3] and feature [N, {GAUSSIAN_FEATURE_DIM}], "
+                             f"got {list(xyz.shape)} and {list(feature.shape)}")
+        self.cfg = cfg
+        self.xyz = nn.Parameter(xyz.detach().clone().float())
+        self.feature = nn.Parameter(feature.detach().clone().float())
+        self.register_buffer("landmarks_3d_neutral", landmarks_3d_neutral.detach().clone().float())
+        spacing = mean_sq_distance_to_3nn(self.xyz.detach()).clamp_min(1e-7).sqrt()
+        self.scales = nn.Parameter(spacing.log()[:, None].repeat(1, 3))
+        rotation = torch.zeros(xyz.shape[0], 4)
+        rotation[:, 0] = 1.0
+        self.rotation = nn.Parameter(rotation.to(xyz.device))
+        opacity = torch.full((xyz.shape[0], 1), INITIAL_OPACITY, device=xyz.device)
+        self.opacity = nn.Parameter(torch.logit(opacity))
+
+        self.exp_color_mlp = MLP(cfg.exp_color_mlp)
+        self.pose_color_mlp = MLP(cfg.pose_color_mlp)
+        self.exp_attributes_mlp = MLP(cfg.exp_attributes_mlp)
+        self.pose_attributes_mlp = MLP(cfg.pose_attributes_mlp)
+        self.exp_deform_mlp = MLP(cfg.exp_deform_mlp, last_op=nn.Tanh())
+        self.pose_deform_mlp = MLP(cfg.pose_deform_mlp, last_op=nn.Tanh())
+        self.pos_embedding = PositionalEmbedding(3, cfg.pos_freq)
+        self.pose_embedding = PositionalEmbedding(POSE_DIM, cfg.pos_freq)
+
+    @property
+    def num_gaussians(self) -> int:
+        return self.xyz.shape[0]
+
+    @property
+    def color_dim(self) -> int:
+        return self.cfg.exp_color_mlp[-1]
+
+    # ----------------------------------------------------------------------------------------- creation
+    @classmethod
+    def from_mesh_head(cls, cfg: GaussianHeadModuleConfig, mesh_head: MeshHeadModule, seed: int = 0
+                       ) -> "GaussianHeadModule":
+        """GHA's initialisation: the neutral mesh of the (once more subdivided) tet grid, its features, mouth points,
+        and the mesh head's colour/deformation MLP weights."""
+        with torch.no_grad():
+            mesh = mesh_head.reconstruct_neutral(subdivide=True)
+            landmarks = mesh_head.landmarks_3d_neutral.detach()
+            generator = torch.Generator(device=landmarks.device)
+            generator.manual_seed(seed)
+            extra = mouth_points(landmarks, cfg.num_add_mouth_points, generator)
+            xyz = torch.cat([mesh["verts"], extra])
+            # The mesh head's features went through tanh; the Gaussian head applies tanh itself.
+            feature = torch.atanh(mesh["features"].clamp(-1 + 1e-6, 1 - 1e-6))
+            feature = torch.cat([feature, feature.new_zeros(extra.shape[0], feature.shape[1])])
+        module = cls(cfg, xyz, feature, landmarks)
+        for name in INHERITED_MLPS:
+            getattr(module, name).load_state_dict(getattr(mesh_head, name).state_dict())
+        return module
+
+    @classmethod
+    def from_state_dict(cls, cfg: GaussianHeadModuleConfig, state: Dict[str, torch.Tensor]) -> "GaussianHeadModule":
+        """An empty module shaped like a saved one (N Gaussians, K landmarks), ready for `load_state_dict`."""
+        for key in ("xyz", "feature", "landmarks_3d_neutral"):
+            if key not in state or not isinstance(state[key], torch.Tensor):
+                raise KeyError(key)
+        return cls(cfg, state["xyz"], state["feature"], state["landmarks_3d_neutral"])
+
+    # --------------------------------------------------------------------------------------- generation
+    def canonical_attributes(self) -> Dict[str, torch.Tensor]:
+        """The per-Gaussian parameters generate() reads; compaction substitutes quantised versions of them."""
+        return {"xyz": self.xyz, "feature": self.feature, "scales": self.scales, "rotation": self.rotation,
+                "opacity": self.opacity}
+
+    def generate(self, exp_coeff: torch.Tensor, pose: torch.Tensor, scale: torch.Tensor,
+                 pose_code: Optional[torch.Tensor] = None,
+                 attributes: Optional[Dict[str, torch.Tensor]] = None) -> Dict[str, torch.Tensor]:
+        """Posed Gaussians of a batch of frames.
+
+        exp_coeff [B, D], pose [B, 6] (head transform), scale [B, 1], pose_code [B, 6] fed to the pose MLPs
+        (default: pose), attributes: overrides of `canonical_attributes()` (same shapes).
+        Returns xyz [B, N, 3] world, color [B, N, C], scales [B, N, 3], rotation [B, N, 4] (unit wxyz),
+        opacity [B, N, 1], exp_deform [B, N, 3] (zero where the expression weight is 0).
+        """
+        if exp_coeff.ndim != 2 or exp_coeff.shape[1] != self.cfg.exp_coeffs_dim:
+            raise ValueError(f"exp_coeff must be [B, {self.cfg.exp_coeffs_dim}] (gaussianheadmodule.exp_coeffs_dim), "
+                             f"got {list(exp_coeff.shape)}")
+        params = {**self.canonical_attributes(), **(attributes or {})}
+        batch, count = exp_coeff.shape[0], params["xyz"].shape[0]
+        xyz, feature = params["xyz"], torch.tanh(params["feature"])
+        pose_code = pose if pose_code is None else pose_code
+
+        with torch.no_grad():
+            dist_sq, _ = knn(xyz, self.landmarks_3d_neutral, k=1)
+        near, far = self.cfg.dist_threshold_near, self.cfg.dist_threshold_far
+        exp_weight = ((far - dist_sq) / (far - near)).clamp(0.0, 1.0)  # [N, 1]
+        # Only Gaussians a branch reaches run through its MLPs (GHA's masks), shared by the whole batch.
+        exp_index = torch.nonzero(dist_sq[:, 0] < far)[:, 0]
+        pose_index = torch.nonzero(dist_sq[:, 0] > near)[:, 0]
+
+        color = xyz.new_zeros(batch, count, self.color_dim)
+        attributes_delta = xyz.new_zeros(batch, count, 8)
+        xyz_delta = xyz.new_zeros(batch, count, 3)
+        exp_deform = xyz.new_zeros(batch, count, 3)
+
+        exp_code = exp_coeff[:, None, :].expand(-1, exp_index.numel(), -1)
+        exp_input = torch.cat([feature[exp_index].expand(batch, -1, -1), exp_code], -1)
+        weight = exp_weight[exp_index]
+        color = color.index_add(1, exp_index, self.exp_color_mlp(exp_input) * weight)
+        attributes_delta = attributes_delta.index_add(1, exp_index, self.exp_attributes_mlp(exp_input) * weight)
+        deform_input = torch.cat([self.pos_embedding(xyz[exp_index]).expand(batch, -1, -1), exp_code], -1)
+        exp_deform = exp_deform.index_add(1, exp_index, self.exp_deform_mlp(deform_input) * weight)
+
+        pose_feature = self.pose_embedding(pose_code)[:, None, :].expand(-1, pose_index.numel(), -1)
+        pose_input = torch.cat([feature[pose_index].expand(batch, -1, -1), pose_feature], -1)
+        weight = 1.0 - exp_weight[pose_index]
+        color = color.index_add(1, pose_index, self.pose_color_mlp(pose_input) * weight)
+        attributes_delta = attributes_delta.index_add(1, pose_index, self.pose_attributes_mlp(pose_input) * weight)
+        deform_input = torch.cat([self.pos_embedding(xyz[pose_index]).expand(batch, -1, -1), pose_feature], -1)
+        xyz_delta = xyz_delta.index_add(1, pose_index, self.pose_deform_mlp(deform_input) * weight)
+        xyz_delta = xyz_delta + exp_deform
+
+        step = self.cfg.attributes_scale
+        scales = torch.exp(params["scales"] + attributes_delta[..., ATTRIBUTE_SLICES["scales"]] * step)
+        rotation = params["rotation"] + attributes_delta[..., ATTRIBUTE_SLICES["rotation"]] * step
+        rotation = torch.nn.functional.normalize(rotation, dim=-1)
+        opacity = torch.sigmoid(params["opacity"] + attributes_delta[..., ATTRIBUTE_SLICES["opacity"]] * step)
+        points = xyz + xyz_delta * self.cfg.deform_scale
+
+        head_rotation = axis_angle_to_matrix(pose[:, :3])  # [B, 3, 3]
+        world = (points * scale[:, None, :]) @ head_rotation.transpose(1, 2) + pose[:, None, 3:]
+        world_rotation = quaternion_multiply(axis_angle_to_quaternion(pose[:, :3])[:, None, :], rotation)
+        return {"xyz": world, "color": color, "scales": scales * scale[:, None, :], "rotation": world_rotation,
+                "opacity": opacity, "exp_deform": exp_deform}
