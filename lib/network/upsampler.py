@@ -48,8 +48,11 @@ class InstanceNorm2d(nn.InstanceNorm2d):
         if x.dim() != 4 or x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last):
             return super().forward(x)
         # `training=True` with no running buffers: normalise by the batch (here: the one sample) statistics.
-        samples = [F.batch_norm(x[i:i + 1], None, None, training=True, eps=self.eps) for i in range(x.shape[0])]
-        return samples[0] if len(samples) == 1 else torch.cat(samples, dim=0)
+        if x.shape[0] == 1:
+            return F.batch_norm(x, None, None, training=True, eps=self.eps)
+        # split (not indexing): its backward is one cat, where slicing's would zero-fill a full-size gradient for
+        # every sample.
+        return torch.cat([F.batch_norm(s, None, None, training=True, eps=self.eps) for s in x.split(1)], dim=0)
 
 
 class DoubleConv(nn.Module):
@@ -89,7 +92,14 @@ class Up(nn.Module):
         self.conv = DoubleConv(in_channels, out_channels, in_channels // 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(self.up(x))
+        if x.dtype in (torch.float16, torch.bfloat16):
+            # Autocast runs bilinear upsampling in fp32: it would upcast the input and write an fp32 output twice
+            # the size, only for the next conv to cast it back. The kernel accumulates in fp32 anyway.
+            with torch.autocast(device_type=x.device.type, enabled=False):
+                x = self.up(x)
+        else:
+            x = self.up(x)
+        return self.conv(x)
 
 
 class OutConv(nn.Module):

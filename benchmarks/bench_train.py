@@ -1,0 +1,160 @@
+"""Benchmark of one Gaussian-head training step at GHA scale, with a breakdown.
+
+GHA scale: 100k Gaussians + 3000 mouth points, GHA's network sizes (config/train_gaussianhead_N031.yaml: 64
+expression coefficients, 32 colour channels, super-resolution capacity 32), 512^2 render -> 2048^2 output,
+batch 1, L1 losses only (no LPIPS). The scene is a head-sized ellipsoid of Gaussians seen from 1 unit away.
+Reports the full step (no synchronisation inside) and a synchronised breakdown: generate / render /
+super-resolution / backward / optimizer, plus peak CUDA memory. Prints a table and writes JSON (--out).
+
+    python benchmarks/bench_train.py --out bench_train.json [--amp]
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from lib.config import TrainConfig, load_config  # noqa: E402
+from lib.module.gaussian_head import GaussianHeadModule, mouth_points  # noqa: E402
+from lib.module.super_resolution import SuperResolutionModule  # noqa: E402
+from lib.trainer.gaussian_head_trainer import (generate_and_render, make_optimizer, render_gaussians,  # noqa: E402
+                                              stage2_losses)
+from lib.trainer.augment import random_scale_crop  # noqa: E402
+
+
+def head_gaussians(count: int, generator: torch.Generator):
+    """Canonical positions on a head-like ellipsoid (radius ~1, face toward +z) and 68+ landmarks on its front."""
+    direction = torch.randn(count, 3, generator=generator)
+    direction = direction / direction.norm(dim=-1, keepdim=True)
+    xyz = direction * torch.tensor([0.9, 1.15, 1.0]) * (1 + 0.02 * torch.randn(count, 1, generator=generator))
+    front = direction[direction[:, 2] > 0.6][:120] * torch.tensor([0.9, 1.15, 1.0])
+    return xyz, front
+
+
+def synthetic_batch(output: int, exp_dim: int, device: torch.device, generator: torch.Generator):
+    coarse = output // 4
+    focal = 2.1 * coarse
+    viewmat = torch.eye(4)
+    viewmat[1, 1], viewmat[2, 2], viewmat[2, 3] = -1.0, -1.0, 1.0  # GHA's frontal camera, 1 unit in front
+    batch = {
+        "exp_coeff": 0.3 * torch.randn(1, exp_dim, generator=generator),
+        "pose": torch.zeros(1, 6),
+        "scale": torch.full((1, 1), 0.125),
+        "exp_id": torch.zeros(1, dtype=torch.long),
+        "viewmat": viewmat[None],
+        "intrinsics_coarse": torch.tensor([[[focal, 0, coarse / 2], [0, focal, coarse / 2], [0, 0, 1]]]),
+        "images": torch.rand(1, 3, output, output, generator=generator),
+        "visibles": torch.ones(1, 1, output, output),
+        "images_coarse": torch.rand(1, 3, coarse, coarse, generator=generator),
+        "visibles_coarse": torch.ones(1, 1, coarse, coarse),
+    }
+    return {key: value.to(device) for key, value in batch.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--gaussians", type=int, default=100_000)
+    parser.add_argument("--output", type=int, default=2048, help="output resolution (render is 1/4)")
+    parser.add_argument("--amp", action="store_true", help="bf16 channels-last super-resolution (train.amp)")
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    device = torch.device("cuda")
+    torch.set_float32_matmul_precision("high")
+    torch.backends.cudnn.benchmark = True
+
+    cfg = load_config(TrainConfig, ROOT / "config" / "train_gaussianhead_N031.yaml", [f"train.amp={args.amp}"],
+                      stage="gaussianhead")
+    generator = torch.Generator().manual_seed(0)
+    xyz, landmarks = head_gaussians(args.gaussians, generator)
+    xyz = torch.cat([xyz, mouth_points(landmarks, cfg.gaussianheadmodule.num_add_mouth_points, generator)])
+    feature = 0.5 * torch.randn(xyz.shape[0], 128, generator=generator)
+    module = GaussianHeadModule(cfg.gaussianheadmodule, xyz, feature, landmarks).to(device)
+    supres = SuperResolutionModule(cfg.supresmodule, amp=args.amp).to(device)
+    delta_poses = torch.nn.Parameter(torch.zeros(16, 6, device=device))
+    optimizer = make_optimizer(cfg, module, supres, delta_poses)
+    batch = synthetic_batch(args.output, cfg.gaussianheadmodule.exp_coeffs_dim, device, generator)
+    rng = random.Random(0)
+
+    def step():
+        losses, _ = stage2_losses(module, supres, batch, delta_poses, rng, "gsplat")
+        optimizer.zero_grad(set_to_none=True)
+        sum(losses.values()).backward()
+        optimizer.step()
+
+    def timed_step():
+        """One step with a synchronisation after each phase: (generate, render, supres+loss, backward, optimizer)."""
+        marks = [time.perf_counter()]
+
+        def mark():
+            torch.cuda.synchronize()
+            marks.append(time.perf_counter())
+
+        generated = module.generate(batch["exp_coeff"], batch["pose"] + delta_poses[batch["exp_id"]], batch["scale"])
+        mark()
+        render = render_gaussians(generated, batch["viewmat"], batch["intrinsics_coarse"], args.output // 4, "gsplat")
+        mark()
+        crop_render, crop_image, crop_visible = random_scale_crop(render, batch["images"], batch["visibles"], rng)
+        output = supres(crop_render)
+        loss = (torch.nn.functional.l1_loss(output * crop_visible, crop_image * crop_visible)
+                + torch.nn.functional.l1_loss(render[:, :3], batch["images_coarse"]))
+        mark()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        mark()
+        optimizer.step()
+        mark()
+        return [(b - a) * 1000 for a, b in zip(marks, marks[1:])]
+
+    for _ in range(args.warmup):
+        step()
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    times = []
+    for _ in range(args.repeats):
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        step()
+        torch.cuda.synchronize()
+        times.append((time.perf_counter() - start) * 1000)
+    peak = torch.cuda.max_memory_allocated() / 2**30
+    phases = [timed_step() for _ in range(args.repeats)]
+    names = ["generate", "render", "supres_and_loss", "backward", "optimizer"]
+    breakdown = {name: statistics.median(p[i] for p in phases) for i, name in enumerate(names)}
+    with torch.no_grad():
+        _, render = generate_and_render(module, batch, None, "gsplat")
+    result = {
+        "device": torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+        "date": datetime.date.today().isoformat(),
+        "gaussians": module.num_gaussians,
+        "render": args.output // 4,
+        "output": args.output,
+        "amp": args.amp,
+        "step_ms": statistics.median(times),
+        "steps_per_s": 1000 / statistics.median(times),
+        "peak_gib": peak,
+        "breakdown_ms": breakdown,
+        "drawn_fraction": float((render[:, :3] < 0.999).any(1).float().mean()),
+    }
+    print(f"{result['device']}: {result['gaussians']} Gaussians, {result['render']}^2 -> {result['output']}^2, "
+          f"amp={args.amp}")
+    print(f"step {result['step_ms']:.2f} ms ({result['steps_per_s']:.1f} it/s), peak {peak:.2f} GiB")
+    print(" | ".join(f"{name} {value:.2f} ms" for name, value in breakdown.items()))
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

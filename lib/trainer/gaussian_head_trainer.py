@@ -1,0 +1,229 @@
+"""GaussianHeadTrainer: fits the dynamic Gaussian head and the super-resolution network (GHA's stage 2)."""
+from __future__ import annotations
+
+import logging
+import random
+from pathlib import Path
+from typing import Dict, Optional
+
+import torch
+import torch.nn.functional as F
+
+from lib.config import TrainConfig, loss_weights
+from lib.dataset import GaussianDataset, make_loader
+from lib.errors import CheckpointError, ConfigError
+from lib.module.gaussian_head import GaussianHeadModule
+from lib.module.mesh_head import MeshHeadModule
+from lib.module.super_resolution import SuperResolutionModule
+from lib.recorder.checkpoint import load_file, load_state_dict_into
+from lib.recorder.images import grid
+from lib.render.gaussians import rasterize_gaussians
+from lib.trainer.augment import random_scale_crop
+from lib.trainer.base import Trainer
+from lib.trainer.mesh_head_trainer import load_mesh_head
+from lib.utils.metrics import psnr, ssim
+
+log = logging.getLogger(__name__)
+
+# GHA's learning rates relative to lr_net.
+RELATIVE_LR = {"xyz": 0.1, "feature": 0.1, "scales": 0.3, "rotation": 0.1, "opacity": 1.0}
+
+
+def load_gaussian_head(cfg: TrainConfig, path: str | Path, device: torch.device) -> GaussianHeadModule:
+    """A Gaussian head rebuilt from its checkpoint (the number of Gaussians comes from the file)."""
+    state = load_file(path, "Gaussian-head checkpoint")
+    try:
+        module = GaussianHeadModule.from_state_dict(cfg.gaussianheadmodule, state)
+    except (KeyError, ValueError) as error:
+        raise CheckpointError(f"{path}: not a Gaussian-head checkpoint ({error})") from None
+    load_state_dict_into(module, state, path, "Gaussian-head checkpoint")
+    return module.to(device)
+
+
+def render_gaussians(generated: Dict[str, torch.Tensor], viewmats: torch.Tensor, Ks: torch.Tensor, size: int,
+                     backend: str) -> torch.Tensor:
+    """Rasterise generated Gaussians over a white background (GHA): -> [B, C, size, size]."""
+    color = generated["color"]
+    background = color.new_ones(color.shape[0], color.shape[-1])
+    out = rasterize_gaussians(generated["xyz"], generated["rotation"], generated["scales"],
+                              generated["opacity"][..., 0], color, viewmats, Ks, size, size,
+                              backgrounds=background, backend=backend)
+    return out["image"]
+
+
+def generate_and_render(module: GaussianHeadModule, batch: Dict[str, torch.Tensor],
+                        delta_poses: Optional[torch.Tensor], backend: str):
+    """Posed Gaussians of a GaussianDataset batch and their render at the coarse size: -> (generated, [B, C, r, r])."""
+    pose = batch["pose"] if delta_poses is None else batch["pose"] + delta_poses[batch["exp_id"]]
+    generated = module.generate(batch["exp_coeff"], pose, batch["scale"])
+    render = render_gaussians(generated, batch["viewmat"], batch["intrinsics_coarse"], batch["images_coarse"].shape[-1],
+                              backend)
+    return generated, render
+
+
+def stage2_losses(module: GaussianHeadModule, supres: SuperResolutionModule, batch: Dict[str, torch.Tensor],
+                  delta_poses: torch.Tensor, rng: random.Random, backend: str, lpips_loss=None):
+    """GHA's stage-2 losses by weight name: L1 of the coarse render's RGB channels, L1 of the super-resolved
+    augmented crop, and LPIPS on it when `lpips_loss` is given. Returns (losses, visuals for image grids)."""
+    _, render = generate_and_render(module, batch, delta_poses, backend)
+    visible_coarse = batch["visibles_coarse"]
+    losses = {"rgb_lr": F.l1_loss(render[:, :3] * visible_coarse, batch["images_coarse"] * visible_coarse)}
+    cropped_render, cropped_image, cropped_visible = random_scale_crop(render, batch["images"], batch["visibles"], rng)
+    output = supres(cropped_render)
+    losses["rgb_hr"] = F.l1_loss(output * cropped_visible, cropped_image * cropped_visible)
+    if lpips_loss is not None:
+        losses["vgg"] = lpips_loss(output * cropped_visible, cropped_image * cropped_visible, normalize=True).mean()
+    return losses, {"render": render, "output": output, "target": cropped_image}
+
+
+def make_optimizer(cfg: TrainConfig, module: GaussianHeadModule, supres: SuperResolutionModule,
+                   delta_poses: torch.Tensor) -> torch.optim.Adam:
+    """Adam with GHA's parameter groups: networks at lr_net, per-Gaussian tensors at GHA's fractions of it,
+    pose offsets at lr_pose (when optimize_pose)."""
+    lr = cfg.lr_net
+    groups = [{"params": supres.parameters(), "lr": lr}]
+    groups += [{"params": [getattr(module, name)], "lr": lr * scale} for name, scale in RELATIVE_LR.items()]
+    groups += [{"params": getattr(module, name).parameters(), "lr": lr}
+               for name in ("exp_color_mlp", "pose_color_mlp", "exp_attributes_mlp", "pose_attributes_mlp",
+                            "exp_deform_mlp", "pose_deform_mlp")]
+    if cfg.optimize_pose:
+        groups.append({"params": [delta_poses], "lr": cfg.lr_pose})
+    return torch.optim.Adam(groups)
+
+
+class GaussianHeadTrainer(Trainer):
+    """Owns the Gaussian head, super-resolution net, per-frame pose offsets, optimiser, data and outputs."""
+
+    stage = "gaussianhead"
+
+    def __init__(self, cfg: TrainConfig, device: torch.device, dataset: GaussianDataset,
+                 eval_datasets: Optional[Dict[str, GaussianDataset]] = None):
+        super().__init__(cfg, device)
+        self.dataset, self.eval_datasets = dataset, eval_datasets or {}
+        self.weights = loss_weights(cfg, "gaussianhead")
+        self.lpips = _lpips_or_error(self.weights["vgg"], device)
+        self.rng = random.Random(cfg.train.seed)
+        if device.type == "cuda":
+            # TF32 matmuls for the MLPs and autotuned convolutions for the fixed-size super-resolution input.
+            torch.set_float32_matmul_precision("high")
+            torch.backends.cudnn.benchmark = True
+        self.supres = SuperResolutionModule(cfg.supresmodule, amp=cfg.train.amp).to(device)
+        self.module = self._initial_module()
+        self.delta_poses = torch.nn.Parameter(torch.zeros(dataset.num_frames, 6, device=device),
+                                              requires_grad=cfg.optimize_pose)
+        self._load_start_checkpoints()
+        self.optimizer = make_optimizer(cfg, self.module, self.supres, self.delta_poses)
+        self.loader = make_loader(dataset, cfg.batch_size, shuffle=True, num_workers=cfg.dataset.num_workers,
+                                  seed=cfg.train.seed, device=device)
+        self.try_resume()
+
+    # ------------------------------------------------------------------------------------------ set-up
+    def _initial_module(self) -> GaussianHeadModule:
+        """Own checkpoint (resume) > load_gaussianhead_checkpoint > initialisation from the mesh head."""
+        own = self.recorder.checkpoint(self.stage)
+        for path in (own if self.cfg.train.resume else None, self.cfg.load_gaussianhead_checkpoint):
+            if path and Path(path).is_file():
+                log.info("Gaussian head from %s", path)
+                return load_gaussian_head(self.cfg, path, self.device)
+        source = self.cfg.load_gaussianhead_checkpoint
+        if source and Path(source).resolve() != own.resolve():
+            raise CheckpointError(f"load_gaussianhead_checkpoint not found: {source}")
+        mesh_path = self.cfg.load_meshhead_checkpoint
+        if not mesh_path or not Path(mesh_path).is_file():
+            raise CheckpointError(f"mesh-head checkpoint not found: '{mesh_path}' (load_meshhead_checkpoint); "
+                                  "train the mesh head first with train_meshhead.py")
+        state = load_file(mesh_path, "mesh-head checkpoint")
+        if "landmarks_3d_neutral" not in state:
+            raise CheckpointError(f"{mesh_path}: not a mesh-head checkpoint (no landmarks_3d_neutral)")
+        mesh_head = MeshHeadModule(self.cfg.meshheadmodule, state["landmarks_3d_neutral"]).to(self.device)
+        load_mesh_head(mesh_head, mesh_path)
+        module = GaussianHeadModule.from_mesh_head(self.cfg.gaussianheadmodule, mesh_head, seed=self.cfg.train.seed)
+        log.info("Gaussian head initialised from %s: %d Gaussians", mesh_path, module.num_gaussians)
+        return module.to(self.device)
+
+    def _load_start_checkpoints(self) -> None:
+        """Super-resolution weights and pose offsets: own checkpoints when resuming, else the configured ones."""
+        for kind, configured in (("supres", self.cfg.load_supres_checkpoint),
+                                 ("delta_poses", self.cfg.load_delta_poses_checkpoint)):
+            own = self.recorder.checkpoint(kind)
+            path = own if self.cfg.train.resume and own.is_file() else configured
+            if not path or not Path(path).is_file():
+                if path and Path(path).resolve() != own.resolve():
+                    raise CheckpointError(f"load_{kind}_checkpoint not found: {path}")
+                continue
+            if kind == "supres":
+                load_state_dict_into(self.supres, load_file(path, "super-resolution checkpoint"), path,
+                                     "super-resolution checkpoint")
+            else:
+                self._load_delta_poses(path)
+
+    def _load_delta_poses(self, path) -> None:
+        value = load_file(path, "delta-poses checkpoint")
+        if not isinstance(value, torch.Tensor) or value.shape != self.delta_poses.shape:
+            shape = list(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise CheckpointError(f"{path}: delta poses must be a [{self.delta_poses.shape[0]}, 6] tensor (one row "
+                                  f"per frame of this subject), got {shape}")
+        with torch.no_grad():
+            self.delta_poses.copy_(value)
+
+    def load_own_checkpoints(self) -> None:
+        """Weights were already read from this run's own files by the constructor."""
+
+    def checkpoint_states(self):
+        return {"gaussianhead": self.module.state_dict(), "supres": self.supres.state_dict(),
+                "delta_poses": self.delta_poses.detach().clone()}
+
+    def set_train_mode(self, training: bool) -> None:
+        self.module.train(training)
+        self.supres.train(training)
+
+    # ------------------------------------------------------------------------------------------- steps
+    def forward(self, batch: Dict[str, torch.Tensor], pose_offsets: bool = True):
+        """Generate, render at 1/4 resolution: -> (generated Gaussians, render [B, C, r, r])."""
+        delta = self.delta_poses if pose_offsets else None
+        return generate_and_render(self.module, batch, delta, self.cfg.render.backend)
+
+    def compute_losses(self, batch: Dict[str, torch.Tensor]):
+        return stage2_losses(self.module, self.supres, batch, self.delta_poses, self.rng, self.cfg.render.backend,
+                             self.lpips)
+
+    def save_grid(self, batch, visuals, name: str) -> None:
+        """Target, coarse render (first 3 channels), cropped target, super-resolved output."""
+        row = [batch["images"][0].to(self.device), visuals["render"][0, :3], visuals["target"][0], visuals["output"][0]]
+        self.recorder.save_image(name, grid([row], labels=["target", "render", "crop", "output"]))
+
+    def evaluate(self) -> Dict[str, float]:
+        """PSNR / SSIM at the output resolution on each held-out split (no pose offsets for unseen frames)."""
+        metrics: Dict[str, float] = {}
+        for split, dataset in self.eval_datasets.items():
+            psnrs, ssims = [], []
+            for index in _evaluation_indices(len(dataset), self.cfg.eval.max_images):
+                batch = self.to_device({key: value[None] for key, value in dataset[index].items()})
+                _, render = self.forward(batch, pose_offsets=split != "test_frames")
+                output = self.supres(render).clamp(0, 1).float()
+                psnrs.append(psnr(output, batch["images"]))
+                ssims.append(ssim(output, batch["images"]))
+            if psnrs:
+                metrics[f"{split}_psnr"] = float(torch.cat(psnrs).mean())
+                metrics[f"{split}_ssim"] = float(torch.cat(ssims).mean())
+        return metrics
+
+
+def _evaluation_indices(count: int, limit: int) -> range | list:
+    """All indices, or `limit` of them evenly spread (eval.max_images) so every frame/camera region is sampled."""
+    if limit <= 0 or limit >= count:
+        return range(count)
+    return sorted({round(i * (count - 1) / max(limit - 1, 1)) for i in range(limit)})
+
+
+def _lpips_or_error(weight: float, device: torch.device):
+    """The LPIPS (VGG) loss when its weight is > 0; it needs the optional `lpips` package and its weights."""
+    if weight <= 0:
+        return None
+    try:
+        import lpips
+
+        return lpips.LPIPS(net="vgg", verbose=False).to(device).eval().requires_grad_(False)
+    except Exception as error:  # import error, or the VGG weights cannot be downloaded offline
+        raise ConfigError(f"'train.loss_weights.vgg' is {weight} but LPIPS is unavailable ({type(error).__name__}: "
+                          f"{error}); install `lpips` with its weights or set train.loss_weights.vgg=0") from None
