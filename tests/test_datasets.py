@@ -237,3 +237,9 @@ def test_reenactment_errors(tiny_subject):
         ReenactmentDataset(reenact_cfg(tiny_subject, image_files="images/*/image_cam09.jpg"))
     with pytest.raises(DataError, match=r"nope\.npz: missing"):
         ReenactmentDataset(reenact_cfg(tiny_subject, camera_path=str(tiny_subject / "nope.npz")))
+
+
+def test_unquoted_numeric_frame_ids_name_zero_padded_folders(tiny_subject):
+    cfg = load_config(TrainConfig, None, [f"dataset.dataroot={tiny_subject}", "dataset.eval_frame_ids=[0003, 2]"])
+    assert cfg.dataset.eval_frame_ids == ["3", "2"]  # what YAML makes of them
+    assert Subject(cfg.dataset).eval_frames == ["0003", "0002"]

@@ -118,7 +118,7 @@ class Subject:
         return train, held_out
 
     def _frame_split(self) -> Tuple[List[str], List[str]]:
-        held_out = list(self.cfg.eval_frame_ids) or self._meta_split("eval_frame_ids")
+        held_out = [self._frame_name(f) for f in (list(self.cfg.eval_frame_ids) or self._meta_split("eval_frame_ids"))]
         unknown = [f for f in held_out if f not in self.frame_index]
         if unknown:
             raise DataError(f"dataset.eval_frame_ids names frame(s) {unknown} that are not under "
@@ -127,6 +127,13 @@ class Subject:
         if not train:
             raise DataError("every frame is held out (dataset.eval_frame_ids); nothing to train on")
         return train, held_out
+
+    def _frame_name(self, frame: str) -> str:
+        """A frame id as its folder name; YAML reads an unquoted 0036 as the number 36, which names '0036'."""
+        if frame in self.frame_index or not frame.isdigit():
+            return frame
+        matches = [name for name in self.frames if name.isdigit() and int(name) == int(frame)]
+        return matches[0] if len(matches) == 1 else frame
 
     def split(self, name: str) -> Split:
         """Frames x cameras of a named split: train, test_cameras, test_frames or all."""

@@ -15,6 +15,8 @@ import torch
 
 __all__ = ["knn", "mean_distance_to_nearest", "mean_sq_distance_to_3nn"]
 
+DISTANCE_BLOCK = 1 << 25  # distances per block (128 MiB in float32)
+
 
 def _check_points(points: torch.Tensor, name: str) -> None:
     if points.dim() != 2:
@@ -71,7 +73,7 @@ def knn(
     query: torch.Tensor,
     points: torch.Tensor,
     k: int,
-    chunk_size: int = 1024,
+    chunk_size: int | None = None,
     point_chunk_size: int = 32768,
     exclude_self: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -81,7 +83,9 @@ def knn(
         query: ``[..., M, D]`` query points; leading dims are flattened, all rows search the same ``points``.
         points: ``[N, D]`` reference points (same dtype and device as ``query``).
         k: number of neighbours, ``1 <= k <= N`` (``k <= N - 1`` with ``exclude_self``).
-        chunk_size: query rows processed per block.
+        chunk_size: query rows processed per block; None picks as many as keep a block within
+            ``DISTANCE_BLOCK`` distances (one block for 100k queries against a few hundred landmarks, so the
+            per-step landmark distances of the Gaussian head cost one kernel, not a Python loop).
         point_chunk_size: reference points processed per block; peak memory is about
             ``chunk_size * point_chunk_size`` distances.
         exclude_self: the queries are the points themselves (``query.shape[-2:] == points.shape``):
@@ -103,6 +107,8 @@ def knn(
             f"query ({query.dtype}, {query.device}) and points ({points.dtype}, {points.device}) must share "
             "dtype and device"
         )
+    if chunk_size is None:
+        chunk_size = max(1024, DISTANCE_BLOCK // min(points.shape[0], point_chunk_size))
     if chunk_size < 1 or point_chunk_size < 1:
         raise ValueError(f"chunk sizes must be positive, got {chunk_size} and {point_chunk_size}")
     num_points = points.shape[0]

@@ -1,0 +1,162 @@
+"""Gaussian head: initialisation from a mesh head, batched generate, pose handling, a tiny CPU training run."""
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from lib.config import TrainConfig, load_config
+from lib.dataset import GaussianDataset
+from lib.errors import CheckpointError
+from lib.module.gaussian_head import INHERITED_MLPS, GaussianHeadModule
+from lib.module.mesh_head import MeshHeadModule, pretrain_sphere
+from lib.recorder.checkpoint import save_atomic
+from lib.recorder.metrics_log import read_metrics
+from lib.trainer.gaussian_head_trainer import GaussianHeadTrainer, stage2_losses
+from lib.utils.knn import mean_sq_distance_to_3nn
+from lib.utils.rotations import axis_angle_to_matrix, quaternion_to_matrix
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "config" / "train_gaussianhead_synthetic_demo.yaml"
+
+
+@pytest.fixture(scope="module")
+def mesh_head_checkpoint(tmp_path_factory) -> Path:
+    """A sphere-initialised mesh head (landmarks on its front) saved as a checkpoint."""
+    cfg = load_config(TrainConfig, CONFIG, ["meshheadmodule.tet_resolution=20"], stage="gaussianhead")
+    generator = torch.Generator().manual_seed(0)
+    landmarks = torch.randn(80, 3, generator=generator) * 0.25 + torch.tensor([0.0, 0.0, 0.9])
+    torch.manual_seed(0)
+    mesh_head = MeshHeadModule(cfg.meshheadmodule, landmarks)
+    pretrain_sphere(mesh_head, 150, torch.device("cpu"), batch=2048)
+    path = tmp_path_factory.mktemp("meshhead") / "meshhead_latest"
+    save_atomic(mesh_head.state_dict(), path)
+    return path
+
+
+def small_config(*extra: str) -> TrainConfig:
+    return load_config(TrainConfig, CONFIG, ["meshheadmodule.tet_resolution=20",
+                                             "gaussianheadmodule.num_add_mouth_points=50", *extra],
+                       stage="gaussianhead")
+
+
+def module_from(checkpoint: Path, cfg: TrainConfig) -> tuple[GaussianHeadModule, MeshHeadModule]:
+    state = torch.load(checkpoint, weights_only=True)
+    mesh_head = MeshHeadModule(cfg.meshheadmodule, state["landmarks_3d_neutral"])
+    mesh_head.load_state_dict(state)
+    return GaussianHeadModule.from_mesh_head(cfg.gaussianheadmodule, mesh_head), mesh_head
+
+
+def test_initialisation_from_mesh_head(mesh_head_checkpoint):
+    cfg = small_config()
+    module, mesh_head = module_from(mesh_head_checkpoint, cfg)
+    with torch.no_grad():
+        surface = mesh_head.reconstruct_neutral(subdivide=True)["verts"]
+    assert module.num_gaussians == surface.shape[0] + 50
+    torch.testing.assert_close(module.xyz[: surface.shape[0]], surface)
+    for name in INHERITED_MLPS:
+        for ours, theirs in zip(getattr(module, name).parameters(), getattr(mesh_head, name).parameters()):
+            torch.testing.assert_close(ours, theirs)
+    # Scales start at sqrt of the mean squared distance to the 3 nearest neighbours (3DGS / GHA's distCUDA2;
+    # the kNN itself is tested against brute force in test_knn.py), the same on all three axes.
+    spacing = mean_sq_distance_to_3nn(module.xyz.detach()).clamp_min(1e-7).sqrt()
+    torch.testing.assert_close(module.scales, spacing.log()[:, None].expand(-1, 3))
+    torch.testing.assert_close(torch.sigmoid(module.opacity), torch.full_like(module.opacity, 0.3))
+    torch.testing.assert_close(module.rotation, torch.tensor([1.0, 0, 0, 0]).expand_as(module.rotation))
+
+
+def test_generate_is_batched_normalised_and_pose_consistent(mesh_head_checkpoint):
+    cfg = small_config()
+    module, _ = module_from(mesh_head_checkpoint, cfg)
+    with torch.no_grad():
+        module.rotation.add_(torch.randn_like(module.rotation) * 0.3)  # non-unit, non-identity rotations
+    exp = torch.randn(3, 16) * 0.5
+    pose = torch.tensor([[0.2, -0.3, 0.1, 0.01, -0.02, 0.03], [0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+                         [-0.1, 0.4, 0.0, 0.0, 0.05, 0.0]])
+    scale = torch.tensor([[0.125], [1.0], [0.2]])
+    code = torch.zeros(3, 6)
+    batched = module.generate(exp, pose, scale, pose_code=code)
+    for b in range(3):
+        single = module.generate(exp[b:b + 1], pose[b:b + 1], scale[b:b + 1], pose_code=code[b:b + 1])
+        for key in ("xyz", "color", "scales", "rotation", "opacity"):
+            torch.testing.assert_close(batched[key][b:b + 1], single[key], atol=1e-5, rtol=1e-5)
+    norms = batched["rotation"].norm(dim=-1)
+    torch.testing.assert_close(norms, torch.ones_like(norms))  # each Gaussian's quaternion (GHA normalised dim 1)
+    # Same expression and pose code, different head pose: positions and orientations follow the head transform.
+    same = module.generate(exp[:1].expand(2, -1), torch.stack([pose[0], torch.zeros(6)]),
+                           torch.tensor([[0.125], [1.0]]), pose_code=torch.zeros(2, 6))
+    rotation = axis_angle_to_matrix(pose[0, :3])
+    expected = 0.125 * same["xyz"][1] @ rotation.T + pose[0, 3:]
+    torch.testing.assert_close(same["xyz"][0], expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(quaternion_to_matrix(same["rotation"][0]),
+                               rotation @ quaternion_to_matrix(same["rotation"][1]), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(same["scales"][0], 0.125 * same["scales"][1])
+    with pytest.raises(ValueError, match=r"exp_coeff must be \[B, 16\]"):
+        module.generate(torch.zeros(1, 10), torch.zeros(1, 6), torch.ones(1, 1))
+
+
+def tiny_training_config(subject: Path, out: Path, mesh_head: Path, *extra: str) -> TrainConfig:
+    return small_config(f"dataset.dataroot={subject}", "dataset.original_resolution=64", "dataset.resolution=64",
+                        "dataset.num_workers=0", "dataset.split_from_meta=false", "dataset.eval_camera_ids=[cam03]",
+                        "dataset.eval_frame_ids=[0003]", f"load_meshhead_checkpoint={mesh_head}", "device=cpu",
+                        "lr_net=2e-3", "render.backend=torch", f"recorder.checkpoint_path={out}/ck",
+                        f"recorder.logdir={out}/log", f"recorder.result_path={out}/res", "recorder.log_freq=1",
+                        "recorder.show_freq=4", "recorder.save_freq=4", *extra)
+
+
+def test_tiny_training_run_learns_and_resumes(tiny_subject, mesh_head_checkpoint, tmp_path):
+    torch.manual_seed(0)
+    cfg = tiny_training_config(tiny_subject, tmp_path, mesh_head_checkpoint, "train.max_iters=12")
+    dataset = GaussianDataset(cfg.dataset)
+    held_out = {"test_cameras": GaussianDataset(cfg.dataset, split="test_cameras", views="all", subject=dataset.subject)}
+    trainer = GaussianHeadTrainer(cfg, torch.device("cpu"), dataset, held_out)
+    fixed = trainer.to_device({key: value[None] for key, value in GaussianDataset(cfg.dataset, views="all")[0].items()})
+
+    def fixed_loss() -> float:
+        with torch.no_grad():
+            losses, _ = stage2_losses(trainer.module, trainer.supres, fixed, trainer.delta_poses,
+                                      random.Random(0), "torch")
+        assert all(torch.isfinite(value) for value in losses.values())
+        return float(losses["rgb_lr"] + losses["rgb_hr"])
+
+    before = fixed_loss()
+    metrics = trainer.fit()
+    assert fixed_loss() < before
+    assert set(metrics) == {"test_cameras_psnr", "test_cameras_ssim"} and metrics["test_cameras_psnr"] > 5
+    run = tmp_path / "ck" / cfg.recorder.name
+    for kind in ("gaussianhead", "supres", "delta_poses", "gaussianhead_train_state"):
+        assert (run / f"{kind}_latest").is_file(), kind
+    assert (tmp_path / "res" / cfg.recorder.name / "000012.jpg").is_file()
+    assert [r["iter"] for r in read_metrics(tmp_path / "log" / "metrics.jsonl") if "loss_rgb_hr" in r] == list(range(1, 13))
+
+    resumed = GaussianHeadTrainer(tiny_training_config(tiny_subject, tmp_path, mesh_head_checkpoint,
+                                                       "train.max_iters=14"), torch.device("cpu"), dataset, held_out)
+    assert resumed.iteration == 12
+    torch.testing.assert_close(resumed.module.xyz, trainer.module.xyz)
+    torch.testing.assert_close(resumed.delta_poses, trainer.delta_poses)
+
+
+def test_checkpoint_errors(tiny_subject, mesh_head_checkpoint, tmp_path):
+    dataset_cfg = tiny_training_config(tiny_subject, tmp_path, mesh_head_checkpoint)
+    dataset = GaussianDataset(dataset_cfg.dataset)
+    missing = tiny_training_config(tiny_subject, tmp_path / "a", tmp_path / "nope")
+    with pytest.raises(CheckpointError, match="mesh-head checkpoint not found: .*train the mesh head first"):
+        GaussianHeadTrainer(missing, torch.device("cpu"), dataset)
+    poses = tmp_path / "poses.pt"
+    torch.save(torch.zeros(3, 6), poses)
+    wrong = tiny_training_config(tiny_subject, tmp_path / "b", mesh_head_checkpoint, f"load_delta_poses_checkpoint={poses}")
+    with pytest.raises(CheckpointError, match=r"delta poses must be a \[4, 6\] tensor"):
+        GaussianHeadTrainer(wrong, torch.device("cpu"), dataset)
+
+
+def test_entry_script_one_line_errors(tiny_subject, tmp_path):
+    gha = ROOT / "config" / "train_gaussianhead_N031.yaml"
+    result = subprocess.run([sys.executable, "train_gaussianhead.py", "--config", str(gha),
+                             f"dataset.dataroot={tiny_subject}", "dataset.camera_ids=[]", "device=cpu"],
+                            cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert "exp_coeff has 16 coefficients but gaussianheadmodule.exp_coeffs_dim expects 64" in result.stderr
