@@ -30,6 +30,7 @@ class Trainer:
         self.cfg, self.device = cfg, device
         self.recorder = RunRecorder(cfg.recorder, cfg)
         self.iteration, self.epoch = 0, 0
+        self.last_metrics: Dict[str, float] = {}
 
     # ---------------------------------------------------------------------------------- to implement
     def compute_losses(self, batch: Dict[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], Any]:
@@ -125,7 +126,8 @@ class Trainer:
         progress.close()
         self.save()
         self.finish()
-        metrics = self.log_evaluation()
+        evaluated_last = self.cfg.train.eval_every and self.iteration % self.cfg.train.eval_every == 0
+        metrics = self.last_metrics if evaluated_last and self.last_metrics else self.log_evaluation()
         self.recorder.close()
         return metrics
 
@@ -146,4 +148,5 @@ class Trainer:
             path = self.recorder.result_dir / f"{self.stage}_eval.json"
             path.write_text(json.dumps({"iter": self.iteration, "epoch": self.epoch, **metrics}, indent=2))
             log.info("%s held-out: %s", self.stage, ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+        self.last_metrics = metrics
         return metrics
