@@ -19,7 +19,6 @@ import difflib
 import json
 import math
 import os
-import tempfile
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any, Dict, List, Optional, Sequence, Type, TypeVar
 import yaml
 
 from lib.errors import ConfigError
+from lib.utils.atomic import write_bytes_atomic
 
 T = TypeVar("T")
 
@@ -569,17 +569,8 @@ def config_to_dict(config: Any) -> Dict[str, Any]:
 
 def save_config(config: Any, path: str | os.PathLike) -> None:
     """Write the resolved config as YAML, atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = yaml.safe_dump(config_to_dict(config), sort_keys=False, default_flow_style=None)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes_atomic(path, text.encode())
 
 
 def config_from_dict(schema: Type[T], data: Dict[str, Any], source: str = "<stored config>") -> T:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any, Dict, Mapping
@@ -18,22 +17,15 @@ import torch
 from torch import nn
 
 from lib.errors import CheckpointError
+from lib.utils.atomic import atomic_output
 
 _MAX_KEYS_LISTED = 5
 
 
 def save_atomic(obj: Any, path: str | os.PathLike) -> None:
     """`torch.save` to a temp file in the same folder, then rename: a crash never leaves a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_output(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_file(path: str | os.PathLike, what: str = "checkpoint") -> Any:

@@ -42,13 +42,14 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
+
+from lib.utils.atomic import atomic_output
 
 __all__ = [
     "TET_GRID_VERSION",
@@ -194,18 +195,8 @@ def _load_cached(path: Path, box: np.ndarray, resolution: int) -> Optional[Tuple
 
 def _save_atomic(path: Path, **arrays: np.ndarray) -> None:
     """Write an .npz next to ``path`` and rename it into place, so readers never see a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.stem + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_output(path) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, **arrays)
 
 
 def cached_tet_grid(

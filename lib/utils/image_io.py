@@ -5,13 +5,13 @@ Images are returned as float32 numpy arrays in [0, 1]: RGB `[H, W, 3]`, masks `[
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from lib.errors import DataError
+from lib.utils.atomic import write_bytes_atomic
 
 _JPEG_START = b"\xff\xd8"
 _JPEG_END = b"\xff\xd9"
@@ -90,12 +90,4 @@ def write_image(path: str | os.PathLike, image: np.ndarray, quality: int = 95) -
     ok, encoded = cv2.imencode(path.suffix, image, params)
     if not ok:
         raise DataError(f"cannot encode image for {path}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(encoded.tobytes())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes_atomic(path, encoded.tobytes())

@@ -2,23 +2,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
-
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+from lib.utils.atomic import write_bytes_atomic
 
 
 def write_obj(path: str | os.PathLike, verts: np.ndarray, faces: np.ndarray, colors: Optional[np.ndarray] = None) -> None:
@@ -28,7 +17,7 @@ def write_obj(path: str | os.PathLike, verts: np.ndarray, faces: np.ndarray, col
         color = "" if colors is None else " " + " ".join(f"{c:.4f}" for c in colors[index])
         lines.append(f"v {vertex[0]:.6f} {vertex[1]:.6f} {vertex[2]:.6f}{color}")
     lines += [f"f {a + 1} {b + 1} {c + 1}" for a, b, c in np.asarray(faces, dtype=np.int64)]
-    _atomic_bytes(Path(path), ("\n".join(lines) + "\n").encode())
+    write_bytes_atomic(Path(path), ("\n".join(lines) + "\n").encode())
 
 
 def write_ply(path: str | os.PathLike, verts: np.ndarray, faces: np.ndarray, colors: Optional[np.ndarray] = None) -> None:
@@ -49,4 +38,4 @@ def write_ply(path: str | os.PathLike, verts: np.ndarray, faces: np.ndarray, col
     face_data = np.empty(len(faces), dtype=[("n", "u1"), ("idx", "<i4", (3,))])
     face_data["n"] = 3
     face_data["idx"] = faces
-    _atomic_bytes(Path(path), ("\n".join(header) + "\n").encode() + vertex_data.tobytes() + face_data.tobytes())
+    write_bytes_atomic(Path(path), ("\n".join(header) + "\n").encode() + vertex_data.tobytes() + face_data.tobytes())
