@@ -30,6 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import markdown_table  # noqa: E402
 from lib.render.gaussians import gsplat_available, rasterize_gaussians  # noqa: E402
 
 
@@ -166,14 +167,6 @@ def bench_cpu(size, B, N, C, warmup, repeats):
     return row
 
 
-def _table(title, columns, rows):
-    """Markdown table; ``columns`` are (header, key, format) triples."""
-    lines = [title, "| " + " | ".join(h for h, _, _ in columns) + " |", "|" + "---|" * len(columns)]
-    for row in rows:
-        lines.append("| " + " | ".join(fmt.format(row[key]) for _, key, fmt in columns) + " |")
-    return "\n".join(lines)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
@@ -221,14 +214,14 @@ def main():
             ("gsplat default fwd+bwd ms", "forward_backward_gsplat_default_ms", "{:.3f}"),
             ("fwd+bwd peak MiB", "forward_backward_wrapper_peak_mib", "{:.0f}"),
         ]
-        print(_table(f"GPU: {result['device']}, gsplat {result.get('gsplat')}, torch {result['torch']}, "
+        print(markdown_table(f"GPU: {result['device']}, gsplat {result.get('gsplat')}, torch {result['torch']}, "
                      f"N={args.gaussians}, C={args.channels}", gpu_cols, result["gpu_rows"]))
         print()
     if result["cpu_rows"]:
         cpu_cols = [("res", "resolution", "{}"), ("B", "B", "{}"), ("N", "N", "{}"), ("C", "C", "{}"),
                     ("threads", "threads", "{}"), ("fwd ms", "forward_ms", "{:.1f}"),
                     ("fwd+bwd ms", "forward_backward_ms", "{:.1f}"), ("drawn", "drawn_gaussians", "{}")]
-        print(_table(f"CPU torch twin: {result['cpu']}", cpu_cols, result["cpu_rows"]))
+        print(markdown_table(f"CPU torch twin: {result['cpu']}", cpu_cols, result["cpu_rows"]))
     print(json.dumps(result, indent=1))
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -36,31 +36,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import markdown_table  # noqa: E402
 from lib.render import mesh as mesh_mod  # noqa: E402
 from lib.render.mesh import rasterize_mesh  # noqa: E402
-
-
-def uv_sphere(n_lat, n_lon, radius):
-    """UV sphere with outward CCW faces: verts [V, 3] float32, faces [2 * n_lon * (n_lat - 1), 3] int64."""
-    th = torch.linspace(0, math.pi, n_lat + 1, dtype=torch.float64)[1:-1]
-    ph = torch.arange(n_lon, dtype=torch.float64) * 2 * math.pi / n_lon
-    T, P = torch.meshgrid(th, ph, indexing="ij")
-    ring = torch.stack([T.sin() * P.cos(), T.cos(), T.sin() * P.sin()], -1).reshape(-1, 3)
-    verts = torch.cat([torch.tensor([[0.0, 1.0, 0.0]], dtype=torch.float64), ring,
-                       torch.tensor([[0.0, -1.0, 0.0]], dtype=torch.float64)]) * radius
-    j = torch.arange(n_lon)
-    jn = (j + 1) % n_lon
-    faces = [torch.stack([torch.zeros_like(j), 1 + j, 1 + jn], -1)]
-    for i in range(n_lat - 2):
-        a, b = 1 + i * n_lon + j, 1 + i * n_lon + jn
-        faces += [torch.stack([a, b + n_lon, b], -1), torch.stack([a, a + n_lon, b + n_lon], -1)]
-    last = 1 + (n_lat - 2) * n_lon
-    faces.append(torch.stack([last + j, torch.full_like(j, verts.shape[0] - 1), last + jn], -1))
-    faces = torch.cat(faces)
-    tri = verts[faces]
-    flip = (torch.linalg.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]) * tri.mean(1)).sum(-1) < 0
-    faces[flip] = faces[flip][:, [0, 2, 1]]
-    return verts.float(), faces
+from lib.utils.primitives import uv_sphere  # noqa: E402
 
 
 def head_scene(B, size, n_lat, n_lon, A, device, seed=0):
@@ -230,14 +209,6 @@ def bench_cpu(args):
     return rows
 
 
-def _table(title, columns, rows):
-    """Markdown table; ``columns`` are (header, key, format) triples."""
-    lines = [title, "| " + " | ".join(h for h, _, _ in columns) + " |", "|" + "---|" * len(columns)]
-    for row in rows:
-        lines.append("| " + " | ".join(fmt.format(row[key]) for _, key, fmt in columns) + " |")
-    return "\n".join(lines)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
@@ -289,19 +260,19 @@ def main():
                 ("hard-only fwd ms", "hard_forward_ms", "{:.2f}"),
                 ("hard-only fwd+bwd ms", "hard_forward_backward_ms", "{:.2f}"),
                 ("fwd+bwd peak MiB", "hard+soft_forward_backward_peak_mib", "{:.0f}")]
-        print(_table(f"GPU: {result['device']}, torch {result['torch']} (hard + soft_mask, loss on attrs and "
+        print(markdown_table(f"GPU: {result['device']}, torch {result['torch']} (hard + soft_mask, loss on attrs and "
                      f"soft_mask; medians)", cols, result["gpu_rows"]))
         if "profile" in row:
             prof = row["profile"]
             print(f"\none forward+backward: {prof['kernels']} kernels, {prof['aten_ops']} aten ops, "
                   f"{prof['gpu_busy_ms']:.2f} ms of kernel time")
-            print(_table("top ops by GPU time", [("op", "op", "{}"), ("calls", "calls", "{}"),
+            print(markdown_table("top ops by GPU time", [("op", "op", "{}"), ("calls", "calls", "{}"),
                                                  ("GPU ms", "gpu_ms", "{:.3f}")], prof["top"]))
         print()
     if result["cpu_rows"]:
         cols = [("case", "case", "{}"), ("res", "resolution", "{}"), ("B", "B", "{}"), ("faces", "faces", "{}"),
                 ("threads", "threads", "{}"), ("ms (median)", "ms", "{:.1f}"), ("ms (min)", "min_ms", "{:.1f}")]
-        print(_table(f"CPU: {result['cpu']}", cols, result["cpu_rows"]))
+        print(markdown_table(f"CPU: {result['cpu']}", cols, result["cpu_rows"]))
     exp = result.get("compiled_soft_experiment")
     if exp:
         print("\nexperiment, soft blocks through torch.compile:",

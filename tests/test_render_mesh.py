@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from lib.render import mesh as mesh_mod
+from lib.utils.primitives import uv_sphere
 from lib.render.mesh import rasterize_mesh
 
 
@@ -41,31 +42,6 @@ def _edge_distances(tri_uv, width, height):
         e = (b[0] - a[0]) * (v - a[1]) - (b[1] - a[1]) * (u - a[0])
         out.append(e * torch.sign(area2) / torch.linalg.norm(b - a))
     return torch.stack(out)
-
-
-def _uv_sphere(n_lat, n_lon, radius=1.0):
-    """UV sphere with outward CCW faces: verts [V, 3], faces [F, 3]."""
-    th = torch.linspace(0, math.pi, n_lat + 1, dtype=torch.float64)[1:-1]
-    ph = torch.arange(n_lon, dtype=torch.float64) * 2 * math.pi / n_lon
-    T, P = torch.meshgrid(th, ph, indexing="ij")
-    ring = torch.stack([T.sin() * P.cos(), T.cos(), T.sin() * P.sin()], -1).reshape(-1, 3)
-    verts = torch.cat([torch.tensor([[0.0, 1.0, 0.0]], dtype=torch.float64), ring,
-                       torch.tensor([[0.0, -1.0, 0.0]], dtype=torch.float64)]) * radius
-    n = n_lon
-    j = torch.arange(n)
-    jn = (j + 1) % n
-    faces = [torch.stack([torch.zeros_like(j), 1 + jn, 1 + j], -1)]
-    for i in range(n_lat - 2):
-        a, b = 1 + i * n + j, 1 + i * n + jn
-        faces += [torch.stack([a, b, b + n], -1), torch.stack([a, b + n, a + n], -1)]
-    last = 1 + (n_lat - 2) * n
-    faces.append(torch.stack([last + j, last + jn, torch.full_like(j, verts.shape[0] - 1)], -1))
-    faces = torch.cat(faces)
-    # Make the winding outward (cross(v1 - v0, v2 - v0) . centroid > 0) whatever the parametrisation above gives.
-    tri = verts[faces]
-    flip = (torch.linalg.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]) * tri.mean(1)).sum(-1) < 0
-    faces[flip] = faces[flip][:, [0, 2, 1]]
-    return verts.float(), faces
 
 
 def test_single_triangle_coverage_matches_point_in_triangle():
@@ -196,7 +172,7 @@ def test_perspective_correct_interpolation_on_tilted_plane():
 
 
 def _sphere_scene(size, dist, n_lat=48, n_lon=96):
-    verts, faces = _uv_sphere(n_lat, n_lon)
+    verts, faces = uv_sphere(n_lat, n_lon)
     focal = 1.3 * size
     vm, K = _camera(size, size, focal)
     vm[0, 2, 3] = dist
