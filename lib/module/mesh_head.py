@@ -153,8 +153,9 @@ class MeshHeadModule(nn.Module):
         return {"verts": points, "faces": neutral["faces"], "colors": colors, "verts_neutral": verts,
                 "features_neutral": neutral["features"], "exp_deform": exp_deform, "pose_deform": pose_deform}
 
-    def load_gha_state_dict(self, state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-        """Drop GHA's stored tet-grid buffers from a state dict (we regenerate them); other keys pass through."""
+    @staticmethod
+    def without_grid_buffers(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """A state dict minus GHA's stored tet grid (`tet_verts`, `tets`), which we regenerate from the config."""
         return {key: value for key, value in state.items() if key not in GHA_BUFFER_KEYS}
 
 

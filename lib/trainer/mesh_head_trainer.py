@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 def load_mesh_head(module: MeshHeadModule, path: str | Path) -> None:
     """Load a mesh-head checkpoint (ours or GHA's, whose stored tet grid is ignored) into `module`."""
     state = load_file(path, "mesh-head checkpoint")
-    load_state_dict_into(module, module.load_gha_state_dict(state), path, "mesh-head checkpoint")
+    load_state_dict_into(module, module.without_grid_buffers(state), path, "mesh-head checkpoint")
 
 
 class MeshHeadTrainer(Trainer):
