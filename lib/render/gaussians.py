@@ -166,26 +166,33 @@ def _raise_on_nonfinite(named) -> None:
 
 
 class _AsyncFiniteCheck:
-    """Finite check of CUDA inputs that does not stall the GPU queue.
+    """Finite check of CUDA inputs that adds no device synchronisation.
 
-    The per-tensor L1 norms (one fused multi-tensor reduction; NaN/inf propagate into them) are copied to pinned
-    host memory behind an event. The caller launches the projection kernel before waiting for the event, so the
-    GPU goes straight on to the projection instead of idling while the CPU reads the flag. On an alarm (which
-    an overflowing norm could also raise) the exact per-tensor check names the argument.
+    The per-tensor L1 norms (one fused multi-tensor reduction; NaN/inf propagate into them) give an on-device
+    flag and are copied to pinned host memory behind an event. The caller multiplies the projected radii by the
+    flag, so non-finite inputs draw nothing and cannot blow up the tile-intersection buffers, and reads the host
+    copy only after gsplat's tile intersection, which synchronises anyway. On an alarm (which an overflowing norm
+    could also raise) the exact per-tensor check names the argument.
     """
 
     def __init__(self, named):
         self.named = named
         tensors = [t for _, t in named if t.numel()]
         self.event = None
+        self.device_ok = None
         if not tensors:
             return
         with torch.no_grad():
             norms = torch.stack(torch._foreach_norm(tensors, 1))
+            self.device_ok = torch.isfinite(norms).all()
             self.host = torch.empty(norms.shape, dtype=norms.dtype, pin_memory=True)
             self.host.copy_(norms, non_blocking=True)
             self.event = torch.cuda.Event()
             self.event.record()
+
+    def mask(self, radii: torch.Tensor) -> torch.Tensor:
+        """Radii zeroed everywhere when any input is non-finite (no synchronisation)."""
+        return radii if self.device_ok is None else radii * self.device_ok
 
     def finish(self) -> None:
         if self.event is None:
@@ -299,11 +306,12 @@ def _rasterize_gsplat(named, means, quats, scales, opacities, features, viewmats
         eps2d=EPS2D, near_plane=near_plane, far_plane=FAR_PLANE, radius_clip=0.0, packed=False,
         calc_compensations=False, opacities=opacities,
     )  # radii [B, 1, N, 2] int32, means2d [B, 1, N, 2], depths [B, 1, N], conics [B, 1, N, 3]
-    check.finish()  # before isect_tiles, whose buffer size would follow NaN radii
+    radii = check.mask(radii)
 
     tile_w = math.ceil(width / TILE_SIZE)
     tile_h = math.ceil(height / TILE_SIZE)
     _, isect_ids, flatten_ids = gs.isect_tiles(means2d, radii, depths, TILE_SIZE, tile_w, tile_h, packed=False)
+    check.finish()  # isect_tiles has synchronised to size its buffers: reading the flag costs nothing more
     isect_offsets = gs.isect_offset_encode(isect_ids, B, tile_w, tile_h).reshape(B, 1, tile_h, tile_w)
 
     # Route the rasterizer's input through a [B, N, 2] view so the returned tensor is upstream of the image.
