@@ -1,6 +1,7 @@
 """Gaussian head: initialisation from a mesh head, batched generate, pose handling, a tiny CPU training run."""
 from __future__ import annotations
 
+import json
 import random
 import subprocess
 import sys
@@ -160,3 +161,41 @@ def test_entry_script_one_line_errors(tiny_subject, tmp_path):
                             cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 2 and result.stderr.count("\n") == 1
     assert "exp_coeff has 16 coefficients but gaussianheadmodule.exp_coeffs_dim expects 64" in result.stderr
+
+
+def test_compaction_writes_a_loadable_compressed_avatar_and_resumes(tiny_subject, mesh_head_checkpoint, tmp_path):
+    from lib.compact.avatar_file import load_compact_avatar
+    from lib.trainer.gaussian_head_trainer import COMPACT_FILE, load_gaussian_head
+
+    torch.manual_seed(0)
+    extra = ("compact.enable=true", "compact.start_iter=4", "compact.codebook_size=16",
+             "compact.codebook_sizes.feature=32", "compact.assign_every=3")
+    cfg = tiny_training_config(tiny_subject, tmp_path, mesh_head_checkpoint, "train.max_iters=10", *extra)
+    dataset = GaussianDataset(cfg.dataset)
+    trainer = GaussianHeadTrainer(cfg, torch.device("cpu"), dataset)
+    trainer.fit()
+    run = tmp_path / "ck" / cfg.recorder.name
+    report = json.loads((run / "compact_report.json").read_text())
+    assert report["file"] == COMPACT_FILE and report["compact_bytes"] == (run / COMPACT_FILE).stat().st_size
+    assert report["ratio"] > 2 and report["codebook_sizes"] == {"scale_rot": 16, "feature": 32}
+    assert report["raw_bytes"] == (run / "gaussianhead_latest").stat().st_size + (run / "supres_latest").stat().st_size
+
+    # The compressed avatar reproduces the quantised model (up to fp16 storage and 8-bit opacity).
+    module, supres, metadata = load_compact_avatar(run / COMPACT_FILE, torch.device("cpu"))
+    assert metadata["num_gaussians"] == trainer.module.num_gaussians
+    exp, pose, scale = torch.zeros(1, 16), torch.zeros(1, 6), torch.full((1, 1), 0.125)
+    with torch.no_grad():
+        expected = trainer.module.generate(exp, pose, scale, attributes=trainer.quantized_attributes())
+        loaded = module.generate(exp, pose, scale)
+    for key, tolerance in (("xyz", 1e-3), ("scales", 2e-3), ("rotation", 2e-3), ("opacity", 3e-3), ("color", 2e-2)):
+        assert (loaded[key] - expected[key]).abs().max() < tolerance, key
+    assert isinstance(load_gaussian_head(cfg, run / COMPACT_FILE, torch.device("cpu")), GaussianHeadModule)
+
+    # Resume mid-compaction: codebooks and indices come back exactly.
+    resumed = GaussianHeadTrainer(tiny_training_config(tiny_subject, tmp_path, mesh_head_checkpoint,
+                                                       "train.max_iters=12", *extra), torch.device("cpu"), dataset)
+    assert resumed.iteration == 10 and resumed.quantizer.initialised
+    for group in ("scale_rot", "feature"):
+        torch.testing.assert_close(resumed.quantizer.quantizers[group].codebook,
+                                   trainer.quantizer.quantizers[group].codebook)
+        assert torch.equal(resumed.quantizer.quantizers[group].index, trainer.quantizer.quantizers[group].index)

@@ -86,7 +86,14 @@ class Trainer:
             limits.append(train.epochs * per_epoch)
         return min(limits)
 
+    def before_step(self) -> None:
+        """Called before each training step's forward pass (e.g. to start compaction)."""
+
+    def after_step(self) -> None:
+        """Called after each optimizer step (e.g. to refresh codebooks)."""
+
     def training_step(self, batch: Dict[str, torch.Tensor]):
+        self.before_step()
         losses, visuals = self.compute_losses(batch)
         total = sum(self.weights[name] * value for name, value in losses.items() if self.weights[name] > 0)
         if not torch.isfinite(total):
@@ -95,6 +102,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         self.optimizer.step()
+        self.after_step()
         return losses, total, visuals
 
     def fit(self) -> Dict[str, float]:

@@ -9,6 +9,9 @@ from typing import Dict, Optional
 import torch
 import torch.nn.functional as F
 
+from lib.compact.avatar_file import load_compact_avatar, save_compact_avatar, write_report
+from lib.compact.codec import is_compact_file
+from lib.compact.quantizer import GroupedQuantizer
 from lib.config import TrainConfig, loss_weights
 from lib.dataset import GaussianDataset, make_loader
 from lib.errors import CheckpointError, ConfigError
@@ -25,12 +28,16 @@ from lib.utils.metrics import psnr, ssim
 
 log = logging.getLogger(__name__)
 
+COMPACT_FILE = "gaussianhead_compact.cgha"
 # GHA's learning rates relative to lr_net.
 RELATIVE_LR = {"xyz": 0.1, "feature": 0.1, "scales": 0.3, "rotation": 0.1, "opacity": 1.0}
 
 
 def load_gaussian_head(cfg: TrainConfig, path: str | Path, device: torch.device) -> GaussianHeadModule:
-    """A Gaussian head rebuilt from its checkpoint (the number of Gaussians comes from the file)."""
+    """A Gaussian head rebuilt from its checkpoint, raw or compact (the number of Gaussians comes from the file)."""
+    if is_compact_file(path):
+        module, _, _ = load_compact_avatar(path, device)
+        return module
     state = load_file(path, "Gaussian-head checkpoint")
     try:
         module = GaussianHeadModule.from_state_dict(cfg.gaussianheadmodule, state)
@@ -52,20 +59,24 @@ def render_gaussians(generated: Dict[str, torch.Tensor], viewmats: torch.Tensor,
 
 
 def generate_and_render(module: GaussianHeadModule, batch: Dict[str, torch.Tensor],
-                        delta_poses: Optional[torch.Tensor], backend: str):
-    """Posed Gaussians of a GaussianDataset batch and their render at the coarse size: -> (generated, [B, C, r, r])."""
+                        delta_poses: Optional[torch.Tensor], backend: str,
+                        attributes: Optional[Dict[str, torch.Tensor]] = None):
+    """Posed Gaussians of a GaussianDataset batch and their render at the coarse size: -> (generated, [B, C, r, r]).
+
+    `attributes` substitutes per-Gaussian attributes (the quantised ones during compaction)."""
     pose = batch["pose"] if delta_poses is None else batch["pose"] + delta_poses[batch["exp_id"]]
-    generated = module.generate(batch["exp_coeff"], pose, batch["scale"])
+    generated = module.generate(batch["exp_coeff"], pose, batch["scale"], attributes=attributes)
     render = render_gaussians(generated, batch["viewmat"], batch["intrinsics_coarse"], batch["images_coarse"].shape[-1],
                               backend)
     return generated, render
 
 
 def stage2_losses(module: GaussianHeadModule, supres: SuperResolutionModule, batch: Dict[str, torch.Tensor],
-                  delta_poses: torch.Tensor, rng: random.Random, backend: str, lpips_loss=None):
+                  delta_poses: torch.Tensor, rng: random.Random, backend: str, lpips_loss=None,
+                  attributes: Optional[Dict[str, torch.Tensor]] = None):
     """GHA's stage-2 losses by weight name: L1 of the coarse render's RGB channels, L1 of the super-resolved
     augmented crop, and LPIPS on it when `lpips_loss` is given. Returns (losses, visuals for image grids)."""
-    _, render = generate_and_render(module, batch, delta_poses, backend)
+    _, render = generate_and_render(module, batch, delta_poses, backend, attributes)
     visible_coarse = batch["visibles_coarse"]
     losses = {"rgb_lr": F.l1_loss(render[:, :3] * visible_coarse, batch["images_coarse"] * visible_coarse)}
     cropped_render, cropped_image, cropped_visible = random_scale_crop(render, batch["images"], batch["visibles"], rng)
@@ -115,6 +126,9 @@ class GaussianHeadTrainer(Trainer):
         self.optimizer = make_optimizer(cfg, self.module, self.supres, self.delta_poses)
         self.loader = make_loader(dataset, cfg.batch_size, shuffle=True, num_workers=cfg.dataset.num_workers,
                                   seed=cfg.train.seed, device=device)
+        self.quantizer = self._initial_quantizer()
+        compact = cfg.compact
+        self.compact_start = compact.start_iter if compact.start_iter >= 0 else compact.start_epoch * len(self.loader)
         self.try_resume()
 
     # ------------------------------------------------------------------------------------------ set-up
@@ -166,12 +180,72 @@ class GaussianHeadTrainer(Trainer):
         with torch.no_grad():
             self.delta_poses.copy_(value)
 
+    def _initial_quantizer(self) -> Optional[GroupedQuantizer]:
+        """The codebooks (when compact.enable), restored from this run's own `quantizer_latest` when resuming."""
+        if not self.cfg.compact.enable:
+            return None
+        quantizer = GroupedQuantizer.from_config(self.cfg.compact, seed=self.cfg.train.seed).to(self.device)
+        own = self.recorder.checkpoint("quantizer")
+        if self.cfg.train.resume and own.is_file():
+            try:  # the codebook buffers take the stored shapes (they are empty until k-means has run)
+                quantizer.load_state_dict(load_file(own, "quantizer checkpoint"))
+            except (RuntimeError, KeyError, ValueError) as error:
+                raise CheckpointError(f"{own}: not a quantizer for compact.groups {self.cfg.compact.groups} "
+                                      f"({str(error).splitlines()[0]})") from None
+        return quantizer
+
     def load_own_checkpoints(self) -> None:
         """Weights were already read from this run's own files by the constructor."""
 
     def checkpoint_states(self):
-        return {"gaussianhead": self.module.state_dict(), "supres": self.supres.state_dict(),
-                "delta_poses": self.delta_poses.detach().clone()}
+        states = {"gaussianhead": self.module.state_dict(), "supres": self.supres.state_dict(),
+                  "delta_poses": self.delta_poses.detach().clone()}
+        if self.quantizer is not None and self.quantizer.initialised:
+            states["quantizer"] = self.quantizer.state_dict()
+        return states
+
+    # ------------------------------------------------------------------------------------------ compaction
+    @property
+    def compacting(self) -> bool:
+        return self.quantizer is not None and self.iteration >= self.compact_start
+
+    def _detached_attributes(self) -> Dict[str, torch.Tensor]:
+        return {key: value.detach() for key, value in self.module.canonical_attributes().items()}
+
+    def quantized_attributes(self) -> Optional[Dict[str, torch.Tensor]]:
+        """Straight-through quantised attributes once compaction has started, else None (the continuous ones)."""
+        if not self.compacting or not self.quantizer.initialised:
+            return None
+        return self.quantizer.quantized_attributes(self.module.canonical_attributes())
+
+    def before_step(self) -> None:
+        if self.compacting and not self.quantizer.initialised:
+            self.quantizer.initialise(self._detached_attributes())
+            log.info("compaction starts at iteration %d: codebooks %s", self.iteration, self.quantizer.codebook_sizes())
+
+    def after_step(self) -> None:
+        """Codebook rows follow their members every step; indices are re-assigned every compact.assign_every."""
+        if not self.compacting:
+            return
+        attributes = self._detached_attributes()
+        with torch.no_grad():
+            if (self.iteration + 1 - self.compact_start) % self.cfg.compact.assign_every == 0:
+                self.quantizer.reassign(attributes)
+            self.quantizer.refresh(attributes)
+
+    def finish(self) -> None:
+        """Write the compressed avatar and compact_report.json once compaction has run."""
+        if self.quantizer is None or not self.quantizer.initialised:
+            return
+        directory = self.recorder.checkpoint_dir
+        path = directory / COMPACT_FILE
+        save_compact_avatar(path, self.module, self.supres, self.quantizer, self.cfg.compact)
+        raw = {kind: self.recorder.checkpoint(kind) for kind in ("gaussianhead", "supres")}
+        report = write_report(directory / "compact_report.json", path, raw,
+                              {"num_gaussians": self.module.num_gaussians,
+                               "codebook_sizes": self.quantizer.codebook_sizes(), "iter": self.iteration})
+        log.info("compressed avatar %s: %.2f MB vs %.2f MB raw (%.1fx)", path, report["compact_bytes"] / 1e6,
+                 report["raw_bytes"] / 1e6, report["ratio"])
 
     def set_train_mode(self, training: bool) -> None:
         self.module.train(training)
@@ -181,11 +255,11 @@ class GaussianHeadTrainer(Trainer):
     def forward(self, batch: Dict[str, torch.Tensor], pose_offsets: bool = True):
         """Generate, render at 1/4 resolution: -> (generated Gaussians, render [B, C, r, r])."""
         delta = self.delta_poses if pose_offsets else None
-        return generate_and_render(self.module, batch, delta, self.cfg.render.backend)
+        return generate_and_render(self.module, batch, delta, self.cfg.render.backend, self.quantized_attributes())
 
     def compute_losses(self, batch: Dict[str, torch.Tensor]):
         return stage2_losses(self.module, self.supres, batch, self.delta_poses, self.rng, self.cfg.render.backend,
-                             self.lpips)
+                             self.lpips, self.quantized_attributes())
 
     def save_grid(self, batch, visuals, name: str) -> None:
         """Target, coarse render (first 3 channels), cropped target, super-resolved output."""
