@@ -164,7 +164,7 @@ def test_entry_script_one_line_errors(tiny_subject, tmp_path):
 
 
 def test_compaction_writes_a_loadable_compressed_avatar_and_resumes(tiny_subject, mesh_head_checkpoint, tmp_path):
-    from lib.compact.avatar_file import load_compact_avatar
+    from lib.compact.avatar_file import expand_compact_avatar, load_compact_avatar
     from lib.trainer.gaussian_head_trainer import COMPACT_FILE, load_gaussian_head
 
     torch.manual_seed(0)
@@ -190,6 +190,10 @@ def test_compaction_writes_a_loadable_compressed_avatar_and_resumes(tiny_subject
     for key, tolerance in (("xyz", 1e-3), ("scales", 2e-3), ("rotation", 2e-3), ("opacity", 3e-3), ("color", 2e-2)):
         assert (loaded[key] - expected[key]).abs().max() < tolerance, key
     assert isinstance(load_gaussian_head(cfg, run / COMPACT_FILE, torch.device("cpu")), GaussianHeadModule)
+    # Expanded back to raw GHA-named checkpoints, it loads like any raw checkpoint and decodes the same attributes.
+    written = expand_compact_avatar(run / COMPACT_FILE, tmp_path / "expanded")
+    raw = load_gaussian_head(cfg, written["gaussianhead"], torch.device("cpu"))
+    torch.testing.assert_close(raw.state_dict(), module.state_dict())
 
     # Resume mid-compaction: codebooks and indices come back exactly.
     resumed = GaussianHeadTrainer(tiny_training_config(tiny_subject, tmp_path, mesh_head_checkpoint,

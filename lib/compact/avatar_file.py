@@ -21,6 +21,7 @@ from lib.config import CompactSection, GaussianHeadModuleConfig, SupResModuleCon
 from lib.errors import CheckpointError
 from lib.module.gaussian_head import GaussianHeadModule
 from lib.module.super_resolution import SuperResolutionModule
+from lib.recorder.checkpoint import save_atomic
 from lib.utils.atomic import write_bytes_atomic
 
 KIND = "compact-gaussian-head-avatar"
@@ -111,3 +112,14 @@ def write_report(path: str | os.PathLike, compact_file: Path, raw_files: Dict[st
               "raw_files": raw, "ratio": sum(raw.values()) / compact_bytes, "parts": parts, **metadata}
     write_bytes_atomic(path, (json.dumps(report, indent=2) + "\n").encode())
     return report
+
+
+def expand_compact_avatar(path: str | os.PathLike, out_dir: str | os.PathLike) -> Dict[str, Path]:
+    """Write a compressed avatar back out as raw fp32 GHA-named checkpoints (`gaussianhead_latest`,
+    `supres_latest`) with the decoded attributes, e.g. to fine-tune it or to use tools that expect raw files."""
+    module, supres, _ = load_compact_avatar(path, torch.device("cpu"))
+    out_dir = Path(out_dir)
+    written = {"gaussianhead": out_dir / "gaussianhead_latest", "supres": out_dir / "supres_latest"}
+    save_atomic(module.state_dict(), written["gaussianhead"])
+    save_atomic(supres.state_dict(), written["supres"])
+    return written
