@@ -79,6 +79,9 @@ class DatasetConfig:
     camera_path: str = _option("", "reenactment: a camera .npz to render from; empty = GHA's frontal camera")
     pose_code_path: str = _option("", "reenactment: params.npz whose pose is fed to the pose MLPs")
     freeview: bool = _option(False, "reenactment: orbit the camera around the head")
+    smoothing: float = _option(0.5, "reenactment: temporal smoothing of exp_coeff (and pose without freeview): "
+                               "exponential moving average weight of the previous frame, in [0, 1); "
+                               "0 = off, 0.5 = GHA", min=0.0, max=0.999)
 
 
 @dataclass
@@ -226,6 +229,7 @@ class ReenactConfig:
     gaussianheadmodule: GaussianHeadModuleConfig = _section(GaussianHeadModuleConfig)
     recorder: RecorderConfig = _section(RecorderConfig)
     render: RenderSection = _section(RenderSection)
+    video_fps: float = _option(25.0, "reenactment: frame rate of the written mp4", min=0.0, min_exclusive=True)
 
 
 # ------------------------------------------------------------------------------------------------- loading
