@@ -99,6 +99,9 @@ class Reenactment:
             self.dataset = ReenactmentDataset(cfg.dataset, expected_exp_dim=cfg.gaussianheadmodule.exp_coeffs_dim,
                                               exp_dim_key="gaussianheadmodule.exp_coeffs_dim")
             self.module, self.supres = load_avatar(cfg, device)
+        self.supres.amp = cfg.render.amp  # only takes effect on CUDA tensors
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
         if self.supres.input_dim != self.module.color_dim:
             raise CheckpointError(f"the super-resolution net takes {self.supres.input_dim} channels but the Gaussian "
                                   f"head renders {self.module.color_dim}")
