@@ -20,11 +20,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.bench_train import head_gaussians  # noqa: E402
+from benchmarks.common import gha_scale_head  # noqa: E402
 from lib.compact.avatar_file import save_compact_avatar, write_report  # noqa: E402
 from lib.compact.quantizer import GroupedQuantizer  # noqa: E402
 from lib.config import TrainConfig, load_config  # noqa: E402
-from lib.module.gaussian_head import GaussianHeadModule, mouth_points  # noqa: E402
 from lib.module.super_resolution import SuperResolutionModule  # noqa: E402
 from lib.recorder.checkpoint import save_atomic  # noqa: E402
 
@@ -37,10 +36,7 @@ def main() -> None:
     args = parser.parse_args()
     cfg = load_config(TrainConfig, ROOT / "config" / "train_gaussianhead_N031.yaml", args.overrides, stage="gaussianhead")
     generator = torch.Generator().manual_seed(0)
-    xyz, landmarks = head_gaussians(args.gaussians, generator)
-    xyz = torch.cat([xyz, mouth_points(landmarks, cfg.gaussianheadmodule.num_add_mouth_points, generator)])
-    module = GaussianHeadModule(cfg.gaussianheadmodule, xyz, 0.5 * torch.randn(xyz.shape[0], 128, generator=generator),
-                                landmarks)
+    module = gha_scale_head(cfg, args.gaussians, generator)
     supres = SuperResolutionModule(cfg.supresmodule)
     quantizer = GroupedQuantizer.from_config(cfg.compact)
     quantizer.initialise({key: value.detach() for key, value in module.canonical_attributes().items()})

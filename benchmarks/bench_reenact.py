@@ -23,11 +23,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.bench_train import head_gaussians  # noqa: E402
+from benchmarks.common import gha_scale_head  # noqa: E402
 from lib.compact.avatar_file import load_compact_avatar, save_compact_avatar  # noqa: E402
 from lib.compact.quantizer import GroupedQuantizer  # noqa: E402
 from lib.config import TrainConfig, load_config  # noqa: E402
-from lib.module.gaussian_head import GaussianHeadModule, mouth_points  # noqa: E402
 from lib.module.super_resolution import SuperResolutionModule  # noqa: E402
 from lib.trainer.gaussian_head_trainer import render_gaussians  # noqa: E402
 
@@ -71,10 +70,7 @@ def main() -> None:
 
     cfg = load_config(TrainConfig, ROOT / "config" / "train_gaussianhead_N031.yaml", [], stage="gaussianhead")
     generator = torch.Generator().manual_seed(0)
-    xyz, landmarks = head_gaussians(args.gaussians, generator)
-    xyz = torch.cat([xyz, mouth_points(landmarks, cfg.gaussianheadmodule.num_add_mouth_points, generator)])
-    raw = GaussianHeadModule(cfg.gaussianheadmodule, xyz, 0.5 * torch.randn(xyz.shape[0], 128, generator=generator),
-                             landmarks).to(device).eval()
+    raw = gha_scale_head(cfg, args.gaussians, generator).to(device).eval()
     supres = SuperResolutionModule(cfg.supresmodule).to(device).eval()
     quantizer = GroupedQuantizer.from_config(cfg.compact).to(device)
     quantizer.initialise({key: value.detach() for key, value in raw.canonical_attributes().items()})

@@ -24,21 +24,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import gha_scale_head  # noqa: E402
 from lib.config import TrainConfig, load_config  # noqa: E402
-from lib.module.gaussian_head import GaussianHeadModule, mouth_points  # noqa: E402
 from lib.module.super_resolution import SuperResolutionModule  # noqa: E402
 from lib.trainer.gaussian_head_trainer import (generate_and_render, make_optimizer, render_gaussians,  # noqa: E402
                                               stage2_losses)
 from lib.trainer.augment import random_scale_crop  # noqa: E402
-
-
-def head_gaussians(count: int, generator: torch.Generator):
-    """Canonical positions on a head-like ellipsoid (radius ~1, face toward +z) and 68+ landmarks on its front."""
-    direction = torch.randn(count, 3, generator=generator)
-    direction = direction / direction.norm(dim=-1, keepdim=True)
-    xyz = direction * torch.tensor([0.9, 1.15, 1.0]) * (1 + 0.02 * torch.randn(count, 1, generator=generator))
-    front = direction[direction[:, 2] > 0.6][:120] * torch.tensor([0.9, 1.15, 1.0])
-    return xyz, front
 
 
 def synthetic_batch(output: int, exp_dim: int, device: torch.device, generator: torch.Generator):
@@ -77,10 +68,7 @@ def main() -> None:
     cfg = load_config(TrainConfig, ROOT / "config" / "train_gaussianhead_N031.yaml", [f"train.amp={args.amp}"],
                       stage="gaussianhead")
     generator = torch.Generator().manual_seed(0)
-    xyz, landmarks = head_gaussians(args.gaussians, generator)
-    xyz = torch.cat([xyz, mouth_points(landmarks, cfg.gaussianheadmodule.num_add_mouth_points, generator)])
-    feature = 0.5 * torch.randn(xyz.shape[0], 128, generator=generator)
-    module = GaussianHeadModule(cfg.gaussianheadmodule, xyz, feature, landmarks).to(device)
+    module = gha_scale_head(cfg, args.gaussians, generator).to(device)
     supres = SuperResolutionModule(cfg.supresmodule, amp=args.amp).to(device)
     delta_poses = torch.nn.Parameter(torch.zeros(16, 6, device=device))
     optimizer = make_optimizer(cfg, module, supres, delta_poses)
