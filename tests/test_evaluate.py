@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lib.apps.evaluation import (composite_on_white, evaluate_avatar, evaluation_indices, format_table,
-                                 load_lpips, masked_psnr, masked_ssim)
+from lib.apps.evaluation import evaluate_avatar, format_table, load_lpips
+from lib.dataset.loader import evenly_spaced_indices
 from lib.compact.avatar_file import save_compact_avatar
 from lib.compact.quantizer import GroupedQuantizer
 from lib.config import TrainConfig, load_config
@@ -21,7 +21,7 @@ from lib.module.gaussian_head import GaussianHeadModule
 from lib.module.mesh_head import MeshHeadModule, pretrain_sphere
 from lib.module.super_resolution import SuperResolutionModule
 from lib.recorder.checkpoint import save_atomic
-from lib.utils.metrics import psnr, ssim
+from lib.utils.metrics import composite_on_white, masked_psnr, masked_ssim, psnr, ssim
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "config" / "train_gaussianhead_synthetic_demo.yaml"
@@ -82,8 +82,8 @@ def test_metric_helpers():
     expected = -10 * math.log10(0.01)
     torch.testing.assert_close(masked_psnr(shifted, image, mask), torch.full((2,), expected))
     torch.testing.assert_close(composite_on_white(image, mask)[..., 0, 0], torch.ones(2, 3))
-    assert evaluation_indices(10, 0) == list(range(10))
-    assert evaluation_indices(10, 3) == [0, 4, 9] and evaluation_indices(3, 5) == [0, 1, 2]
+    assert evenly_spaced_indices(10, 0) == list(range(10))
+    assert evenly_spaced_indices(10, 3) == [0, 4, 9] and evenly_spaced_indices(3, 5) == [0, 1, 2]
     network, status = load_lpips(False, torch.device("cpu"))
     assert network is None and status == "disabled"
 

@@ -20,17 +20,17 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 
-from lib.compact.avatar_file import load_compact_avatar
 from lib.compact.codec import is_compact_file
 from lib.config import TrainConfig
 from lib.dataset import GaussianDataset
+from lib.dataset.loader import evenly_spaced_indices
 from lib.errors import CheckpointError, ConfigError
 from lib.module.gaussian_head import GaussianHeadModule
 from lib.module.super_resolution import SuperResolutionModule
-from lib.recorder.checkpoint import load_file, load_state_dict_into
-from lib.trainer.gaussian_head_trainer import COMPACT_FILE, generate_and_render, load_gaussian_head
+from lib.trainer.gaussian_head_trainer import (COMPACT_FILE, generate_and_render, load_avatar_files,
+                                              load_delta_poses)
 from lib.utils.atomic import write_bytes_atomic
-from lib.utils.metrics import psnr, ssim
+from lib.utils.metrics import composite_on_white, masked_psnr, masked_ssim, psnr, ssim
 
 log = logging.getLogger(__name__)
 
@@ -39,30 +39,6 @@ RESULT_FILE = "evaluation.json"
 
 
 # ------------------------------------------------------------------------------------------------- metrics
-def masked_psnr(predicted: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """PSNR in dB per image with the MSE taken over mask pixels only (soft masks weight pixels).
-
-    predicted, target [B, C, H, W] in [0, 1], mask [B, 1, H, W] in [0, 1] -> [B]; an empty mask gives the PSNR of a
-    zero error (clamped like `psnr`)."""
-    weighted = ((predicted - target).pow(2) * mask).flatten(1).sum(1)
-    count = (mask.expand_as(predicted)).flatten(1).sum(1)
-    mse = (weighted / count.clamp(min=1e-12)).clamp(min=1e-12)
-    return -10.0 * torch.log10(mse)
-
-
-def composite_on_white(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """image [B, C, H, W] * mask [B, 1, H, W] + (1 - mask): everything outside the mask becomes white."""
-    return image * mask + (1.0 - mask)
-
-
-def masked_ssim(predicted: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """SSIM per image of both images composited with the mask on white: [B, C, H, W] x2, [B, 1, H, W] -> [B].
-
-    SSIM has no per-pixel form that a mask can select, so the background is made identical (white) in both images
-    instead; the score then reflects only the head, but it is still averaged over the whole image."""
-    return ssim(composite_on_white(predicted, mask), composite_on_white(target, mask))
-
-
 def load_lpips(enabled: bool, device: torch.device) -> Tuple[Optional[Callable], str]:
     """(LPIPS-VGG network or None, status): status is "ok", "disabled" (eval.lpips is false) or
     "unavailable: <reason>" when the optional `lpips` package or its downloaded weights cannot be loaded."""
@@ -105,47 +81,27 @@ def load_avatar(cfg: TrainConfig, device: torch.device
     (`load_supres_checkpoint`, else the run's `supres_latest`). `source` = {"kind": "compact" | "raw",
     "files": {part: path}, "bytes": {part: size on disk}, "total_bytes": sum}."""
     path = resolve_avatar_path(cfg)
+    supres_path = None
     if is_compact_file(path):
-        module, supres, _ = load_compact_avatar(path, device)
         files = {"compact": path}
     else:
-        module = load_gaussian_head(cfg, path, device)
         configured = cfg.load_supres_checkpoint
         supres_path = Path(configured) if configured else _run_file(cfg, "supres_latest")
         if not supres_path.is_file():
             raise CheckpointError(f"super-resolution checkpoint not found: {supres_path} (load_supres_checkpoint); "
                                   f"a raw Gaussian head needs one")
-        supres = SuperResolutionModule(cfg.supresmodule).to(device)
-        load_state_dict_into(supres, load_file(supres_path, "super-resolution checkpoint"), supres_path,
-                             "super-resolution checkpoint")
         files = {"gaussianhead": path, "supres": supres_path}
+    module, supres = load_avatar_files(cfg, path, supres_path, device)
     delta_path = Path(cfg.load_delta_poses_checkpoint) if cfg.load_delta_poses_checkpoint else None
     if delta_path is not None and not delta_path.is_file():
         raise CheckpointError(f"delta-poses checkpoint not found: {delta_path} (load_delta_poses_checkpoint)")
     sizes = {part: os.path.getsize(file) for part, file in files.items()}
     source = {"kind": "compact" if "compact" in files else "raw", "files": {k: str(v) for k, v in files.items()},
               "bytes": sizes, "total_bytes": sum(sizes.values())}
-    return module.eval(), supres.eval(), delta_path, source
-
-
-def _load_delta_poses(path: Path, num_frames: int, device: torch.device) -> torch.Tensor:
-    """Per-frame pose offsets [F, 6] learnt in training (rows indexed by the subject's frame id)."""
-    value = load_file(path, "delta-poses checkpoint")
-    if not isinstance(value, torch.Tensor) or value.shape != (num_frames, 6):
-        shape = list(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
-        raise CheckpointError(f"{path}: delta poses must be a [{num_frames}, 6] tensor (one row per frame of this "
-                              f"subject), got {shape}")
-    return value.float().to(device)
+    return module, supres, delta_path, source
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
-def evaluation_indices(count: int, limit: int) -> List[int]:
-    """All of `count` indices, or `limit` of them evenly spread (eval.max_images) so every frame/camera is sampled."""
-    if limit <= 0 or limit >= count:
-        return list(range(count))
-    return sorted({round(i * (count - 1) / max(limit - 1, 1)) for i in range(limit)})
-
-
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -228,8 +184,8 @@ def evaluate_avatar(cfg: TrainConfig, device: torch.device) -> Dict[str, Any]:
                                   exp_dim_key="gaussianheadmodule.exp_coeffs_dim", subject=subject)
         subject = dataset.subject
         if delta_path is not None and delta_poses is None:
-            delta_poses = _load_delta_poses(delta_path, dataset.num_frames, device)
-        indices = evaluation_indices(len(dataset), cfg.eval.max_images)
+            delta_poses = load_delta_poses(delta_path, dataset.num_frames).to(device)
+        indices = evenly_spaced_indices(len(dataset), cfg.eval.max_images)
         if not indices:
             log.warning("split %s is empty (no held-out cameras/frames configured); skipped", split)
             splits[split] = {"num_images": 0}

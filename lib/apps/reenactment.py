@@ -25,15 +25,13 @@ import torch
 from tqdm import tqdm
 
 from lib.apps.export_ply import export_gaussians_ply
-from lib.compact.avatar_file import load_compact_avatar
 from lib.compact.codec import is_compact_file
 from lib.config import ReenactConfig
 from lib.dataset.reenactment_dataset import ReenactmentDataset
 from lib.errors import CheckpointError, ConfigError, DataError
 from lib.module.gaussian_head import GaussianHeadModule
 from lib.module.super_resolution import SuperResolutionModule
-from lib.recorder.checkpoint import load_file, load_state_dict_into
-from lib.trainer.gaussian_head_trainer import load_gaussian_head, render_gaussians
+from lib.trainer.gaussian_head_trainer import load_avatar_files, render_gaussians
 from lib.utils.image_io import write_image
 
 log = logging.getLogger(__name__)
@@ -48,20 +46,14 @@ def load_avatar(cfg: ReenactConfig, device: torch.device) -> Tuple[GaussianHeadM
         raise CheckpointError("no avatar given: set load_gaussianhead_checkpoint (a raw or compact file)")
     if not Path(head_path).is_file():
         raise CheckpointError(f"load_gaussianhead_checkpoint not found: {head_path}")
-    if is_compact_file(head_path):
-        module, supres, _ = load_compact_avatar(head_path, device)
-        return module.eval(), supres.eval()
     supres_path = cfg.load_supres_checkpoint
-    if not supres_path:
-        raise CheckpointError(f"{head_path} is a raw checkpoint: set load_supres_checkpoint too "
-                              f"(only a compact file holds the super-resolution net)")
-    if not Path(supres_path).is_file():
-        raise CheckpointError(f"load_supres_checkpoint not found: {supres_path}")
-    module = load_gaussian_head(cfg, head_path, device)
-    supres = SuperResolutionModule(cfg.supresmodule)
-    load_state_dict_into(supres, load_file(supres_path, "super-resolution checkpoint"), supres_path,
-                         "super-resolution checkpoint")
-    return module.eval(), supres.to(device).eval()
+    if not is_compact_file(head_path):
+        if not supres_path:
+            raise CheckpointError(f"{head_path} is a raw checkpoint: set load_supres_checkpoint too "
+                                  f"(only a compact file holds the super-resolution net)")
+        if not Path(supres_path).is_file():
+            raise CheckpointError(f"load_supres_checkpoint not found: {supres_path}")
+    return load_avatar_files(cfg, head_path, supres_path, device)
 
 
 def smooth_sequence(values: torch.Tensor, weight: float) -> torch.Tensor:

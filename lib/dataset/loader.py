@@ -2,10 +2,17 @@
 from __future__ import annotations
 
 import os
-from typing import Iterator
+from typing import Iterator, List
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
+
+
+def evenly_spaced_indices(count: int, limit: int) -> List[int]:
+    """All of `count` indices, or `limit` of them evenly spread (eval.max_images) so every frame/camera is sampled."""
+    if limit <= 0 or limit >= count:
+        return list(range(count))
+    return sorted({round(i * (count - 1) / max(limit - 1, 1)) for i in range(limit)})
 
 
 class EpochSampler(Sampler[int]):

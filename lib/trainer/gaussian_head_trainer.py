@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import random
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -14,6 +14,7 @@ from lib.compact.codec import is_compact_file
 from lib.compact.quantizer import GroupedQuantizer
 from lib.config import TrainConfig, loss_weights
 from lib.dataset import GaussianDataset, make_loader
+from lib.dataset.loader import evenly_spaced_indices
 from lib.errors import CheckpointError, ConfigError
 from lib.module.gaussian_head import GaussianHeadModule
 from lib.module.mesh_head import MeshHeadModule
@@ -45,6 +46,35 @@ def load_gaussian_head(cfg: TrainConfig, path: str | Path, device: torch.device)
         raise CheckpointError(f"{path}: not a Gaussian-head checkpoint ({error})") from None
     load_state_dict_into(module, state, path, "Gaussian-head checkpoint")
     return module.to(device)
+
+
+def load_super_resolution(supres: SuperResolutionModule, path: str | Path) -> None:
+    """Load a super-resolution checkpoint (ours or GHA's `supres_latest`) into `supres`."""
+    load_state_dict_into(supres, load_file(path, "super-resolution checkpoint"), path, "super-resolution checkpoint")
+
+
+def load_avatar_files(cfg, head_path: str | Path, supres_path: Optional[str | Path], device: torch.device
+                      ) -> Tuple[GaussianHeadModule, SuperResolutionModule]:
+    """The Gaussian head and super-resolution net in eval mode: both from a compact file, else from the raw
+    `head_path` and `supres_path` (the caller has checked that they exist). `cfg`: a TrainConfig or ReenactConfig
+    (its gaussianheadmodule / supresmodule sections build raw models)."""
+    if is_compact_file(head_path):
+        module, supres, _ = load_compact_avatar(head_path, device)
+        return module.eval(), supres.eval()
+    module = load_gaussian_head(cfg, head_path, device)
+    supres = SuperResolutionModule(cfg.supresmodule).to(device)
+    load_super_resolution(supres, supres_path)
+    return module.eval(), supres.eval()
+
+
+def load_delta_poses(path: str | Path, num_frames: int) -> torch.Tensor:
+    """Per-frame pose offsets [num_frames, 6] saved by training (rows indexed by the subject's frame id)."""
+    value = load_file(path, "delta-poses checkpoint")
+    if not isinstance(value, torch.Tensor) or value.shape != (num_frames, 6):
+        shape = list(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+        raise CheckpointError(f"{path}: delta poses must be a [{num_frames}, 6] tensor (one row per frame of this "
+                              f"subject), got {shape}")
+    return value.float()
 
 
 def render_gaussians(generated: Dict[str, torch.Tensor], viewmats: torch.Tensor, Ks: torch.Tensor, size: int,
@@ -166,19 +196,13 @@ class GaussianHeadTrainer(Trainer):
                     raise CheckpointError(f"load_{kind}_checkpoint not found: {path}")
                 continue
             if kind == "supres":
-                load_state_dict_into(self.supres, load_file(path, "super-resolution checkpoint"), path,
-                                     "super-resolution checkpoint")
+                load_super_resolution(self.supres, path)
             else:
                 self._load_delta_poses(path)
 
     def _load_delta_poses(self, path) -> None:
-        value = load_file(path, "delta-poses checkpoint")
-        if not isinstance(value, torch.Tensor) or value.shape != self.delta_poses.shape:
-            shape = list(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
-            raise CheckpointError(f"{path}: delta poses must be a [{self.delta_poses.shape[0]}, 6] tensor (one row "
-                                  f"per frame of this subject), got {shape}")
         with torch.no_grad():
-            self.delta_poses.copy_(value)
+            self.delta_poses.copy_(load_delta_poses(path, self.delta_poses.shape[0]))
 
     def _initial_quantizer(self) -> Optional[GroupedQuantizer]:
         """The codebooks (when compact.enable), restored from this run's own `quantizer_latest` when resuming."""
@@ -271,7 +295,7 @@ class GaussianHeadTrainer(Trainer):
         metrics: Dict[str, float] = {}
         for split, dataset in self.eval_datasets.items():
             psnrs, ssims = [], []
-            for index in _evaluation_indices(len(dataset), self.cfg.eval.max_images):
+            for index in evenly_spaced_indices(len(dataset), self.cfg.eval.max_images):
                 batch = self.to_device({key: value[None] for key, value in dataset[index].items()})
                 _, render = self.forward(batch, pose_offsets=split != "test_frames")
                 output = self.supres(render).clamp(0, 1).float()
@@ -281,13 +305,6 @@ class GaussianHeadTrainer(Trainer):
                 metrics[f"{split}_psnr"] = float(torch.cat(psnrs).mean())
                 metrics[f"{split}_ssim"] = float(torch.cat(ssims).mean())
         return metrics
-
-
-def _evaluation_indices(count: int, limit: int) -> range | list:
-    """All indices, or `limit` of them evenly spread (eval.max_images) so every frame/camera region is sampled."""
-    if limit <= 0 or limit >= count:
-        return range(count)
-    return sorted({round(i * (count - 1) / max(limit - 1, 1)) for i in range(limit)})
 
 
 def _lpips_or_error(weight: float, device: torch.device):

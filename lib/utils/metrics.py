@@ -1,4 +1,4 @@
-"""Image metrics (computed, never estimated): PSNR and silhouette IoU."""
+"""Image metrics (computed, never estimated): PSNR, SSIM (full and masked) and silhouette IoU."""
 from __future__ import annotations
 
 import torch
@@ -42,3 +42,27 @@ def ssim(predicted: torch.Tensor, target: torch.Tensor, window: int = 11, sigma:
     c1, c2 = 0.01**2, 0.03**2
     score = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
     return score.flatten(1).mean(1)
+
+
+def masked_psnr(predicted: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """PSNR in dB per image with the MSE taken over mask pixels only (soft masks weight pixels).
+
+    predicted, target [B, C, H, W] in [0, 1], mask [B, 1, H, W] in [0, 1] -> [B]; an empty mask gives the PSNR of a
+    zero error (clamped like `psnr`)."""
+    weighted = ((predicted - target).pow(2) * mask).flatten(1).sum(1)
+    count = (mask.expand_as(predicted)).flatten(1).sum(1)
+    mse = (weighted / count.clamp(min=1e-12)).clamp(min=1e-12)
+    return -10.0 * torch.log10(mse)
+
+
+def composite_on_white(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """image [B, C, H, W] * mask [B, 1, H, W] + (1 - mask): everything outside the mask becomes white."""
+    return image * mask + (1.0 - mask)
+
+
+def masked_ssim(predicted: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """SSIM per image of both images composited with the mask on white: [B, C, H, W] x2, [B, 1, H, W] -> [B].
+
+    SSIM has no per-pixel form that a mask can select, so the background is made identical (white) in both images
+    instead; the score then reflects only the head, but it is still averaged over the whole image."""
+    return ssim(composite_on_white(predicted, mask), composite_on_white(target, mask))
