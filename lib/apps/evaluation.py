@@ -30,6 +30,7 @@ from lib.module.super_resolution import SuperResolutionModule
 from lib.trainer.gaussian_head_trainer import (COMPACT_FILE, generate_and_render, load_avatar_files,
                                               load_delta_poses)
 from lib.utils.atomic import write_bytes_atomic
+from lib.utils.device import synchronize
 from lib.utils.metrics import composite_on_white, masked_psnr, masked_ssim, psnr, ssim
 
 log = logging.getLogger(__name__)
@@ -102,11 +103,6 @@ def load_avatar(cfg: TrainConfig, device: torch.device
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _mean(values: List[torch.Tensor]) -> float:
     return float(torch.cat(values).mean())
 
@@ -132,11 +128,11 @@ def _evaluate_split(module: GaussianHeadModule, supres: SuperResolutionModule, d
         batch = {key: value[None].to(device) for key, value in dataset[index].items()}
         passes = WARMUP_PASSES + 1 if position == 0 and not warm else 1
         for _ in range(passes):  # only the last pass of the first frame is timed
-            _synchronize(device)
+            synchronize(device)
             start = time.perf_counter()
             _, render = generate_and_render(module, batch, delta_poses, backend)
             output = supres(render)
-            _synchronize(device)
+            synchronize(device)
             elapsed = (time.perf_counter() - start) * 1000.0
         times.append(elapsed)
         coarse = render[:, :3].clamp(0, 1).float()

@@ -32,6 +32,7 @@ from lib.errors import CheckpointError, ConfigError, DataError
 from lib.module.gaussian_head import GaussianHeadModule
 from lib.module.super_resolution import SuperResolutionModule
 from lib.trainer.gaussian_head_trainer import load_avatar_files, render_gaussians
+from lib.utils.device import synchronize
 from lib.utils.image_io import write_image
 
 log = logging.getLogger(__name__)
@@ -164,10 +165,10 @@ class Reenactment:
                                     quality=8, macro_block_size=1, ffmpeg_log_level="error")
         try:
             for index in tqdm(range(len(self.dataset)), desc="reenactment", unit="frame", disable=not progress):
-                self._synchronize()
+                synchronize(self.device)
                 start = time.perf_counter()
                 image, _ = self.render_frame(index)
-                self._synchronize()
+                synchronize(self.device)
                 times.append(time.perf_counter() - start)
                 frame = self._compose(index, image)
                 write_image(frames_dir / f"{index:06d}.png", frame)
@@ -191,7 +192,3 @@ class Reenactment:
             driver = self.dataset[index]["images"].to(output.device, output.dtype)
             output = torch.cat([driver, output], dim=2)
         return (output.permute(1, 2, 0).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
-
-    def _synchronize(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)

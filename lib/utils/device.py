@@ -18,3 +18,9 @@ def resolve_device(device: str, gpu_id: int = 0) -> torch.device:
     if index >= torch.cuda.device_count():
         raise ConfigError(f"device cuda:{index} does not exist: this machine has {torch.cuda.device_count()} GPU(s)")
     return torch.device(f"cuda:{index}")
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work on `device` (for honest wall-clock timings); a no-op on the CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
