@@ -23,6 +23,7 @@ import torch
 from lib.compact.codec import is_compact_file
 from lib.config import TrainConfig
 from lib.dataset import GaussianDataset
+from lib.dataset.gaussian_dataset import COARSE_FACTOR
 from lib.dataset.loader import evenly_spaced_indices
 from lib.errors import CheckpointError, ConfigError
 from lib.module.gaussian_head import GaussianHeadModule
@@ -191,7 +192,7 @@ def evaluate_avatar(cfg: TrainConfig, device: torch.device) -> Dict[str, Any]:
                                          lpips_net, warm=bool(all_times))
         all_times += times
         resolution = dataset.resolution
-        splits[split] = {"num_images": len(indices), "render_resolution": resolution // 4,
+        splits[split] = {"num_images": len(indices), "render_resolution": resolution // COARSE_FACTOR,
                          "output_resolution": resolution, "pose_offsets": offsets is not None,
                          **metrics, "speed": _speed(times)}
     if not all_times:

@@ -27,6 +27,7 @@ from tqdm import tqdm
 from lib.apps.export_ply import export_gaussians_ply
 from lib.compact.codec import is_compact_file
 from lib.config import ReenactConfig
+from lib.dataset.gaussian_dataset import COARSE_FACTOR
 from lib.dataset.reenactment_dataset import ReenactmentDataset
 from lib.errors import CheckpointError, ConfigError, DataError
 from lib.module.gaussian_head import GaussianHeadModule
@@ -37,7 +38,6 @@ from lib.utils.image_io import write_image
 
 log = logging.getLogger(__name__)
 
-SUPRES_FACTOR = 4  # SuperResolutionModule upsamples 4x
 
 
 def load_avatar(cfg: ReenactConfig, device: torch.device) -> Tuple[GaussianHeadModule, SuperResolutionModule]:
@@ -78,9 +78,9 @@ class Reenactment:
     def __init__(self, cfg: ReenactConfig, device: torch.device):
         self.cfg = cfg
         self.device = device
-        if cfg.dataset.resolution % SUPRES_FACTOR:
+        if cfg.dataset.resolution % COARSE_FACTOR:
             raise ConfigError(f"'dataset.resolution' is {cfg.dataset.resolution}: it must be a multiple of "
-                              f"{SUPRES_FACTOR} (the super-resolution net upsamples a 1/{SUPRES_FACTOR} render)")
+                              f"{COARSE_FACTOR} (the super-resolution net upsamples a 1/{COARSE_FACTOR} render)")
         if not 0.0 <= cfg.dataset.smoothing < 1.0:
             raise ConfigError(f"'dataset.smoothing' is {cfg.dataset.smoothing}: expected a value in [0, 1)")
         head_path = cfg.load_gaussianhead_checkpoint
@@ -98,7 +98,7 @@ class Reenactment:
         if self.supres.input_dim != self.module.color_dim:
             raise CheckpointError(f"the super-resolution net takes {self.supres.input_dim} channels but the Gaussian "
                                   f"head renders {self.module.color_dim}")
-        self.render_size = cfg.dataset.resolution // SUPRES_FACTOR
+        self.render_size = cfg.dataset.resolution // COARSE_FACTOR
         self.driving = self._driving_parameters()
         self.output_dir = Path(cfg.recorder.result_path) / cfg.recorder.name
 
@@ -137,7 +137,7 @@ class Reenactment:
         generated = self.generate(index)
         viewmat = item["viewmat"][None].float().to(self.device)
         intrinsics = item["intrinsics"][None].float().to(self.device).clone()
-        # The dataset's K is in pixels of the output image; the render is SUPRES_FACTOR times smaller.
+        # The dataset's K is in pixels of the output image; the render is COARSE_FACTOR times smaller.
         intrinsics[:, :2] *= self.render_size / self.cfg.dataset.resolution
         render = render_gaussians(generated, viewmat, intrinsics, self.render_size, self.cfg.render.backend)
         return self.supres(render).clamp(0.0, 1.0), generated
