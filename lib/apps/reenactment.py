@@ -39,7 +39,6 @@ from lib.utils.image_io import write_image
 log = logging.getLogger(__name__)
 
 
-
 def load_avatar(cfg: ReenactConfig, device: torch.device) -> Tuple[GaussianHeadModule, SuperResolutionModule]:
     """The Gaussian head and super-resolution net: both from a compact file, else from the two raw checkpoints."""
     head_path = cfg.load_gaussianhead_checkpoint
