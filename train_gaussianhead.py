@@ -7,10 +7,9 @@ from __future__ import annotations
 import argparse
 import logging
 
+from lib.apps.training import train_gaussian_head
 from lib.config import TrainConfig, load_config
-from lib.dataset import GaussianDataset
 from lib.errors import exit_on_user_error
-from lib.trainer.gaussian_head_trainer import GaussianHeadTrainer
 from lib.utils.device import resolve_device
 
 
@@ -22,14 +21,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
 
     cfg = load_config(TrainConfig, args.config, args.overrides, stage="gaussianhead")
-    device = resolve_device(cfg.device, cfg.gpu_id)
-    dataset = GaussianDataset(cfg.dataset, split="train", expected_exp_dim=cfg.gaussianheadmodule.exp_coeffs_dim,
-                              exp_dim_key="gaussianheadmodule.exp_coeffs_dim")
-    subject = dataset.subject
-    held_out = {split: GaussianDataset(cfg.dataset, split=split, views="all", subject=subject)
-                for split, present in (("test_cameras", subject.eval_cameras), ("test_frames", subject.eval_frames))
-                if present}
-    metrics = GaussianHeadTrainer(cfg, device, dataset, held_out).fit()
+    metrics = train_gaussian_head(cfg, resolve_device(cfg.device, cfg.gpu_id))
     for name, value in metrics.items():
         print(f"{name}: {value:.4f}")
 

@@ -7,10 +7,9 @@ from __future__ import annotations
 import argparse
 import logging
 
-from lib.config import TrainConfig, load_config, meshhead_exp_dim
-from lib.dataset import MeshDataset
+from lib.apps.training import train_mesh_head
+from lib.config import TrainConfig, load_config
 from lib.errors import exit_on_user_error
-from lib.trainer.mesh_head_trainer import MeshHeadTrainer
 from lib.utils.device import resolve_device
 
 
@@ -22,11 +21,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
 
     cfg = load_config(TrainConfig, args.config, args.overrides, stage="meshhead")
-    device = resolve_device(cfg.device, cfg.gpu_id)
-    exp_dim = dict(expected_exp_dim=meshhead_exp_dim(cfg.meshheadmodule), exp_dim_key="meshheadmodule.exp_deform_mlp[0]")
-    dataset = MeshDataset(cfg.dataset, split="train", **exp_dim)
-    held_out = MeshDataset(cfg.dataset, split="test_cameras", subject=dataset.subject) if dataset.subject.eval_cameras else None
-    metrics = MeshHeadTrainer(cfg, device, dataset, held_out).fit()
+    metrics = train_mesh_head(cfg, resolve_device(cfg.device, cfg.gpu_id))
     if metrics:
         print(f"held-out cameras: mask IoU {metrics['mask_iou']:.4f}, PSNR {metrics['psnr']:.2f} dB")
 

@@ -107,6 +107,8 @@ class SupResModuleConfig:
     input_dim: int = _option(32, "channels of the rendered feature image", min=1)
     output_dim: int = _option(3, "channels of the output image", min=1)
     network_capacity: int = _option(64, "channels of the last conv layer", min=1)
+    residual: bool = _option(False, "not in GHA: predict a correction to the bilinearly upsampled RGB channels of "
+                                     "the render (trains much faster; GHA checkpoints need false)")
 
 
 @dataclass
@@ -556,6 +558,10 @@ def check_gaussianhead_dims(module: GaussianHeadModuleConfig, supres: SupResModu
     if module.dist_threshold_near >= module.dist_threshold_far:
         raise ConfigError(f"'{prefix}.dist_threshold_near' ({module.dist_threshold_near}) must be smaller than "
                           f"'{prefix}.dist_threshold_far' ({module.dist_threshold_far})")
+    if supres.residual and supres.output_dim > supres.input_dim:
+        raise ConfigError(f"'supresmodule.residual' adds the render's first output_dim channels to the output: "
+                          f"'supresmodule.output_dim' ({supres.output_dim}) must be <= 'supresmodule.input_dim' "
+                          f"({supres.input_dim})")
 
 
 def _check_bbox(key: str, bbox: List[List[float]]) -> None:

@@ -4,6 +4,13 @@
         --resolution 512 --seed 0
 
 An existing folder with a matching meta.json is reused (nothing is written) unless --force.
+
+With --raw-capture it writes a NeRSemble-style raw capture instead (one mp4 per camera over the background,
+calibration/camera_params.json, a BACKGROUND sequence, and ground truth beside it; lib/synthetic/raw_capture.py),
+the input of preprocess/preprocess_nersemble.py; --resolution is then the width of the portrait raw frames:
+
+    python preprocess/make_synthetic.py --raw-capture --out data/raw_synthetic --frames 10 --cameras 8 \\
+        --resolution 512
 """
 from __future__ import annotations
 
@@ -42,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=_positive(0), default=0, help="trajectory seed (default 0)")
     parser.add_argument("--lowres", type=_positive(8), default=256,
                         help="side of the image_lowres/mask_lowres copies (default 256)")
+    parser.add_argument("--raw-capture", action="store_true",
+                        help="write a NeRSemble-style raw capture (videos, camera_params.json, BACKGROUND) instead")
+    parser.add_argument("--subject-id", default="000", help="raw capture: participant folder name (default 000)")
+    parser.add_argument("--sequences", nargs="+", default=["EXP-1-head"],
+                        help="raw capture: sequence names (default EXP-1-head)")
     parser.add_argument("--device", default="cpu", help="torch device used for rendering (default cpu)")
     parser.add_argument("--force", action="store_true", help="regenerate / replace an existing folder")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -54,6 +66,9 @@ def main(argv=None) -> None:
 
     start = time.perf_counter()
     existed = args.out.exists() and not args.force
+    if args.raw_capture:
+        _raw_capture(args, existed, start)
+        return
     root = generate_subject(args.out, identity=args.identity, frames=args.frames, cameras=args.cameras,
                             resolution=args.resolution, seed=args.seed, lowres=args.lowres,
                             progress=not args.quiet, force=args.force, device=args.device)
@@ -62,6 +77,19 @@ def main(argv=None) -> None:
         print(f"{root}: already generated with these arguments (use --force to regenerate)")
     else:
         print(f"{root}: {args.frames} frames x {args.cameras} cameras at {args.resolution}^2 in {elapsed:.1f} s")
+
+
+def _raw_capture(args, existed: bool, start: float) -> None:
+    from lib.synthetic import generate_raw_capture
+
+    root = generate_raw_capture(args.out, subject=args.subject_id, identity=args.identity, sequences=args.sequences,
+                                frames=args.frames, cameras=args.cameras, width=args.resolution, seed=args.seed,
+                                progress=not args.quiet, force=args.force, device=args.device)
+    if existed:
+        print(f"{root}: already generated with these arguments (use --force to regenerate)")
+    else:
+        print(f"{root}: raw capture of subject {args.subject_id}, {len(args.sequences)} sequence(s) x {args.frames} "
+              f"frames x {args.cameras} cameras, {args.resolution} px wide, in {time.perf_counter() - start:.1f} s")
 
 
 if __name__ == "__main__":

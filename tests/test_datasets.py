@@ -243,3 +243,19 @@ def test_unquoted_numeric_frame_ids_name_zero_padded_folders(tiny_subject):
     cfg = load_config(TrainConfig, None, [f"dataset.dataroot={tiny_subject}", "dataset.eval_frame_ids=[0003, 2]"])
     assert cfg.dataset.eval_frame_ids == ["3", "2"]  # what YAML makes of them
     assert Subject(cfg.dataset).eval_frames == ["0003", "0002"]
+
+
+def test_subject_accepts_the_trackers_66_landmarks_and_rejects_other_counts(tiny_subject, tmp_path):
+    root = tmp_path / "subject"
+    shutil.copytree(tiny_subject, root)
+    files = sorted(root.glob("params/*/lmk_3d.npy"))
+    for path in files:  # Multiview-3DMM-Fitting's order: iBUG-68 without the mouth corners 48 and 54
+        lmk = np.load(path)
+        np.save(path, np.concatenate([lmk[:48], lmk[49:54], lmk[55:]]))
+    subject = Subject(DatasetConfig(dataroot=str(root), original_resolution=64, resolution=64))
+    vertices = len(np.load(root / "params" / "0000" / "vertices.npy")[::100])
+    assert subject.landmarks.shape[1:] == (66 + vertices, 3)
+    assert subject.neutral_landmarks().shape == (66 + vertices, 3)
+    np.save(files[1], np.load(files[1])[:60])
+    with pytest.raises(DataError, match=r"lmk_3d.npy: shape \[60, 3\], expected \[68, 3\] \(iBUG-68\) or \[66, 3\]"):
+        Subject(DatasetConfig(dataroot=str(root), original_resolution=64, resolution=64))

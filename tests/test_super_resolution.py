@@ -228,3 +228,56 @@ def test_amp_on_cuda_is_close_to_fp32():
     assert (y - reference).abs().max() < 0.03
     y.mean().backward()
     assert all(torch.isfinite(p.grad).all() for p in module.parameters())
+
+
+# ------------------------------------------------------------------------------------ residual (ours, not GHA)
+def _residual_module(capacity=8, seed=0):
+    torch.manual_seed(seed)
+    return SuperResolutionModule(SupResModuleConfig(input_dim=32, output_dim=3, network_capacity=capacity,
+                                                    residual=True))
+
+
+def test_residual_network_starts_as_bilinear_upsampling_of_the_colour_channels():
+    x = torch.rand(2, 32, 8, 8, generator=torch.Generator().manual_seed(3)) * 0.9 + 0.05
+    expected = F.interpolate(x[:, :3], scale_factor=4, mode="bilinear", align_corners=False)
+    torch.testing.assert_close(_residual_module()(x), expected, atol=1e-5, rtol=1e-5)
+    # White (background) pixels come out within the logit clamp of white.
+    white = _residual_module()(torch.ones(1, 32, 4, 4))
+    assert (1.0 - white).max() <= Upsampler.SKIP_EPS + 1e-6
+
+
+def test_residual_network_learns_detail_beyond_the_upsampled_render():
+    x = torch.rand(1, 32, 8, 8, generator=torch.Generator().manual_seed(4))
+    # A smooth target unrelated to the render's colours (reachable, unlike per-pixel noise).
+    coarse = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(5))
+    target = F.interpolate(coarse, size=(32, 32), mode="bilinear", align_corners=True)
+    module = _residual_module()
+    optimizer = torch.optim.Adam(module.parameters(), lr=1e-2)
+    start = F.l1_loss(module(x), target).item()
+    for _ in range(60):
+        optimizer.zero_grad()
+        loss = F.l1_loss(module(x), target)
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < 0.7 * start
+
+
+def test_residual_and_plain_checkpoints_do_not_mix(tmp_path):
+    from lib.recorder.checkpoint import save_atomic
+    from lib.trainer.gaussian_head_trainer import load_super_resolution
+
+    path = tmp_path / "supres_latest"
+    save_atomic(_residual_module().state_dict(), path)
+    with pytest.raises(CheckpointError, match="bilinear_skip"):
+        load_super_resolution(_module(), path)
+    save_atomic(_module().state_dict(), path)
+    with pytest.raises(CheckpointError, match="bilinear_skip"):
+        load_super_resolution(_residual_module(), path)
+
+
+def test_residual_needs_at_least_as_many_input_channels_as_output_channels():
+    from lib.config import ConfigError, TrainConfig, load_config
+
+    with pytest.raises(ConfigError, match="supresmodule.output_dim"):
+        load_config(TrainConfig, None, ["supresmodule.residual=true", "supresmodule.output_dim=40"],
+                    stage="gaussianhead")

@@ -24,9 +24,20 @@ from lib.utils.image_io import jpeg_problem
 from lib.utils.rotations import axis_angle_to_matrix
 
 SPLITS = ("train", "test_cameras", "test_frames", "all")
-NUM_LANDMARKS = 68
+# iBUG-68, or the 66 points Multiview-3DMM-Fitting (GHA's tracker) writes: iBUG-68 without the mouth corners
+# 48 and 54. Both keep the mouth at rows 48..65, which is all the models index by position.
+LANDMARK_COUNTS = (66, 68)
 VERTEX_STRIDE = 100  # GHA supervises landmarks + every 100th tracked vertex
 _MAX_LISTED = 8
+
+
+def read_landmarks(path: Path) -> np.ndarray:
+    """A frame's 3D landmarks [K, 3], K in LANDMARK_COUNTS."""
+    landmarks = read_npy_rows(path, (None, 3))
+    if landmarks.shape[0] not in LANDMARK_COUNTS:
+        raise DataError(f"{path}: shape {list(landmarks.shape)}, expected [68, 3] (iBUG-68) or [66, 3] "
+                        f"(Multiview-3DMM-Fitting's iBUG-68 without the mouth corners)")
+    return landmarks
 
 
 @dataclass(frozen=True)
@@ -172,7 +183,7 @@ class Subject:
         for frame in self.frames:
             try:
                 params = read_npz(self.layout.params(frame), PARAMS_SHAPES)
-                lmk = read_npy_rows(self.layout.landmarks(frame), (NUM_LANDMARKS, 3))
+                lmk = read_landmarks(self.layout.landmarks(frame))
                 verts = read_npy_rows(self.layout.vertices(frame), (None, 3), stride=VERTEX_STRIDE)
             except DataError as error:
                 problems.add_error(error)

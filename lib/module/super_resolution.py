@@ -34,7 +34,7 @@ class SuperResolutionModule(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.amp = bool(amp)
-        self.upsampler = Upsampler(cfg.input_dim, cfg.output_dim, cfg.network_capacity)
+        self.upsampler = Upsampler(cfg.input_dim, cfg.output_dim, cfg.network_capacity, residual=cfg.residual)
 
     @property
     def input_dim(self) -> int:

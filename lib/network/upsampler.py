@@ -110,12 +110,15 @@ class OutConv(nn.Module):
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size=1)
         self.act_fn = nn.Sigmoid()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, base_logits: torch.Tensor | None = None) -> torch.Tensor:
+        """``base_logits`` ``[B, out, H, W]`` (float32, optional) are added before the sigmoid."""
         logits = self.conv(x)
         # Under bf16 autocast the logits are bf16; a bf16 sigmoid would quantise colours near 1 to steps of 1/256,
         # so the (3-channel, cheap) activation runs in fp32. A no-op in full precision.
         if logits.dtype in (torch.float16, torch.bfloat16):
             logits = logits.float()
+        if base_logits is not None:
+            logits = logits + base_logits
         return self.act_fn(logits)
 
 
@@ -126,9 +129,18 @@ class Upsampler(nn.Module):
         input_dim: channels of the input feature image (GHA: 32).
         output_dim: channels of the output image (3 for RGB).
         network_capacity: ``c``; the stages are 4c, 2c and c channels wide.
+        residual: not in GHA. The output becomes ``sigmoid(outc_logits + logit(up4(x[:, :output_dim])))``: the
+            network predicts a correction to the bilinearly upsampled colour channels of the render, and its last
+            conv starts at zero, so training starts from the render's quality instead of a blank image (GHA's
+            network needs thousands of steps to reach it). Marked in the state dict by a ``bilinear_skip``
+            buffer, so a checkpoint only loads into a network of the same kind.
     """
 
-    def __init__(self, input_dim: int = 32, output_dim: int = 3, network_capacity: int = 64) -> None:
+    # Colours are clamped into (eps, 1 - eps) before the logit: white backgrounds stay finite, off by 1e-3 at most.
+    SKIP_EPS = 1e-3
+
+    def __init__(self, input_dim: int = 32, output_dim: int = 3, network_capacity: int = 64,
+                 residual: bool = False) -> None:
         super().__init__()
         for name, value in (("input_dim", input_dim), ("output_dim", output_dim),
                             ("network_capacity", network_capacity)):
@@ -141,12 +153,26 @@ class Upsampler(nn.Module):
         self.up1 = Up(network_capacity * 4, network_capacity * 2)
         self.up2 = Up(network_capacity * 2, network_capacity)
         self.outc = OutConv(network_capacity, output_dim)
+        self.residual = bool(residual)
+        if self.residual:
+            if output_dim > input_dim:
+                raise ValueError(f"a residual Upsampler needs output_dim <= input_dim, got {output_dim} > {input_dim}")
+            nn.init.zeros_(self.outc.conv.weight)
+            nn.init.zeros_(self.outc.conv.bias)
+            self.register_buffer("bilinear_skip", torch.ones(()))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x ``[B, input_dim, H, W]`` -> ``[B, output_dim, 4H, 4W]`` in (0, 1)."""
         if x.dim() != 4 or x.shape[1] != self.input_dim:
             raise ValueError(f"Upsampler expects input [B, {self.input_dim}, H, W], got {list(x.shape)}")
-        return self.outc(self.up2(self.up1(self.inc(x))))
+        features = self.up2(self.up1(self.inc(x)))
+        if not self.residual:
+            return self.outc(features)
+        # align_corners=False: output pixel centres map onto the render's pixel centres (same field of view).
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            base = F.interpolate(x[:, :self.output_dim].float(), scale_factor=4, mode="bilinear", align_corners=False)
+            base_logits = torch.logit(base.clamp(self.SKIP_EPS, 1.0 - self.SKIP_EPS))
+        return self.outc(features, base_logits)
 
     def load_gha_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
         """Load GHA weights: a GHA ``Upsampler`` state dict, or GHA's ``supres_latest`` (keys ``upsampler.*``).

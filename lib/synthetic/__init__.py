@@ -7,12 +7,14 @@ Modules: ``topology`` (template mesh), ``identity`` / ``layout`` (per-person par
 ``shape`` (rest shape), ``expression`` (expression space), ``landmarks`` (iBUG-68), ``head_model`` (all of it
 behind one class), ``noise`` / ``texture`` (procedural albedo), ``background``, ``render`` (shading and
 compositing over ``lib.render.mesh``), ``capture`` (camera rig), ``trajectory`` (expression and pose curves),
-``writer`` (dataset layout, meta.json, preview.jpg), ``mathutil`` (smoothstep, denormal-free Gaussians).
+``writer`` (dataset layout, meta.json, preview.jpg), ``raw_capture`` (NeRSemble-style raw videos for
+the preprocessing tests), ``mathutil`` (smoothstep, denormal-free Gaussians).
 """
 from .capture import CameraRig, camera_ids, camera_rig, frontal_camera
 from .expression import EXP_DIM, EXPRESSION_NAMES
 from .head_model import DEFAULT_SCALE, HeadModel, apply_pose
 from .identity import IdentityParams, identity_params
+from .raw_capture import generate_raw_capture
 from .render import render_views
 from .texture import HeadTexture
 from .trajectory import expression_trajectory, pose_trajectory
@@ -26,4 +28,5 @@ __all__ = [
     "render_views", "HeadTexture",
     "expression_trajectory", "pose_trajectory",
     "GENERATOR", "GENERATOR_VERSION", "SubjectArgumentError", "generate_subject", "recommended_splits",
+    "generate_raw_capture",
 ]
