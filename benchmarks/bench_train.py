@@ -6,7 +6,7 @@ batch 1, L1 losses only (no LPIPS). The scene is a head-sized ellipsoid of Gauss
 Reports the full step (no synchronisation inside) and a synchronised breakdown: generate / render /
 super-resolution / backward / optimizer, plus peak CUDA memory. Prints a table and writes JSON (--out).
 
-    python benchmarks/bench_train.py --out bench_train.json [--amp]
+    python benchmarks/bench_train.py --out bench_train.json [--amp] [--compact]
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import gha_scale_head  # noqa: E402
+from lib.compact.quantizer import GroupedQuantizer  # noqa: E402
 from lib.config import TrainConfig, load_config  # noqa: E402
 from lib.module.super_resolution import SuperResolutionModule  # noqa: E402
 from lib.trainer.gaussian_head_trainer import (generate_and_render, make_optimizer, render_gaussians,  # noqa: E402
@@ -52,11 +53,19 @@ def synthetic_batch(output: int, exp_dim: int, device: torch.device, generator: 
     return {key: value.to(device) for key, value in batch.items()}
 
 
+def detached_attributes(module) -> dict:
+    return {key: value.detach() for key, value in module.canonical_attributes().items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--gaussians", type=int, default=100_000)
     parser.add_argument("--output", type=int, default=2048, help="output resolution (render is 1/4)")
     parser.add_argument("--amp", action="store_true", help="bf16 channels-last super-resolution (train.amp)")
+    parser.add_argument("--compact", action="store_true",
+                        help="with codebook quantisation (the config's compact.*): straight-through attributes and "
+                             "the per-step codebook refresh; re-assignment is timed apart and amortised over "
+                             "compact.assign_every")
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--out", type=Path)
@@ -74,12 +83,20 @@ def main() -> None:
     optimizer = make_optimizer(cfg, module, supres, delta_poses)
     batch = synthetic_batch(args.output, cfg.gaussianheadmodule.exp_coeffs_dim, device, generator)
     rng = random.Random(0)
+    quantizer = None
+    if args.compact:
+        quantizer = GroupedQuantizer.from_config(cfg.compact, seed=0).to(device)
+        quantizer.initialise(detached_attributes(module))
 
     def step():
-        losses, _ = stage2_losses(module, supres, batch, delta_poses, rng, "gsplat")
+        attributes = quantizer.quantized_attributes(module.canonical_attributes()) if quantizer else None
+        losses, _ = stage2_losses(module, supres, batch, delta_poses, rng, "gsplat", attributes=attributes)
         optimizer.zero_grad(set_to_none=True)
         sum(losses.values()).backward()
         optimizer.step()
+        if quantizer is not None:
+            with torch.no_grad():
+                quantizer.refresh(detached_attributes(module))
 
     def timed_step():
         """One step with a synchronisation after each phase: (generate, render, supres+loss, backward, optimizer)."""
@@ -117,6 +134,20 @@ def main() -> None:
         torch.cuda.synchronize()
         times.append((time.perf_counter() - start) * 1000)
     peak = torch.cuda.max_memory_allocated() / 2**30
+    compact = None
+    if quantizer is not None:
+        reassign = []
+        for _ in range(5):
+            torch.cuda.synchronize()
+            start = time.perf_counter()
+            with torch.no_grad():
+                quantizer.reassign(detached_attributes(module))
+            torch.cuda.synchronize()
+            reassign.append((time.perf_counter() - start) * 1000)
+        compact = {"codebook_sizes": quantizer.codebook_sizes(), "assign_every": cfg.compact.assign_every,
+                   "reassign_ms": statistics.median(reassign),
+                   "amortised_step_ms": statistics.median(times)
+                   + statistics.median(reassign) / cfg.compact.assign_every}
     phases = [timed_step() for _ in range(args.repeats)]
     names = ["generate", "render", "supres_and_loss", "backward", "optimizer"]
     breakdown = {name: statistics.median(p[i] for p in phases) for i, name in enumerate(names)}
@@ -134,12 +165,16 @@ def main() -> None:
         "steps_per_s": 1000 / statistics.median(times),
         "peak_gib": peak,
         "breakdown_ms": breakdown,
+        "compact": compact,
         "drawn_fraction": float((render[:, :3] < 0.999).any(1).float().mean()),
     }
     print(f"{result['device']}: {result['gaussians']} Gaussians, {result['render']}^2 -> {result['output']}^2, "
           f"amp={args.amp}")
     print(f"step {result['step_ms']:.2f} ms ({result['steps_per_s']:.1f} it/s), peak {peak:.2f} GiB")
     print(" | ".join(f"{name} {value:.2f} ms" for name, value in breakdown.items()))
+    if compact is not None:
+        print(f"compaction {compact['codebook_sizes']}: re-assignment {compact['reassign_ms']:.2f} ms every "
+              f"{compact['assign_every']} steps -> {compact['amortised_step_ms']:.2f} ms per step amortised")
     if args.out:
         args.out.write_text(json.dumps(result, indent=2))
 
