@@ -22,7 +22,6 @@ the same arguments is reused.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Dict, Mapping, Sequence, Tuple
@@ -39,7 +38,9 @@ from .head_model import DEFAULT_SCALE, HeadModel
 from .render import render_views
 from .texture import HeadTexture
 from .trajectory import expression_trajectory, pose_trajectory
-from .writer import GENERATOR_VERSION, SubjectArgumentError, _check_int, _sibling
+from lib.utils.atomic import write_directory_atomic
+
+from .writer import GENERATOR_VERSION, SubjectArgumentError, check_int
 
 __all__ = ["BACKGROUND_SEQUENCE", "RAW_CAPTURE_GENERATOR", "camera_serials", "generate_raw_capture",
            "ground_truth_dir", "ground_truth_masks", "copy_tracker_outputs"]
@@ -67,23 +68,23 @@ def _arguments(subject, identity, sequences, frames, cameras, width, height, see
     sequences = list(sequences)
     if not sequences or len(set(sequences)) != len(sequences) or BACKGROUND_SEQUENCE in sequences:
         raise SubjectArgumentError(f"sequences must be distinct names other than {BACKGROUND_SEQUENCE}, got {sequences}")
-    width = _check_int("width", width, 16, 8192)
-    height = int(round(width * NERSEMBLE_ASPECT / 2)) * 2 if height is None else _check_int("height", height, 16, 8192)
+    width = check_int("width", width, 16, 8192)
+    height = int(round(width * NERSEMBLE_ASPECT / 2)) * 2 if height is None else check_int("height", height, 16, 8192)
     if width % 2 or height % 2:
         raise SubjectArgumentError(f"width and height must be even (yuv420p video), got {width}x{height}")
     if not 0.0 <= float(noise) <= 0.2:
         raise SubjectArgumentError(f"noise must be in [0, 0.2], got {noise}")
     return {
         "subject": subject,
-        "identity": _check_int("identity", identity, 0),
+        "identity": check_int("identity", identity, 0),
         "sequences": sequences,
-        "frames": _check_int("frames", frames, 1, 100000),
-        "cameras": _check_int("cameras", cameras, 1, 100),
+        "frames": check_int("frames", frames, 1, 100000),
+        "cameras": check_int("cameras", cameras, 1, 100),
         "width": width,
         "height": height,
-        "seed": _check_int("seed", seed, 0, 2**32 - 1),
-        "background_frames": _check_int("background_frames", background_frames, 1, 1000),
-        "crf": _check_int("crf", crf, 0, 51),
+        "seed": check_int("seed", seed, 0, 2**32 - 1),
+        "background_frames": check_int("background_frames", background_frames, 1, 1000),
+        "crf": check_int("crf", crf, 0, 51),
         "noise": float(noise),
     }
 
@@ -122,21 +123,7 @@ def generate_raw_capture(out_root, subject: str = "000", identity: int = 0, sequ
             return out_root
         raise SubjectArgumentError(f"{out_root} already exists and is not a raw capture with these arguments; "
                                    "choose another folder or pass --force (force=True) to replace it")
-    out_root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _sibling(out_root, "tmp")
-    try:
-        _write_capture(tmp, args, progress, torch.device(device))
-        if out_root.exists():
-            trash = _sibling(out_root, "old")
-            os.replace(out_root, trash / "old")
-            os.replace(tmp, out_root)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, out_root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_root
+    return write_directory_atomic(out_root, lambda tmp: _write_capture(tmp, args, progress, torch.device(device)))
 
 
 class _VideoWriter:

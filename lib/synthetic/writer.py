@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import secrets
-import shutil
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,6 +20,7 @@ import torch
 from tqdm import tqdm
 
 from lib.errors import UserError
+from lib.utils.atomic import write_directory_atomic
 
 from .background import camera_backgrounds
 from .capture import camera_rig
@@ -76,7 +74,7 @@ def recommended_splits(camera_ids: list[str], azimuth_deg: list[float], elevatio
     }
 
 
-def _check_int(name: str, value, low: int, high: int | None = None) -> int:
+def check_int(name: str, value, low: int, high: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise SubjectArgumentError(f"{name} must be an integer, got {value!r}")
     if value < low or (high is not None and value > high):
@@ -87,12 +85,12 @@ def _check_int(name: str, value, low: int, high: int | None = None) -> int:
 
 def _arguments(identity, frames, cameras, resolution, seed, lowres) -> dict:
     return {
-        "identity": _check_int("identity", identity, 0),
-        "frames": _check_int("frames", frames, 1, 100000),
-        "cameras": _check_int("cameras", cameras, 1, 100),
-        "resolution": _check_int("resolution", resolution, 16, 8192),
-        "seed": _check_int("seed", seed, 0, 2**32 - 1),
-        "lowres": _check_int("lowres", lowres, 8, 8192),
+        "identity": check_int("identity", identity, 0),
+        "frames": check_int("frames", frames, 1, 100000),
+        "cameras": check_int("cameras", cameras, 1, 100),
+        "resolution": check_int("resolution", resolution, 16, 8192),
+        "seed": check_int("seed", seed, 0, 2**32 - 1),
+        "lowres": check_int("lowres", lowres, 8, 8192),
     }
 
 
@@ -201,28 +199,7 @@ def generate_subject(out_dir, identity: int = 0, frames: int = 40, cameras: int 
         raise SubjectArgumentError(
             f"{out_dir} already exists and is not a synthetic subject with these arguments; "
             "choose another folder or pass --force (force=True) to replace it")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _sibling(out_dir, "tmp")
-    try:
-        _write_subject(tmp, args, progress, torch.device(device))
-        if out_dir.exists():
-            trash = _sibling(out_dir, "old")
-            os.replace(out_dir, trash / "old")
-            os.replace(tmp, out_dir)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
-
-
-def _sibling(out_dir: Path, tag: str) -> Path:
-    """A new hidden folder next to ``out_dir`` (same file system, so renames are atomic)."""
-    path = out_dir.parent / f".{out_dir.name}.{tag}-{os.getpid()}-{secrets.token_hex(4)}"
-    path.mkdir()
-    return path
+    return write_directory_atomic(out_dir, lambda tmp: _write_subject(tmp, args, progress, torch.device(device)))
 
 
 def _write_frame(root: Path, name: str, cam_ids: list[str], frame: dict, lowres: int, intrinsic: np.ndarray,

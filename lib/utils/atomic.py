@@ -6,10 +6,12 @@ replaces the old file in a single step.
 from __future__ import annotations
 
 import os
+import secrets
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 
 @contextmanager
@@ -35,3 +37,31 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     """Write `data` to `path` atomically."""
     with atomic_output(path) as tmp:
         tmp.write_bytes(data)
+
+
+def _hidden_sibling(directory: Path, tag: str) -> Path:
+    """A new hidden folder next to `directory` (same file system, so renames are atomic)."""
+    path = directory.parent / f".{directory.name}.{tag}-{os.getpid()}-{secrets.token_hex(4)}"
+    path.mkdir()
+    return path
+
+
+def write_directory_atomic(directory: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """Build a whole folder with `write(tmp_dir)` in a hidden sibling, then swap it in for `directory` (replacing
+    an old one). On an exception the partial folder is removed and `directory` is left as it was."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _hidden_sibling(directory, "tmp")
+    try:
+        write(tmp)
+        if directory.exists():
+            trash = _hidden_sibling(directory, "old")
+            os.replace(directory, trash / "old")
+            os.replace(tmp, directory)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
