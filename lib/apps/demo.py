@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, List, Sequence, Tuple
 import numpy as np
 import torch
 
-from lib.apps.evaluation import evaluate_avatar
+from lib.apps.evaluation import evaluate_avatar, run_file
 from lib.apps.reenactment import Reenactment
 from lib.apps.training import train_gaussian_head, train_mesh_head
 from lib.config import ReenactConfig, TrainConfig, load_config
@@ -61,11 +61,6 @@ class DemoConfigs:
     reenact: ReenactConfig
     files: Dict[str, Path]           # stage -> YAML file
     overrides: Dict[str, List[str]]  # stage -> the overrides the demo applied
-
-
-def run_file(cfg: TrainConfig, name: str) -> Path:
-    """A file in the checkpoint folder of `cfg`'s run."""
-    return Path(cfg.recorder.checkpoint_path) / cfg.recorder.name / name
 
 
 def load_demo_configs(config_dir: Path, scale: DemoScale, device: str) -> DemoConfigs:

@@ -57,7 +57,8 @@ def load_lpips(enabled: bool, device: torch.device) -> Tuple[Optional[Callable],
 
 
 # ------------------------------------------------------------------------------------------------- loading
-def _run_file(cfg: TrainConfig, name: str) -> Path:
+def run_file(cfg: TrainConfig, name: str) -> Path:
+    """A file in the checkpoint folder of `cfg`'s run."""
     return Path(cfg.recorder.checkpoint_path) / cfg.recorder.name / name
 
 
@@ -68,11 +69,11 @@ def resolve_avatar_path(cfg: TrainConfig) -> Path:
         if not path.is_file():
             raise CheckpointError(f"Gaussian-head checkpoint not found: {path} (load_gaussianhead_checkpoint)")
         return path
-    for candidate in (_run_file(cfg, COMPACT_FILE), _run_file(cfg, "gaussianhead_latest")):
+    for candidate in (run_file(cfg, COMPACT_FILE), run_file(cfg, "gaussianhead_latest")):
         if candidate.is_file():
             return candidate
     raise CheckpointError(f"no avatar to evaluate: load_gaussianhead_checkpoint is empty and neither "
-                          f"{_run_file(cfg, COMPACT_FILE)} nor {_run_file(cfg, 'gaussianhead_latest')} exists")
+                          f"{run_file(cfg, COMPACT_FILE)} nor {run_file(cfg, 'gaussianhead_latest')} exists")
 
 
 def load_avatar(cfg: TrainConfig, device: torch.device
@@ -88,7 +89,7 @@ def load_avatar(cfg: TrainConfig, device: torch.device
         files = {"compact": path}
     else:
         configured = cfg.load_supres_checkpoint
-        supres_path = Path(configured) if configured else _run_file(cfg, "supres_latest")
+        supres_path = Path(configured) if configured else run_file(cfg, "supres_latest")
         if not supres_path.is_file():
             raise CheckpointError(f"super-resolution checkpoint not found: {supres_path} (load_supres_checkpoint); "
                                   f"a raw Gaussian head needs one")

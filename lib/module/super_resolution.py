@@ -25,7 +25,7 @@ class SuperResolutionModule(nn.Module):
     """``[B, input_dim, H, W]`` feature image -> ``[B, output_dim, 4H, 4W]`` image in (0, 1).
 
     Args:
-        cfg: ``SupResModuleConfig`` (``input_dim``, ``output_dim``, ``network_capacity``).
+        cfg: ``SupResModuleConfig`` (``input_dim``, ``output_dim``, ``network_capacity``, ``residual``).
         amp: on CUDA inputs, run channels-last under bf16 autocast (the trainer passes ``train.amp``). The output
             is returned in the input's dtype and the standard contiguous layout either way.
     """
