@@ -28,6 +28,9 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, device: torch.device):
         self.cfg, self.device = cfg, device
+        # Subclasses build their networks next, and layer initialisation draws from torch's global generator:
+        # seeding it here makes two runs of one config start from the same weights (`train.seed`).
+        torch.manual_seed(cfg.train.seed)
         self.recorder = RunRecorder(cfg.recorder, cfg)
         self.iteration, self.epoch = 0, 0
         self.last_metrics: Dict[str, float] = {}
