@@ -16,7 +16,7 @@ import torch
 import yaml
 
 from lib.apps.demo import DemoScale, format_summary, run_demo
-from lib.errors import ConfigError
+from lib.errors import ConfigError, DataError
 
 ROOT = Path(__file__).resolve().parents[1]
 SUFFIX = "_synthetic_demo"
@@ -106,3 +106,16 @@ def test_demo_refuses_a_config_without_compaction(tmp_path):
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(ConfigError, match="compact.enable"):
         run_demo(tmp_path / "config", scale, torch.device("cpu"), tmp_path / "results")
+
+
+def test_demo_never_overwrites_a_subject_generated_with_other_arguments(tmp_path):
+    from lib.synthetic import generate_subject
+
+    scale = write_tiny_configs(tmp_path / "config", tmp_path)
+    # Identity 1 already generated with fewer frames than the demo asks for (e.g. by an older demo).
+    generate_subject(tmp_path / "data" / "id1", identity=1, frames=2, cameras=4, resolution=64, seed=1,
+                     lowres=32, progress=False)
+    with pytest.raises(DataError, match=r"id1 exists but is not the demo's synthetic identity 1 \(5 frames, 4 cameras "
+                                        r"at 64\^2\): delete it .* dataset.dataroot in .*reenactment"):
+        run_demo(tmp_path / "config", scale, torch.device("cpu"), tmp_path / "results")
+    assert len(list((tmp_path / "data" / "id1" / "images").iterdir())) == 2

@@ -22,8 +22,8 @@ from lib.apps.evaluation import evaluate_avatar, run_file
 from lib.apps.reenactment import Reenactment
 from lib.apps.training import train_gaussian_head, train_mesh_head
 from lib.config import ReenactConfig, TrainConfig, load_config
-from lib.errors import ConfigError
-from lib.synthetic import generate_subject
+from lib.errors import ConfigError, DataError
+from lib.synthetic import SubjectArgumentError, generate_subject
 from lib.trainer.gaussian_head_trainer import COMPACT_FILE
 from lib.utils.atomic import write_bytes_atomic
 from lib.utils.image_io import read_rgb, write_image
@@ -117,11 +117,22 @@ def run_demo(config_dir: Path, scale: DemoScale, device: torch.device, results_r
     subjects = [Path(cfgs.gaussian.dataset.dataroot), Path(cfgs.reenact.dataset.dataroot)]
 
     def generate() -> None:
-        for identity, frames, root in ((AVATAR_IDENTITY, scale.frames, subjects[0]),
-                                       (DRIVER_IDENTITY, scale.driver_frames, subjects[1])):
+        resolution = cfgs.gaussian.dataset.original_resolution
+        identities = ((AVATAR_IDENTITY, scale.frames, subjects[0], cfgs.files["train_gaussianhead"]),
+                      (DRIVER_IDENTITY, scale.driver_frames, subjects[1], cfgs.files["reenactment"]))
+        for identity, frames, root, config in identities:
             log.info("synthetic identity %d -> %s", identity, root)
-            generate_subject(root, identity=identity, frames=frames, cameras=scale.cameras,
-                             resolution=cfgs.gaussian.dataset.original_resolution, seed=identity, device=device)
+            existed = root.exists()
+            try:
+                generate_subject(root, identity=identity, frames=frames, cameras=scale.cameras,
+                                 resolution=resolution, seed=identity, device=device)
+            except SubjectArgumentError:
+                if not existed:
+                    raise
+                # Never overwrite data the demo did not write with these arguments; say what the demo wanted.
+                raise DataError(f"{root} exists but is not the demo's synthetic identity {identity} ({frames} frames, "
+                                f"{scale.cameras} cameras at {resolution}^2): delete it to regenerate it, or set "
+                                f"dataset.dataroot in {config} to another folder") from None
 
     _, times["generate"] = _timed(generate)
     log.info("stage 1/4: mesh head")
