@@ -12,10 +12,10 @@ Re-running continues an interrupted demo; delete checkpoints/, log/ and results/
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 from pathlib import Path
 
+from lib.apps.cli import setup_logging
 from lib.apps.demo import SCALES, default_scale, format_summary, run_demo
 from lib.errors import exit_on_user_error
 from lib.utils.device import resolve_device
@@ -29,7 +29,7 @@ def main() -> None:
     parser.add_argument("--scale", choices=sorted(SCALES), default=None,
                         help="schedule: demo (the default on CPU) or full (the default on a GPU)")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    setup_logging()
     device = resolve_device(args.device)
     scale = SCALES[args.scale or default_scale(device)]
     # The configs name repo-relative data and output paths.

@@ -7,24 +7,16 @@ compact file or `gaussianhead_latest`. Prints a table and writes `{result_path}/
 """
 from __future__ import annotations
 
-import argparse
-import logging
-
+from lib.apps.cli import config_parser, parse_config
 from lib.apps.evaluation import evaluate_avatar, format_table
-from lib.config import TrainConfig, load_config
+from lib.config import TrainConfig
 from lib.errors import exit_on_user_error
-from lib.utils.device import resolve_device
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="YAML config (GHA keys + our sections)")
-    parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. eval.max_images=20")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
-
-    cfg = load_config(TrainConfig, args.config, args.overrides, stage="evaluate")
-    results = evaluate_avatar(cfg, resolve_device(cfg.device, cfg.gpu_id))
+    parser = config_parser(__doc__, override_example="eval.max_images=20")
+    _, cfg, device = parse_config(parser, TrainConfig, stage="evaluate")
+    results = evaluate_avatar(cfg, device)
     print(format_table(results))
     print(f"results: {results['path']}")
 

@@ -27,6 +27,7 @@ from benchmarks.common import gha_scale_head  # noqa: E402
 from lib.compact.avatar_file import load_compact_avatar, save_compact_avatar  # noqa: E402
 from lib.compact.quantizer import GroupedQuantizer  # noqa: E402
 from lib.config import TrainConfig, load_config  # noqa: E402
+from lib.utils.device import use_fast_training_kernels  # noqa: E402
 from lib.module.super_resolution import SuperResolutionModule  # noqa: E402
 from lib.trainer.gaussian_head_trainer import render_gaussians  # noqa: E402
 
@@ -65,8 +66,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     device = torch.device("cuda")
-    torch.set_float32_matmul_precision("high")
-    torch.backends.cudnn.benchmark = True
+    use_fast_training_kernels(device)
 
     cfg = load_config(TrainConfig, ROOT / "config" / "train_gaussianhead_N031.yaml", [], stage="gaussianhead")
     generator = torch.Generator().manual_seed(0)

@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.common import gha_scale_head  # noqa: E402
 from lib.compact.quantizer import GroupedQuantizer  # noqa: E402
 from lib.config import TrainConfig, load_config  # noqa: E402
+from lib.utils.device import use_fast_training_kernels  # noqa: E402
 from lib.module.super_resolution import SuperResolutionModule  # noqa: E402
 from lib.trainer.gaussian_head_trainer import (generate_and_render, make_optimizer, render_gaussians,  # noqa: E402
                                               stage2_losses)
@@ -71,8 +72,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     device = torch.device("cuda")
-    torch.set_float32_matmul_precision("high")
-    torch.backends.cudnn.benchmark = True
+    use_fast_training_kernels(device)
 
     cfg = load_config(TrainConfig, ROOT / "config" / "train_gaussianhead_N031.yaml", [f"train.amp={args.amp}"],
                       stage="gaussianhead")

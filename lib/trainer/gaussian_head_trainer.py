@@ -25,6 +25,7 @@ from lib.render.gaussians import rasterize_gaussians
 from lib.trainer.augment import random_scale_crop
 from lib.trainer.base import Trainer
 from lib.trainer.mesh_head_trainer import load_mesh_head
+from lib.utils.device import use_fast_training_kernels
 from lib.utils.metrics import psnr, ssim
 
 log = logging.getLogger(__name__)
@@ -144,10 +145,7 @@ class GaussianHeadTrainer(Trainer):
         self.weights = loss_weights(cfg, "gaussianhead")
         self.lpips = _lpips_or_error(self.weights["vgg"], device)
         self.rng = random.Random(cfg.train.seed)
-        if device.type == "cuda":
-            # TF32 matmuls for the MLPs and autotuned convolutions for the fixed-size super-resolution input.
-            torch.set_float32_matmul_precision("high")
-            torch.backends.cudnn.benchmark = True
+        use_fast_training_kernels(device)
         self.supres = SuperResolutionModule(cfg.supresmodule, amp=cfg.train.amp).to(device)
         self.module = self._initial_module()
         self.delta_poses = torch.nn.Parameter(torch.zeros(dataset.num_frames, 6, device=device),

@@ -24,3 +24,11 @@ def synchronize(device: torch.device) -> None:
     """Wait for queued GPU work on `device` (for honest wall-clock timings); a no-op on the CPU."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def use_fast_training_kernels(device: torch.device) -> None:
+    """On CUDA: TF32 matmuls (the MLPs) and autotuned convolutions (the fixed-size super-resolution input), the
+    settings Gaussian-head training runs with; benchmarks call this too so they time the same kernels."""
+    if device.type == "cuda":
+        torch.set_float32_matmul_precision("high")
+        torch.backends.cudnn.benchmark = True
