@@ -1,6 +1,7 @@
 """Shared pytest setup: the `cuda` marker (skipped without a GPU) and a small generated subject."""
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -32,3 +33,11 @@ def tiny_subject(tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("subjects") / "id0"
     return generate_subject(out, identity=0, frames=4, cameras=4, resolution=64, seed=0, lowres=32, progress=False)
+
+
+@pytest.fixture
+def broken(tiny_subject, tmp_path) -> Path:
+    """A private copy of the tiny subject that a test may damage."""
+    copy = tmp_path / "subject"
+    shutil.copytree(tiny_subject, copy)
+    return copy

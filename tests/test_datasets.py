@@ -24,14 +24,6 @@ def dataset_cfg(root: Path, **changes) -> DatasetConfig:
     return cfg
 
 
-@pytest.fixture
-def broken(tiny_subject, tmp_path) -> Path:
-    """A private copy of the tiny subject that a test may damage."""
-    copy = tmp_path / "subject"
-    shutil.copytree(tiny_subject, copy)
-    return copy
-
-
 def test_mesh_dataset_items(tiny_subject):
     dataset = MeshDataset(dataset_cfg(tiny_subject))
     assert len(dataset) == 4
@@ -245,9 +237,8 @@ def test_unquoted_numeric_frame_ids_name_zero_padded_folders(tiny_subject):
     assert Subject(cfg.dataset).eval_frames == ["0003", "0002"]
 
 
-def test_subject_accepts_the_trackers_66_landmarks_and_rejects_other_counts(tiny_subject, tmp_path):
-    root = tmp_path / "subject"
-    shutil.copytree(tiny_subject, root)
+def test_subject_accepts_the_trackers_66_landmarks_and_rejects_other_counts(broken):
+    root = broken
     files = sorted(root.glob("params/*/lmk_3d.npy"))
     for path in files:  # Multiview-3DMM-Fitting's order: iBUG-68 without the mouth corners 48 and 54
         lmk = np.load(path)

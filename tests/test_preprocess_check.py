@@ -1,22 +1,13 @@
 """check_dataset: a clean subject passes; a damaged copy gets every problem listed, not just the first."""
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from lib.preprocess.check import check_subject
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def broken(tiny_subject, tmp_path) -> Path:
-    copy = tmp_path / "subject"
-    shutil.copytree(tiny_subject, copy)
-    return copy
 
 
 def test_clean_subject_passes(tiny_subject):
