@@ -1,12 +1,18 @@
 """Shared pytest setup: the `cuda` marker (skipped without a GPU) and a small generated subject."""
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+
+# Without a GPU, Triton kernels (lib/kernels) run in Triton's CPU interpreter, so their logic is tested on every
+# machine that has Triton installed; this must be set before the first `import triton`.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:

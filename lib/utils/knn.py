@@ -56,17 +56,24 @@ def _select_neighbours(
             cols = torch.arange(n0, n0 + p.shape[0], device=query.device)
             if exclude_self_period is not None:
                 d = torch.where(self_col == cols[None, :], inf, d)
-            kk = min(k, d.shape[1])
-            d, i = torch.topk(d, kk, dim=1, largest=False, sorted=False)
+            d, i = _smallest(d, min(k, d.shape[1]))
             i = cols[i]
             if best_d is not None:
                 d = torch.cat([best_d, d], dim=1)
                 i = torch.cat([best_i, i], dim=1)
-                d, j = torch.topk(d, min(k, d.shape[1]), dim=1, largest=False, sorted=False)
+                d, j = _smallest(d, min(k, d.shape[1]))
                 i = torch.gather(i, 1, j)
             best_d, best_i = d, i
         out[m0:m0 + q.shape[0]] = best_i
     return out
+
+
+def _smallest(d: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k smallest entries of each row of ``d`` [c, n] and their columns, unsorted: ([c, k], [c, k])."""
+    if k == 1:
+        # A min-reduction: several times faster than topk on GPUs (the Gaussian head's landmark search each step).
+        return d.min(dim=1, keepdim=True)
+    return torch.topk(d, k, dim=1, largest=False, sorted=False)
 
 
 def knn(
