@@ -14,12 +14,13 @@ Backend names, accepted by every public function of this package:
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 
 import torch
 
-__all__ = ["BACKENDS", "resolve_backend", "triton_available"]
+__all__ = ["BACKENDS", "launch_device", "resolve_backend", "triton_available"]
 
 BACKENDS = ("auto", "triton", "torch")
 
@@ -53,3 +54,11 @@ def resolve_backend(backend: str, tensor: torch.Tensor) -> str:
         if not tensor.is_cuda and not interpreting():
             raise ValueError(f"backend='triton' needs CUDA tensors (got {tensor.device}) unless TRITON_INTERPRET=1")
     return backend
+
+
+def launch_device(t: torch.Tensor):
+    """Context making ``t``'s GPU the current one while kernels are launched: Triton launches on the current device,
+    which need not be the tensors' (e.g. ``gpu_id: 1`` in a config)."""
+    if t.is_cuda and t.device.index != torch.cuda.current_device():
+        return torch.cuda.device(t.device)
+    return contextlib.nullcontext()

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from lib.kernels import resolve_backend, triton_available
+from lib.kernels import launch_device, resolve_backend, triton_available
 
 __all__ = ["instance_norm", "instance_norm_relu"]
 
@@ -90,11 +90,12 @@ def _forward(x: torch.Tensor, eps: float):
     B, C, HW, block_c, block_p = _launch_shape(x)
     sums = torch.zeros(B, 2, C, dtype=torch.float32, device=x.device)
     chunk = block_p * _TILES_PER_PROGRAM
-    _stats_kernel[(triton.cdiv(HW, chunk), B)](x, sums, HW, C, CHUNK=chunk, BLOCK_P=block_p, BLOCK_C=block_c)
     y = torch.empty_like(x, memory_format=torch.channels_last)
     stats = torch.empty(B, 2, C, dtype=torch.float32, device=x.device)
-    _normalize_kernel[(triton.cdiv(HW, block_p), B)](x, y, sums, stats, HW, C, eps, BLOCK_P=block_p,
-                                                     BLOCK_C=block_c)
+    with launch_device(x):
+        _stats_kernel[(triton.cdiv(HW, chunk), B)](x, sums, HW, C, CHUNK=chunk, BLOCK_P=block_p, BLOCK_C=block_c)
+        _normalize_kernel[(triton.cdiv(HW, block_p), B)](x, y, sums, stats, HW, C, eps, BLOCK_P=block_p,
+                                                         BLOCK_C=block_c)
     return y, stats
 
 
@@ -102,11 +103,12 @@ def _backward(x: torch.Tensor, stats: torch.Tensor, grad_y: torch.Tensor) -> tor
     B, C, HW, block_c, block_p = _launch_shape(x)
     sums = torch.zeros(B, 2, C, dtype=torch.float32, device=x.device)
     chunk = block_p * _TILES_PER_PROGRAM
-    _grad_stats_kernel[(triton.cdiv(HW, chunk), B)](x, grad_y, stats, sums, HW, C, CHUNK=chunk, BLOCK_P=block_p,
-                                                    BLOCK_C=block_c)
     grad_x = torch.empty_like(x, memory_format=torch.channels_last)
-    _grad_input_kernel[(triton.cdiv(HW, block_p), B)](x, grad_y, stats, sums, grad_x, HW, C, BLOCK_P=block_p,
-                                                      BLOCK_C=block_c)
+    with launch_device(x):
+        _grad_stats_kernel[(triton.cdiv(HW, chunk), B)](x, grad_y, stats, sums, HW, C, CHUNK=chunk,
+                                                        BLOCK_P=block_p, BLOCK_C=block_c)
+        _grad_input_kernel[(triton.cdiv(HW, block_p), B)](x, grad_y, stats, sums, grad_x, HW, C, BLOCK_P=block_p,
+                                                          BLOCK_C=block_c)
     return grad_x
 
 

@@ -27,6 +27,7 @@ from torch import nn
 
 from lib.errors import CheckpointError
 from lib.kernels.instance_norm import instance_norm, instance_norm_relu
+from lib.kernels.upsample import upsample_bilinear2x
 
 __all__ = ["DoubleConv", "InstanceNorm2d", "OutConv", "Up", "Upsampler", "conv_flops"]
 
@@ -86,17 +87,16 @@ class Up(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()
-        self.up = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True)
         self.conv = DoubleConv(in_channels, out_channels, in_channels // 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype in (torch.float16, torch.bfloat16):
-            # Autocast runs bilinear upsampling in fp32: it would upcast the input and write an fp32 output twice
-            # the size, only for the next conv to cast it back. The kernel accumulates in fp32 anyway.
+            # Autocast would run the twin (PyTorch's bilinear upsampling) in fp32: upcast the input and write an
+            # fp32 output twice the size, only for the next conv to cast it back. Both paths accumulate in fp32.
             with torch.autocast(device_type=x.device.type, enabled=False):
-                x = self.up(x)
+                x = upsample_bilinear2x(x)
         else:
-            x = self.up(x)
+            x = upsample_bilinear2x(x)
         return self.conv(x)
 
 
