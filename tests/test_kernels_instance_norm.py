@@ -27,7 +27,13 @@ def _compare(x: torch.Tensor, atol: float):
     assert y.is_contiguous(memory_format=torch.channels_last)
     assert y.dtype == x.dtype
     torch.testing.assert_close(y.float(), y_ref.float(), atol=atol, rtol=0)
-    torch.testing.assert_close(g.float(), g_ref.float(), atol=atol, rtol=0)
+    # The ReLU's gradient jumps where the normalised input crosses 0: entries within rounding of 0 may fall on
+    # either side in the two implementations, so they are left out of the gradient comparison.
+    x64 = x.double()
+    x_hat = (x64 - x64.mean((2, 3), keepdim=True)) / (x64.var((2, 3), unbiased=False, keepdim=True) + 1e-5).sqrt()
+    clear = x_hat.abs() > 1e-3
+    assert clear.float().mean() > 0.99
+    torch.testing.assert_close(g.float()[clear], g_ref.float()[clear], atol=atol, rtol=0)
     return y, g
 
 

@@ -214,3 +214,14 @@ def test_gradients_on_generic_inputs():
     assert torch.autograd.gradcheck(quaternion_to_matrix, (q,))
     b = torch.randn(3, 4, generator=_gen(11), dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(quaternion_multiply, (q, b))
+
+
+def test_quaternion_product_matrix_is_left_multiplication():
+    from lib.utils.rotations import quaternion_product_matrix
+
+    g = _gen(11)
+    a = torch.randn(5, 4, generator=g, dtype=torch.float64)
+    b = torch.randn(5, 7, 4, generator=g, dtype=torch.float64)  # many right factors per left factor
+    expected = quaternion_multiply(a[:, None, :], b)
+    torch.testing.assert_close(b @ quaternion_product_matrix(a).transpose(-1, -2), expected)
+    torch.testing.assert_close((quaternion_product_matrix(a) @ b[:, 0, :, None])[..., 0], expected[:, 0])

@@ -23,7 +23,7 @@ from lib.module.mesh_head import MeshHeadModule
 from lib.network.embedding import PositionalEmbedding
 from lib.network.mlp import MLP
 from lib.utils.knn import knn, mean_sq_distance_to_3nn
-from lib.utils.rotations import axis_angle_to_quaternion, axis_angle_to_matrix, quaternion_multiply
+from lib.utils.rotations import axis_angle_to_matrix, axis_angle_to_quaternion, quaternion_product_matrix
 
 INITIAL_OPACITY = 0.3
 MOUTH_LANDMARKS = slice(48, 66)  # iBUG-68 outer + inner lips (GHA uses 48..65)
@@ -151,19 +151,23 @@ class GaussianHeadModule(nn.Module):
         exp_deform = xyz.new_zeros(batch, count, 3)
 
         exp_code = exp_coeff[:, None, :].expand(-1, exp_index.numel(), -1)
-        exp_input = torch.cat([feature[exp_index].expand(batch, -1, -1), exp_code], -1)
-        weight = exp_weight[exp_index]
+        # index_select, not indexing: its backward is an index_add, where advanced indexing's sorts the indices
+        # (one of the costliest steps of the backward pass on a GPU).
+        exp_input = torch.cat([feature.index_select(0, exp_index).expand(batch, -1, -1), exp_code], -1)
+        weight = exp_weight.index_select(0, exp_index)
         color = color.index_add(1, exp_index, self.exp_color_mlp(exp_input) * weight)
         attributes_delta = attributes_delta.index_add(1, exp_index, self.exp_attributes_mlp(exp_input) * weight)
-        deform_input = torch.cat([self.pos_embedding(xyz[exp_index]).expand(batch, -1, -1), exp_code], -1)
+        deform_input = torch.cat([self.pos_embedding(xyz.index_select(0, exp_index)).expand(batch, -1, -1),
+                                  exp_code], -1)
         exp_deform = exp_deform.index_add(1, exp_index, self.exp_deform_mlp(deform_input) * weight)
 
         pose_feature = self.pose_embedding(pose_code)[:, None, :].expand(-1, pose_index.numel(), -1)
-        pose_input = torch.cat([feature[pose_index].expand(batch, -1, -1), pose_feature], -1)
-        weight = 1.0 - exp_weight[pose_index]
+        pose_input = torch.cat([feature.index_select(0, pose_index).expand(batch, -1, -1), pose_feature], -1)
+        weight = 1.0 - exp_weight.index_select(0, pose_index)
         color = color.index_add(1, pose_index, self.pose_color_mlp(pose_input) * weight)
         attributes_delta = attributes_delta.index_add(1, pose_index, self.pose_attributes_mlp(pose_input) * weight)
-        deform_input = torch.cat([self.pos_embedding(xyz[pose_index]).expand(batch, -1, -1), pose_feature], -1)
+        deform_input = torch.cat([self.pos_embedding(xyz.index_select(0, pose_index)).expand(batch, -1, -1),
+                                  pose_feature], -1)
         xyz_delta = xyz_delta.index_add(1, pose_index, self.pose_deform_mlp(deform_input) * weight)
         xyz_delta = xyz_delta + exp_deform
 
@@ -176,6 +180,8 @@ class GaussianHeadModule(nn.Module):
 
         head_rotation = axis_angle_to_matrix(pose[:, :3])  # [B, 3, 3]
         world = (points * scale[:, None, :]) @ head_rotation.transpose(1, 2) + pose[:, None, 3:]
-        world_rotation = quaternion_multiply(axis_angle_to_quaternion(pose[:, :3])[:, None, :], rotation)
+        # The head rotation composed with every Gaussian's: quaternion_multiply(q_head, rotation) as one bmm.
+        head_product = quaternion_product_matrix(axis_angle_to_quaternion(pose[:, :3]))  # [B, 4, 4]
+        world_rotation = rotation @ head_product.transpose(1, 2)
         return {"xyz": world, "color": color, "scales": scales * scale[:, None, :], "rotation": world_rotation,
                 "opacity": opacity, "exp_deform": exp_deform}
