@@ -106,7 +106,8 @@ def main() -> None:
             torch.cuda.synchronize()
             marks.append(time.perf_counter())
 
-        generated = module.generate(batch["exp_coeff"], batch["pose"] + delta_poses[batch["exp_id"]], batch["scale"])
+        pose = batch["pose"] + delta_poses.index_select(0, batch["exp_id"])
+        generated = module.generate(batch["exp_coeff"], pose, batch["scale"])
         mark()
         render = render_gaussians(generated, batch["viewmat"], batch["intrinsics_coarse"], args.output // 4, "gsplat")
         mark()

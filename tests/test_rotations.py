@@ -225,3 +225,12 @@ def test_quaternion_product_matrix_is_left_multiplication():
     expected = quaternion_multiply(a[:, None, :], b)
     torch.testing.assert_close(b @ quaternion_product_matrix(a).transpose(-1, -2), expected)
     torch.testing.assert_close((quaternion_product_matrix(a) @ b[:, 0, :, None])[..., 0], expected[:, 0])
+
+
+def test_unit_quaternion_to_matrix_matches_general_formula():
+    from lib.utils.rotations import unit_quaternion_to_matrix
+
+    q = normalize_quaternion(torch.randn(40, 4, generator=_gen(12), dtype=torch.float64))
+    torch.testing.assert_close(unit_quaternion_to_matrix(q), quaternion_to_matrix(q))
+    aa = torch.randn(40, 3, generator=_gen(13), dtype=torch.float64)
+    torch.testing.assert_close(unit_quaternion_to_matrix(axis_angle_to_quaternion(aa)), axis_angle_to_matrix(aa))

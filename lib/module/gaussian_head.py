@@ -23,7 +23,7 @@ from lib.module.mesh_head import MeshHeadModule
 from lib.network.embedding import PositionalEmbedding
 from lib.network.mlp import MLP
 from lib.utils.knn import knn, mean_sq_distance_to_3nn
-from lib.utils.rotations import axis_angle_to_matrix, axis_angle_to_quaternion, quaternion_product_matrix
+from lib.utils.rotations import axis_angle_to_quaternion, quaternion_product_matrix, unit_quaternion_to_matrix
 
 INITIAL_OPACITY = 0.3
 MOUTH_LANDMARKS = slice(48, 66)  # iBUG-68 outer + inner lips (GHA uses 48..65)
@@ -178,10 +178,11 @@ class GaussianHeadModule(nn.Module):
         opacity = torch.sigmoid(params["opacity"] + attributes_delta[..., ATTRIBUTE_SLICES["opacity"]] * step)
         points = xyz + xyz_delta * self.cfg.deform_scale
 
-        head_rotation = axis_angle_to_matrix(pose[:, :3])  # [B, 3, 3]
+        head_quaternion = axis_angle_to_quaternion(pose[:, :3])  # [B, 4], unit
+        head_rotation = unit_quaternion_to_matrix(head_quaternion)  # [B, 3, 3]
         world = (points * scale[:, None, :]) @ head_rotation.transpose(1, 2) + pose[:, None, 3:]
         # The head rotation composed with every Gaussian's: quaternion_multiply(q_head, rotation) as one bmm.
-        head_product = quaternion_product_matrix(axis_angle_to_quaternion(pose[:, :3]))  # [B, 4, 4]
+        head_product = quaternion_product_matrix(head_quaternion)  # [B, 4, 4]
         world_rotation = rotation @ head_product.transpose(1, 2)
         return {"xyz": world, "color": color, "scales": scales * scale[:, None, :], "rotation": world_rotation,
                 "opacity": opacity, "exp_deform": exp_deform}
