@@ -39,11 +39,13 @@ def assert_matches(out: torch.Tensor, ref: torch.Tensor, dtype: torch.dtype, sca
     """``out`` (in ``dtype``) is ``ref`` (fp32) up to fp32 accumulation error or one rounding to ``dtype``."""
     assert out.dtype == dtype and out.shape == ref.shape
     err = (out.float() - ref).abs()
+    # fp32 slack: a few ulps of the largest value, for FMA contraction and summation order on GPUs.
+    slack = 2e-6 * scale
     if dtype == torch.float32:
-        bound = torch.full_like(ref, 1e-6 * scale)
+        bound = torch.full_like(ref, slack)
     else:
         rounding = BF16_ROUNDING if dtype == torch.bfloat16 else HALF_ULP[dtype]
-        bound = ref.abs() * rounding + 1e-6 * scale
+        bound = ref.abs() * rounding + slack
     worst = (err - bound).max().item()
     assert worst <= 0, f"max error {err.max().item():.3g} exceeds the bound by {worst:.3g}"
 
