@@ -13,12 +13,15 @@ on GPU) the ops taking the most GPU time in one forward+backward are listed too.
 CPU: the synthetic generator's case, a ~40k-face sphere at 512^2, one view, hard outputs only (``soft=False``),
 7 attribute channels, no grad; and the GPU case's hard+soft forward+backward for reference.
 
-Experiment (GPU, last, ``--no-compile-experiment`` skips it): the soft blocks' per-slot math through
+Backend (``--backend auto|triton|torch``, default auto): what the GPU rows run, recorded in each row as the backend
+that ran; on CUDA ``auto`` is the Triton kernels of lib/kernels/mesh_raster.py, ``torch`` the pure-PyTorch twin.
+
+Experiment (GPU, last, ``--no-compile-experiment`` skips it): the torch backend's soft blocks' per-slot math through
 ``torch.compile`` (not what the library does), checked against eager and timed.
 
 Prints tables and writes JSON (``--out``).
 
-    python benchmarks/bench_render_mesh.py --out bench_mesh.json
+    python benchmarks/bench_render_mesh.py --out bench_mesh.json [--backend torch]
 """
 from __future__ import annotations
 
@@ -66,12 +69,13 @@ def head_scene(B, size, n_lat, n_lon, A, device, seed=0):
     return {k: v.to(device).contiguous() for k, v in scene.items()}
 
 
-def _call(s, size, soft, grad):
+def _call(s, size, soft, grad, backend="auto"):
     """One rasterization (and backward when ``grad``) of the scene."""
     verts = s["verts"].detach().requires_grad_(grad)
     attrs = s["vert_attrs"].detach().requires_grad_(grad)
     with torch.set_grad_enabled(grad):
-        out = rasterize_mesh(verts, s["faces"], attrs, s["viewmats"], s["Ks"], size, size, soft=soft)
+        out = rasterize_mesh(verts, s["faces"], attrs, s["viewmats"], s["Ks"], size, size, soft=soft,
+                             backend=backend)
         if grad:
             loss = (out["attrs"] * s["w_attrs"]).sum()
             if soft:
@@ -96,9 +100,9 @@ def _time(fn, warmup, repeats, cuda):
 
 
 def _scene_stats(s, size):
-    """Faces, covered pixels and soft-path slots (fragments incl. padding) of the scene."""
+    """Faces, covered pixels and soft-path slots (fragments incl. padding, as the torch backend pads) of the scene."""
     with torch.no_grad():
-        out = rasterize_mesh(s["verts"], s["faces"], None, s["viewmats"], s["Ks"], size, size)
+        out = rasterize_mesh(s["verts"], s["faces"], None, s["viewmats"], s["Ks"], size, size, backend="torch")
         B, F = s["verts"].shape[0], s["faces"].shape[0]
         cam = mesh_mod._to_camera(s["verts"], s["viewmats"])
         uvz = mesh_mod._corner_uvz(cam, s["faces"], s["Ks"])
@@ -111,23 +115,32 @@ def _scene_stats(s, size):
             "soft_chunks": len(plan["chunks"])}
 
 
+def resolved_backend(backend, device):
+    """The backend ``rasterize_mesh`` runs for ``backend`` on float32 tensors of ``device``."""
+    from lib.kernels import resolve_backend
+
+    return resolve_backend(backend, torch.empty(0, device=device))
+
+
 def bench_gpu(args):
     size, B = args.size, args.views
     s = head_scene(B, size, args.n_lat, args.n_lon, args.attrs, "cuda")
-    row = {"resolution": size, "B": B, "A": args.attrs, **_scene_stats(s, size)}
+    backend = args.backend
+    row = {"backend": resolved_backend(backend, "cuda"), "resolution": size, "B": B, "A": args.attrs,
+           **_scene_stats(s, size)}
     for name, soft in (("hard+soft", True), ("hard", False)):
         for mode, grad in (("forward", False), ("forward_backward", True)):
-            med, best = _time(lambda: _call(s, size, soft, grad), args.warmup, args.repeats, True)
+            med, best = _time(lambda: _call(s, size, soft, grad, backend), args.warmup, args.repeats, True)
             row[f"{name}_{mode}_ms"] = med
             row[f"{name}_{mode}_min_ms"] = best
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     base = torch.cuda.memory_allocated()
-    _call(s, size, True, True)
+    _call(s, size, True, True, backend)
     torch.cuda.synchronize()
     row["hard+soft_forward_backward_peak_mib"] = (torch.cuda.max_memory_allocated() - base) / 2 ** 20
     if args.profile:
-        row["profile"] = _profile(lambda: _call(s, size, True, True))
+        row["profile"] = _profile(lambda: _call(s, size, True, True, backend))
     return row
 
 
@@ -165,12 +178,12 @@ def bench_compiled_soft(args, device="cuda"):
     """
     size, B = args.size, args.views
     s = head_scene(B, size, args.n_lat, args.n_lon, args.attrs, device)
-    row = {"resolution": size, "B": B}
+    row = {"backend": "torch", "resolution": size, "B": B}
     eager = (mesh_mod._soft_fragments, mesh_mod._soft_fragments_backward)
 
     def grads():
         verts = s["verts"].detach().requires_grad_(True)
-        out = rasterize_mesh(verts, s["faces"], None, s["viewmats"], s["Ks"], size, size)
+        out = rasterize_mesh(verts, s["faces"], None, s["viewmats"], s["Ks"], size, size, backend="torch")
         (out["soft_mask"] * s["w_soft"]).sum().backward()
         return out["soft_mask"].detach(), verts.grad
 
@@ -185,7 +198,7 @@ def bench_compiled_soft(args, device="cuda"):
         row["verts_grad_rel_diff"] = float((grad - ref_grad).norm() / ref_grad.norm())
         cuda = device == "cuda"
         row["hard+soft_forward_backward_ms"], row["hard+soft_forward_backward_min_ms"] = _time(
-            lambda: _call(s, size, True, True), args.warmup, args.repeats, cuda)
+            lambda: _call(s, size, True, True, "torch"), args.warmup, args.repeats, cuda)
     except Exception as exc:  # an experiment: report, do not fail the benchmark
         row["error"] = f"{type(exc).__name__}: {exc}"[:2000]
     finally:
@@ -195,16 +208,19 @@ def bench_compiled_soft(args, device="cuda"):
 
 def bench_cpu(args):
     rows = []
+    # The Triton kernels only run on CPUs in Triton's (very slow) interpreter: CPU rows time the twin for "triton".
+    backend = "torch" if args.backend == "triton" else args.backend
+    resolved = resolved_backend(backend, "cpu")
     # The synthetic generator's case: one view at 512^2 of a ~40k-face head, hard outputs only.
     s = head_scene(1, 512, 100, 200, 7, "cpu")
-    row = {"case": "generator: 512^2, B=1, hard only, no grad", "resolution": 512, "B": 1, "A": 7,
-           "faces": s["faces"].shape[0], "threads": torch.get_num_threads()}
-    row["ms"], row["min_ms"] = _time(lambda: _call(s, 512, False, False), 2, args.cpu_repeats, False)
+    row = {"case": "generator: 512^2, B=1, hard only, no grad", "backend": resolved, "resolution": 512, "B": 1,
+           "A": 7, "faces": s["faces"].shape[0], "threads": torch.get_num_threads()}
+    row["ms"], row["min_ms"] = _time(lambda: _call(s, 512, False, False, backend), 2, args.cpu_repeats, False)
     rows.append(row)
     s = head_scene(args.views, args.size, args.n_lat, args.n_lon, args.attrs, "cpu")
-    row = {"case": "GPU case on CPU: hard+soft, forward+backward", "resolution": args.size, "B": args.views,
-           "A": args.attrs, "faces": s["faces"].shape[0], "threads": torch.get_num_threads()}
-    row["ms"], row["min_ms"] = _time(lambda: _call(s, args.size, True, True), 1, 3, False)
+    row = {"case": "GPU case on CPU: hard+soft, forward+backward", "backend": resolved, "resolution": args.size,
+           "B": args.views, "A": args.attrs, "faces": s["faces"].shape[0], "threads": torch.get_num_threads()}
+    row["ms"], row["min_ms"] = _time(lambda: _call(s, args.size, True, True, backend), 1, 3, False)
     rows.append(row)
     return rows
 
@@ -223,6 +239,9 @@ def main():
     parser.add_argument("--no-profile", dest="profile", action="store_false")
     parser.add_argument("--no-compile-experiment", dest="compile_experiment", action="store_false",
                         help="skip timing the soft blocks through torch.compile (GPU only; compiling takes a while)")
+    parser.add_argument("--backend", choices=("auto", "triton", "torch"), default="auto",
+                        help="rasterize_mesh backend of the GPU rows (auto: the Triton kernels on CUDA); CPU rows "
+                             "always run the twin")
     parser.add_argument("--skip-gpu", action="store_true")
     parser.add_argument("--skip-cpu", action="store_true")
     args = parser.parse_args()
@@ -253,7 +272,8 @@ def main():
 
     if result["gpu_rows"]:
         row = result["gpu_rows"][0]
-        cols = [("res", "resolution", "{}"), ("B", "B", "{}"), ("faces", "faces", "{}"),
+        cols = [("backend", "backend", "{}"), ("res", "resolution", "{}"), ("B", "B", "{}"),
+                ("faces", "faces", "{}"),
                 ("covered px", "covered_pixels", "{}"), ("soft fragments", "soft_fragments", "{}"),
                 ("fwd ms", "hard+soft_forward_ms", "{:.2f}"),
                 ("fwd+bwd ms", "hard+soft_forward_backward_ms", "{:.2f}"),
@@ -270,7 +290,8 @@ def main():
                                                  ("GPU ms", "gpu_ms", "{:.3f}")], prof["top"]))
         print()
     if result["cpu_rows"]:
-        cols = [("case", "case", "{}"), ("res", "resolution", "{}"), ("B", "B", "{}"), ("faces", "faces", "{}"),
+        cols = [("case", "case", "{}"), ("backend", "backend", "{}"), ("res", "resolution", "{}"), ("B", "B", "{}"),
+                ("faces", "faces", "{}"),
                 ("threads", "threads", "{}"), ("ms (median)", "ms", "{:.1f}"), ("ms (min)", "min_ms", "{:.1f}")]
         print(markdown_table(f"CPU: {result['cpu']}", cols, result["cpu_rows"]))
     exp = result.get("compiled_soft_experiment")

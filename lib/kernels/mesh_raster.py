@@ -18,15 +18,16 @@ so memory stays O(faces + pixels).
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 import triton
 import triton.language as tl
 
-from lib.kernels import interpreting
+from lib.kernels import interpreting, launch_device
 
-__all__ = ["zbuffer", "soft_log_coverage", "soft_log_coverage_backward", "log_half_erfc"]
+__all__ = ["zbuffer", "soft_log_coverage", "soft_log_coverage_backward", "log_half_erfc", "addcmul_fuses"]
 
 # Hard path: windows are tiny for fine meshes (1-4 px at the benchmark's ~0.4 px^2 per face), so many faces and
 # few slots per program; elongated silhouette faces loop a few times.
@@ -47,7 +48,8 @@ _INT32_LIMIT = 1 << 31
 
 @triton.jit
 def _load_windows(win_ptr, n_faces, F, W, HW, FPP: tl.constexpr):
-    """Faces of this program and their windows: face, live [FPP] and per face x0-based pixel base, bw, n."""
+    """This program's faces and their windows, each [FPP]: face index, in-range flag, linear pixel index of the
+    window's first pixel, width (>= 1) and slot count (0: empty window)."""
     face = tl.program_id(0) * FPP + tl.arange(0, FPP)
     live = face < n_faces
     x0 = tl.load(win_ptr + face, mask=live, other=0)
@@ -70,26 +72,46 @@ def _slot_pixels(start, base, bw, n, W, BLOCK: tl.constexpr):
 
 
 @triton.jit
-def _row(ptr, r, n_faces, face, live):
-    return tl.load(ptr + r * n_faces + face, mask=live, other=0.0)
+def _row(ptr, r, n_faces, face, mask):
+    """Row r of a [R, n_faces] tensor at the program's faces ([FPP]; 0 where mask is off)."""
+    return tl.load(ptr + r * n_faces + face, mask=mask, other=0.0)
 
 
 @triton.jit
-def _zbuffer_kernel(keys_ptr, coef_ptr, win_ptr, n_faces, F, W, HW, TOL: tl.constexpr, FPP: tl.constexpr,
-                    BLOCK: tl.constexpr):
+def _addcmul2(c, a, x, b, y, FUSED: tl.constexpr):
+    """c + a x + b y rounded as the twin's ``torch.addcmul(c, a, x).addcmul_(b, y)`` rounds on this device.
+
+    FUSED: each step is one fused multiply-add (PyTorch's vectorized CPU kernels), emulated in float64 because
+    Triton's interpreter rounds ``tl.fma``'s product: a x and b y are exact there (integer pixel offsets), and
+    only a float64 sum falling exactly on a float32 tie could round differently (probability ~2^-29 per step).
+    Otherwise every product and sum is rounded (PyTorch's CUDA kernel; the launch turns off the compiler's
+    contraction into fused multiply-adds).
+    """
+    if FUSED:
+        w = (c.to(tl.float64) + a.to(tl.float64) * x.to(tl.float64)).to(tl.float32)
+        return (w.to(tl.float64) + b.to(tl.float64) * y.to(tl.float64)).to(tl.float32)
+    else:
+        return (c + a * x) + b * y
+
+
+@triton.jit
+def _zbuffer_kernel(keys_ptr, coef_ptr, win_ptr, n_faces, F, W, HW, TOL: tl.constexpr, FUSED: tl.constexpr,
+                    FPP: tl.constexpr, BLOCK: tl.constexpr):
     face, live, base, bw, n = _load_windows(win_ptr, n_faces, F, W, HW, FPP)
-    a0 = _row(coef_ptr, 0, n_faces, face, live)[:, None]
-    a1 = _row(coef_ptr, 1, n_faces, face, live)[:, None]
-    a2 = _row(coef_ptr, 2, n_faces, face, live)[:, None]
-    b0 = _row(coef_ptr, 3, n_faces, face, live)[:, None]
-    b1 = _row(coef_ptr, 4, n_faces, face, live)[:, None]
-    b2 = _row(coef_ptr, 5, n_faces, face, live)[:, None]
-    c0 = _row(coef_ptr, 6, n_faces, face, live)[:, None]
-    c1 = _row(coef_ptr, 7, n_faces, face, live)[:, None]
-    c2 = _row(coef_ptr, 8, n_faces, face, live)[:, None]
-    za = _row(coef_ptr, 9, n_faces, face, live)[:, None]
-    zb = _row(coef_ptr, 10, n_faces, face, live)[:, None]
-    zc = _row(coef_ptr, 11, n_faces, face, live)[:, None]
+    # Faces that are not drawn may have non-finite coefficients: read zeros instead (their slots are masked).
+    drawn = n > 0
+    a0 = _row(coef_ptr, 0, n_faces, face, drawn)[:, None]
+    a1 = _row(coef_ptr, 1, n_faces, face, drawn)[:, None]
+    a2 = _row(coef_ptr, 2, n_faces, face, drawn)[:, None]
+    b0 = _row(coef_ptr, 3, n_faces, face, drawn)[:, None]
+    b1 = _row(coef_ptr, 4, n_faces, face, drawn)[:, None]
+    b2 = _row(coef_ptr, 5, n_faces, face, drawn)[:, None]
+    c0 = _row(coef_ptr, 6, n_faces, face, drawn)[:, None]
+    c1 = _row(coef_ptr, 7, n_faces, face, drawn)[:, None]
+    c2 = _row(coef_ptr, 8, n_faces, face, drawn)[:, None]
+    za = _row(coef_ptr, 9, n_faces, face, drawn)[:, None]
+    zb = _row(coef_ptr, 10, n_faces, face, drawn)[:, None]
+    zc = _row(coef_ptr, 11, n_faces, face, drawn)[:, None]
     low = face.to(tl.int64)[:, None]
     start = 0
     n_max = tl.max(n, 0)
@@ -97,10 +119,11 @@ def _zbuffer_kernel(keys_ptr, coef_ptr, win_ptr, n_faces, F, W, HW, TOL: tl.cons
         valid, px, py, pix = _slot_pixels(start, base, bw, n, W, BLOCK)
         x = px.to(tl.float32)
         y = py.to(tl.float32)
-        # The twin's float32 order: (c + a * x) + b * y, each product and sum rounded (the launch disables fused
-        # multiply-adds), so every key is bit-identical to the twin's.
-        w_min = tl.minimum(tl.minimum((c0 + a0 * x) + b0 * y, (c1 + a1 * x) + b1 * y), (c2 + a2 * x) + b2 * y)
-        inv_z = tl.maximum((zc + za * x) + zb * y, 0.0)
+        w0 = _addcmul2(c0, a0, x, b0, y, FUSED)
+        w1 = _addcmul2(c1, a1, x, b1, y, FUSED)
+        w2 = _addcmul2(c2, a2, x, b2, y, FUSED)
+        w_min = tl.minimum(tl.minimum(w0, w1), w2)
+        inv_z = tl.maximum(_addcmul2(zc, za, x, zb, y, FUSED), 0.0)
         covered = valid & (w_min >= -TOL) & (inv_z > 0.0)
         # IEEE division, as the twin's reciprocal (Triton's "/" is an approximate division on GPUs).
         depth = tl.math.div_rn(tl.full(inv_z.shape, 1.0, tl.float32), tl.where(covered, inv_z, 1.0))
@@ -114,6 +137,19 @@ def _tiles(faces, block):
     if interpreting():
         return _INTERPRETER_FACES, _INTERPRETER_BLOCK
     return faces, block
+
+
+@functools.lru_cache(maxsize=8)
+def addcmul_fuses(device_type):
+    """Whether ``torch.addcmul`` rounds ``c + a * b`` once (a fused multiply-add) on this device type.
+
+    PyTorch's vectorized CPU kernels fuse (with AVX2 / AVX-512), its CUDA kernel does not; the z-buffer kernel
+    follows so that its keys are bit-identical to the twin's. Probed once per device type with broadcast operands
+    as the twin uses them: (1 + 2^-12)^2 - 1 is 2^-11 + 2^-24 fused and 2^-11 when the product is rounded first.
+    """
+    a = torch.full((2, 1), 1.0 + 2.0 ** -12, device=device_type)
+    out = torch.addcmul(torch.full((2, 1), -1.0, device=device_type), a, a.expand(2, 8).contiguous())
+    return bool((out != 2.0 ** -11).any())
 
 
 def _check_sizes(n_faces, n_pix):
@@ -146,9 +182,11 @@ def zbuffer(coef, win, B, F, width, height, inside_tol):
     if n_faces == 0:
         return keys
     fpp, block = _tiles(_Z_FACES, _Z_BLOCK)
-    _zbuffer_kernel[_grid(n_faces, fpp)](
-        keys, coef.contiguous(), win.contiguous(), n_faces, F, width, height * width, TOL=inside_tol, FPP=fpp,
-        BLOCK=block, num_warps=_NUM_WARPS, enable_fp_fusion=False)
+    fused = addcmul_fuses(coef.device.type)
+    with launch_device(coef):
+        _zbuffer_kernel[_grid(n_faces, fpp)](
+            keys, coef.contiguous(), win.contiguous(), n_faces, F, width, height * width, TOL=inside_tol,
+            FUSED=fused, FPP=fpp, BLOCK=block, num_warps=_NUM_WARPS, enable_fp_fusion=False)
     return keys
 
 
@@ -195,7 +233,8 @@ def log_half_erfc(z):
     z = z.contiguous()
     log_q, ratio = torch.empty_like(z), torch.empty_like(z)
     if z.numel():
-        _log_half_erfc_kernel[(triton.cdiv(z.numel(), 1024),)](z, log_q, ratio, z.numel(), BLOCK=1024)
+        with launch_device(z):
+            _log_half_erfc_kernel[(triton.cdiv(z.numel(), 1024),)](z, log_q, ratio, z.numel(), BLOCK=1024)
     return log_q, ratio
 
 
@@ -391,9 +430,10 @@ def soft_log_coverage(P, win, B, F, width, height, sigma, erfc_max):
     out = torch.zeros(n_pix, dtype=torch.float32, device=P.device)
     if n_faces:
         fpp, block = _tiles(_SOFT_FACES, _SOFT_BLOCK)
-        _soft_forward_kernel[_grid(n_faces, fpp)](
-            out, P.contiguous(), win.contiguous(), n_faces, F, width, height * width, -1.0 / sigma,
-            ERFC_MAX=erfc_max, TINY=_TINY, FPP=fpp, BLOCK=block, num_warps=_NUM_WARPS)
+        with launch_device(P):
+            _soft_forward_kernel[_grid(n_faces, fpp)](
+                out, P.contiguous(), win.contiguous(), n_faces, F, width, height * width, -1.0 / sigma,
+                ERFC_MAX=erfc_max, TINY=_TINY, FPP=fpp, BLOCK=block, num_warps=_NUM_WARPS)
     return out
 
 
@@ -408,8 +448,9 @@ def soft_log_coverage_backward(grad_out, P, win, B, F, width, height, sigma, erf
     grad_P = torch.empty((2, 3, n_faces), dtype=torch.float32, device=P.device)
     if n_faces:
         fpp, block = _tiles(_SOFT_FACES, _SOFT_BLOCK)
-        _soft_backward_kernel[_grid(n_faces, fpp)](
-            grad_P, grad_out.contiguous(), P.contiguous(), win.contiguous(), n_faces, F, width, height * width,
-            -1.0 / sigma, 2.0 / (sigma * math.sqrt(math.pi)), ERFC_MAX=erfc_max, TINY=_TINY, FPP=fpp, BLOCK=block,
-            num_warps=_NUM_WARPS)
+        with launch_device(P):
+            _soft_backward_kernel[_grid(n_faces, fpp)](
+                grad_P, grad_out.contiguous(), P.contiguous(), win.contiguous(), n_faces, F, width, height * width,
+                -1.0 / sigma, 2.0 / (sigma * math.sqrt(math.pi)), ERFC_MAX=erfc_max, TINY=_TINY, FPP=fpp,
+                BLOCK=block, num_warps=_NUM_WARPS)
     return grad_P

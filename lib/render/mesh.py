@@ -1,4 +1,4 @@
-"""Differentiable triangle-mesh rasterizer in pure PyTorch (CPU and CUDA): hard z-buffer and soft silhouette.
+"""Differentiable triangle-mesh rasterizer (CPU and CUDA): hard z-buffer and soft silhouette, in PyTorch + Triton.
 
 Hard (z-buffer) path
 --------------------
@@ -53,6 +53,17 @@ and a closed mesh always has at least the front and the back face of a contour e
 near it), so the 0.5 level of ``soft_mask`` lies outside the hard silhouette (~0.4 sigma for k = 2, more for fine
 meshes) and a fit shrinks the mesh by about that much; use the smallest sigma that still reaches far enough. Inside
 a coarse single-layer mesh, a shared edge reads 1 - 1/4 = 0.75 (as in SoftRas).
+
+Triton path (``backend="triton"``, the default for float32 CUDA tensors)
+--------------------------------------------------------------------------
+The code above is the pure-PyTorch twin that defines the semantics; on GPUs ``lib.kernels.mesh_raster`` runs the
+z-test and the soft log-coverage as fused kernels instead (tests/test_mesh_kernels.py compares them). Every face
+keeps its (possibly empty) box, without compaction, banding or bucket plans, so the host learns no sizes from the
+GPU: one program per group of faces loops over their boxes, the z-test reduces the same packed keys with atomic
+min (bit-identical to the twin's where the twin does not band; the low word is ``b * F + f``), the soft forward
+adds log(1 - p) with atomic adds, and the soft backward recomputes the fragments and reduces the upstream gradient
+per face straight to the corners (nothing per fragment is stored). The visible-surface recompute and everything
+after it is shared.
 """
 
 from __future__ import annotations
@@ -172,6 +183,45 @@ def _corner_uvz(cam, faces, Ks):
     return uvz.view(9, B * F)
 
 
+def _screen_extent(uvz, near):
+    """Corners' screen bounding box of every face and whether the face is drawable (see ``_face_boxes``).
+
+    Args:
+        uvz: [9, B * F] float64 from ``_corner_uvz``.
+        near: near plane.
+    Returns:
+        lo, hi: [2 (u, v), B * F] float64 smallest and largest corner coordinates; drawable: [B * F] bool.
+    """
+    uv = uvz[:6].view(2, 3, -1)
+    lo, hi = uv.amin(1), uv.amax(1)  # [u or v, B * F]
+    fu, fv = uvz[0:3], uvz[3:6]
+    area2 = (fu[1] - fu[0]) * (fv[2] - fv[0]) - (fv[1] - fv[0]) * (fu[2] - fu[0])
+    drawable = (uvz[6:9].amin(0) > near) & (area2.abs() > _MIN_AREA2) & torch.isfinite(area2)
+    return lo, hi, drawable
+
+
+def _pixel_range(lo, hi, margin, width, height):
+    """First and last pixel (column, row) whose centre lies in [lo - margin, hi + margin], clipped to the image.
+
+    Args:
+        lo, hi: [2, N] float64 from ``_screen_extent``.
+    Returns:
+        first, last: [2, N] int64; the range is empty on an axis where last < first.
+    """
+    # Pixel centres u + 0.5 within [umin - margin, umax + margin]; clamp before the int cast so huge projections
+    # stay in range (ceil / floor commute with clamping to integers).
+    first = torch.ceil(lo - (0.5 + margin))
+    last = torch.floor(hi + (margin - 0.5))
+    for r, size in enumerate((width, height)):
+        first[r].clamp_(-1.0, size)
+        last[r].clamp_(-1.0, size)
+    first = first.long().clamp_(min=0)
+    last = last.long()
+    last[0].clamp_(max=width - 1)
+    last[1].clamp_(max=height - 1)
+    return first, last
+
+
 def _face_boxes(uvz, B, F, width, height, near, margins):
     """Pixel bounding boxes of the drawable faces, split into bands of at most ``_MAX_BOX`` pixels.
 
@@ -194,25 +244,11 @@ def _face_boxes(uvz, B, F, width, height, near, margins):
             base: [Fv] int64 linear index into [B, H, W] of that corner pixel.
     """
     device = uvz.device
-    uv = uvz[:6].view(2, 3, -1)
-    lo, hi = uv.amin(1), uv.amax(1)  # [u or v, B * F]
-    fu, fv = uvz[0:3], uvz[3:6]
-    area2 = (fu[1] - fu[0]) * (fv[2] - fv[0]) - (fv[1] - fv[0]) * (fu[2] - fu[0])
-    drawable = (uvz[6:9].amin(0) > near) & (area2.abs() > _MIN_AREA2) & torch.isfinite(area2)
+    lo, hi, drawable = _screen_extent(uvz, near)
     batch_base = (torch.arange(B, device=device) * (height * width)).repeat_interleave(F) if B > 1 else None
     out = []
     for margin in margins:
-        # Pixel centres u + 0.5 within [umin - margin, umax + margin]; clamp before the int cast so huge
-        # projections stay in range (ceil / floor commute with clamping to integers).
-        first = torch.ceil(lo - (0.5 + margin))
-        last = torch.floor(hi + (margin - 0.5))
-        for r, size in enumerate((width, height)):
-            first[r].clamp_(-1.0, size)
-            last[r].clamp_(-1.0, size)
-        first = first.long().clamp_(min=0)
-        last = last.long()
-        last[0].clamp_(max=width - 1)
-        last[1].clamp_(max=height - 1)
+        first, last = _pixel_range(lo, hi, margin, width, height)
         gid = (drawable & (last >= first).all(0)).nonzero().squeeze(1)
         base = first[1] * width + first[0]
         if batch_base is not None:
@@ -248,8 +284,18 @@ def _face_setup(uvz, boxes):
             the same for 1/z, which is affine in screen space.
     """
     gid, x0, y0, bw, bh, base = boxes
-    rows = _take(uvz, gid)
+    return gid, base, bw, bh, _plane_coefficients(_take(uvz, gid), x0, y0)
 
+
+def _plane_coefficients(rows, x0, y0):
+    """Screen-space barycentrics and 1/z of faces as affine functions of the pixel offset inside their box.
+
+    Args:
+        rows: [9, N] float64 corner positions (``_corner_uvz`` columns of the faces).
+        x0, y0: [N] int64 pixel of each box's top-left corner.
+    Returns:
+        [12, N] float32 ``coef`` as documented in ``_face_setup``.
+    """
     # Edge i is opposite vertex i, from vertex j = i+1 to k = i+2: w_i = (a_i (x - u_j) + b_i (y - v_j)) / D with
     # D the signed doubled area, so w_i = 1 at vertex i and the sign of D (winding) cancels. Rows [3, Fv] hold
     # the three edges at once (few kernels).
@@ -263,7 +309,7 @@ def _face_setup(uvz, boxes):
     abc = torch.stack([a, b, c])  # [coefficient, edge, Fv]
     # 1/z is affine in screen space with coefficients sum_i coef_i / z_i.
     inv_z = (abc * fz.reciprocal()).sum(1)
-    return gid, base, bw, bh, torch.cat([abc.view(9, -1), inv_z]).float()
+    return torch.cat([abc.view(9, -1), inv_z]).float()
 
 
 def _take(t, idx):
@@ -650,7 +696,122 @@ def _soft_mask(cam, faces, Ks, boxes, width, height, sigma):
     return (0.0 - torch.expm1(log_empty)).view(B, 1, height, width)  # 0 - x, not -x: empty pixels read +0
 
 
-def rasterize_mesh(verts, faces, vert_attrs, viewmats, Ks, width, height, sigma=1.0, near=0.01, soft=True):
+def _face_windows(uvz, B, F, width, height, near, margins):
+    """Triton path: the box of every face for each margin, without compacting or banding (no host sync).
+
+    Same boxes as ``_face_boxes`` (same drawability test and pixel range), but one per face: a face that
+    ``_face_boxes`` leaves out gets an empty box, and a big box stays whole (the kernels loop over it).
+
+    Args:
+        uvz: [9, B * F] float64 from ``_corner_uvz``.
+        B, F, width, height, near, margins: as for ``_face_boxes``.
+    Returns:
+        one [4, B * F] int32 tensor per margin: rows x0, y0, bw, bh of face ``b * F + f`` (bw = bh = 0: not drawn).
+    """
+    lo, hi, drawable = _screen_extent(uvz, near)
+    out = []
+    for margin in margins:
+        first, last = _pixel_range(lo, hi, margin, width, height)
+        size = torch.where(drawable & (last >= first).all(0), last - first + 1, 0)
+        out.append(torch.cat([first, size]).to(torch.int32))
+    return out
+
+
+def _zbuffer_triton(uvz, win, B, F, width, height):
+    """Hard z-test with the Triton kernel: keys as ``_zbuffer``'s, with the global face ``b * F + f`` in the low word.
+
+    Args:
+        uvz: [9, B * F] float64 from ``_corner_uvz``.
+        win: [4, B * F] int32 margin-0 boxes from ``_face_windows``.
+    Returns:
+        keys: [B * H * W] int64; pixels with no fragment hold ``_KEY_EMPTY``.
+    """
+    from lib.kernels import mesh_raster
+
+    coef = _plane_coefficients(uvz, win[0].long(), win[1].long())
+    return mesh_raster.zbuffer(coef, win, B, F, width, height, _INSIDE_TOL)
+
+
+def _window_corners(cam, Ks, faces, win):
+    """Triton path: differentiable screen corners of every face relative to its window's first pixel centre.
+
+    Like ``_soft_corners`` for all B * F faces: faces with an empty window (some of them behind the camera) are
+    projected with z = 1, so no division by ~0 can leak NaN into the gradients (theirs are 0).
+
+    Args:
+        cam: [B, V, 3] camera-space vertices (differentiable).
+        Ks: [B, 3, 3] intrinsics (differentiable).
+        faces: [F, 3] int64.
+        win: [4, B * F] int32 soft-margin boxes from ``_face_windows``.
+    Returns:
+        [2 (u, v), 3 (corner), B * F].
+    """
+    B, V, _ = cam.shape
+    F = faces.shape[0]
+    corner = faces.t()[:, None, :] + (torch.arange(B, device=cam.device) * V)[None, :, None]  # [3, B, F]
+    p = cam.reshape(B * V, 3).t().index_select(1, corner.reshape(-1)).view(3, 3, B, F)  # [xyz, corner, B, F]
+    drawn = (win[2] > 0).view(1, B, F)
+    xy = p[:2] / torch.where(drawn, p[2], 1.0)
+    K = Ks.reshape(B, 9).t()[:, None, :, None]  # [9, 1, B, 1]
+    uv = torch.stack([torch.addcmul(torch.addcmul(K[2], K[0], xy[0]), K[1], xy[1]), torch.addcmul(K[5], K[4], xy[1])])
+    origin = win[:2].to(uv.dtype).add_(0.5).view(2, 1, B, F)
+    return (uv - origin).reshape(2, 3, B * F)
+
+
+class _SoftLogCoverageTriton(torch.autograd.Function):
+    """Triton twin of ``_SoftLogCoverage``: the kernels recompute the fragments in the backward pass."""
+
+    @staticmethod
+    def forward(ctx, P, win, B, F, width, height, sigma):
+        """P: [2, 3, B * F] (``_window_corners``) -> [B * H * W] sum of log(1 - p) over each pixel's fragments."""
+        from lib.kernels import mesh_raster
+
+        ctx.save_for_backward(P, win)
+        ctx.sizes = (B, F, width, height, sigma)
+        return mesh_raster.soft_log_coverage(P.float(), win, B, F, width, height, sigma, _ERFC_MAX).to(P.dtype)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        from lib.kernels import mesh_raster
+
+        P, win = ctx.saved_tensors
+        B, F, width, height, sigma = ctx.sizes
+        grad = mesh_raster.soft_log_coverage_backward(grad_out.float(), P.float(), win, B, F, width, height, sigma,
+                                                      _ERFC_MAX)
+        return grad.to(P.dtype), None, None, None, None, None, None
+
+
+def _soft_mask_triton(cam, faces, Ks, win, width, height, sigma):
+    """``_soft_mask`` with the Triton kernels; ``win``: the soft-margin boxes of ``_face_windows``, or None."""
+    B = cam.shape[0]
+    if win is None:
+        return cam.new_zeros(B, 1, height, width)
+    P = _window_corners(cam, Ks, faces, win)
+    log_empty = _SoftLogCoverageTriton.apply(P, win, B, faces.shape[0], width, height, float(sigma))
+    return (0.0 - torch.expm1(log_empty)).view(B, 1, height, width)
+
+
+def _pick_backend(backend, verts, n_faces, n_pix):
+    """"triton" or "torch" for this call: ``resolve_backend``, then the kernels' limits.
+
+    The kernels compute in float32 and index with int32, so "auto" keeps float64 inputs and batches with
+    ``B * F`` or ``B * H * W`` of 2^31 or more on the twin; an explicit "triton" computes float64 inputs in float32
+    and refuses the sizes it cannot index.
+    """
+    from lib.kernels import resolve_backend
+
+    resolved = resolve_backend(backend, verts)
+    too_big = max(n_faces, n_pix) >= (1 << 31)
+    if backend == "auto" and (verts.dtype != torch.float32 or too_big):
+        return "torch"
+    if resolved == "triton" and too_big:
+        raise ValueError(f"backend='triton' needs B*F and B*H*W below 2^31, got {n_faces} and {n_pix}")
+    return resolved
+
+
+def rasterize_mesh(verts, faces, vert_attrs, viewmats, Ks, width, height, sigma=1.0, near=0.01, soft=True,
+                   backend="auto"):
     """Rasterize a triangle mesh with a hard z-buffer and a soft silhouette; outputs are differentiable by autograd.
 
     Args:
@@ -664,6 +825,11 @@ def rasterize_mesh(verts, faces, vert_attrs, viewmats, Ks, width, height, sigma=
             distance d from it (negative inside) with probability ``erfc(d / sigma) / 2``.
         near: faces with any vertex at camera z <= near are skipped (not clipped), by both paths.
         soft: compute ``soft_mask``; callers that only need the hard outputs pass False and skip its cost.
+        backend: ``"auto"``, ``"triton"`` or ``"torch"`` (``lib.kernels``): who computes the z-buffer and the soft
+            silhouette. ``"torch"`` is the pure-PyTorch path (the reference); ``"triton"`` runs the fused kernels of
+            ``lib.kernels.mesh_raster`` (same hard outputs; soft_mask and its gradients equal up to float32
+            rounding; float64 inputs are computed in float32 there); ``"auto"`` picks Triton for float32 CUDA
+            tensors when it imports, the twin otherwise.
     Returns:
         dict with
             ``attrs`` [B, A, H, W]: perspective-correct interpolation of the visible face's ``vert_attrs``, 0 outside
@@ -689,19 +855,30 @@ def rasterize_mesh(verts, faces, vert_attrs, viewmats, Ks, width, height, sigma=
     faces = faces.to(device=device, dtype=torch.int64)
     viewmats = viewmats.to(device=device, dtype=dtype)
     Ks = Ks.to(device=device, dtype=dtype)
+    use_triton = _pick_backend(backend, verts, B * F, B * HW) == "triton"
     cam = _to_camera(verts, viewmats)
 
+    # Host syncs of the Triton path: the value checks of _check_inputs (one .tolist()) and the nonzero() below
+    # (the number of covered pixels sizes everything after the z-buffer); the torch path adds its bucket plans'
+    # .tolist() and _face_boxes' nonzero() / max().
     with torch.no_grad():
         boxes = [None, None]
-        if F > 0:
+        margins = (0.0, _SOFT_RADIUS * sigma) if soft else (0.0,)
+        gid = None  # Triton keys hold b * F + f itself
+        if F > 0 and use_triton:
             uvz = _corner_uvz(cam.detach(), faces, Ks.detach())
-            boxes = _face_boxes(uvz, B, F, W, H, near, (0.0, _SOFT_RADIUS * sigma) if soft else (0.0,))
+            boxes = _face_windows(uvz, B, F, W, H, near, margins)
+            keys = _zbuffer_triton(uvz, boxes[0], B, F, W, H)
+        elif F > 0:
+            uvz = _corner_uvz(cam.detach(), faces, Ks.detach())
+            boxes = _face_boxes(uvz, B, F, W, H, near, margins)
             keys, gid = _zbuffer(uvz, boxes[0], B, W, H)
         else:
             keys = torch.full((B * HW,), _KEY_EMPTY, dtype=torch.int64, device=device)
-            gid = torch.zeros(0, dtype=torch.int64, device=device)
         pix = (keys < _KEY_COVERED_MAX).nonzero().squeeze(1)  # covered pixels, linear over [B, H, W]
-        g = gid.index_select(0, keys.index_select(0, pix) & 0xFFFFFFFF)  # visible face, as b * F + f
+        g = keys.index_select(0, pix) & 0xFFFFFFFF  # visible face, as b * F + f
+        if gid is not None:
+            g = gid.index_select(0, g)
         if B == 1:
             bi, fi, rem = None, g, pix
         else:
@@ -771,7 +948,9 @@ def rasterize_mesh(verts, faces, vert_attrs, viewmats, Ks, width, height, sigma=
     }
     if vert_attrs is not None:
         out["attrs"] = attrs_img[0]
-    if soft:
+    if soft and use_triton:
+        out["soft_mask"] = _soft_mask_triton(cam, faces, Ks, boxes[1], W, H, sigma)
+    elif soft:
         out["soft_mask"] = _soft_mask(cam, faces, Ks, boxes[1], W, H, sigma)
     return out
 
