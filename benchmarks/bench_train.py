@@ -62,7 +62,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--gaussians", type=int, default=100_000)
     parser.add_argument("--output", type=int, default=2048, help="output resolution (render is 1/4)")
-    parser.add_argument("--amp", action="store_true", help="train.amp: bf16 channels-last super-resolution and bf16 MLPs")
+    parser.add_argument("--amp", action="store_true", help="bf16 channels-last super-resolution (train.amp)")
     parser.add_argument("--compact", action="store_true",
                         help="with codebook quantisation (the config's compact.*): straight-through attributes and "
                              "the per-step codebook refresh; re-assignment is timed apart and amortised over "
@@ -78,7 +78,6 @@ def main() -> None:
                       stage="gaussianhead")
     generator = torch.Generator().manual_seed(0)
     module = gha_scale_head(cfg, args.gaussians, generator).to(device)
-    module.amp = args.amp
     supres = SuperResolutionModule(cfg.supresmodule, amp=args.amp).to(device)
     delta_poses = torch.nn.Parameter(torch.zeros(16, 6, device=device))
     optimizer = make_optimizer(cfg, module, supres, delta_poses)

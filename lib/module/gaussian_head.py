@@ -75,8 +75,6 @@ class GaussianHeadModule(nn.Module):
         self.pose_deform_mlp = MLP(cfg.pose_deform_mlp, last_op=nn.Tanh())
         self.pos_embedding = PositionalEmbedding(3, cfg.pos_freq)
         self.pose_embedding = PositionalEmbedding(POSE_DIM, cfg.pos_freq)
-        # Mixed precision of the MLPs on CUDA (bf16 autocast; see generate()); the trainer sets it from train.amp.
-        self.amp = False
 
     @property
     def num_gaussians(self) -> int:
@@ -152,29 +150,25 @@ class GaussianHeadModule(nn.Module):
         xyz_delta = xyz.new_zeros(batch, count, 3)
         exp_deform = xyz.new_zeros(batch, count, 3)
 
-        # train.amp: the MLPs run under bf16 autocast (their matmuls, activations and bias gradients were a fifth of
-        # a GHA-scale step in fp32); their outputs return to fp32 through the fp32 blend weights, and everything
-        # per Gaussian (attributes, offsets, rasterisation) stays fp32.
-        with torch.autocast(device_type=xyz.device.type, dtype=torch.bfloat16, enabled=self.amp and xyz.is_cuda):
-            exp_code = exp_coeff[:, None, :].expand(-1, exp_index.numel(), -1)
-            # index_select, not indexing: its backward is an index_add, where advanced indexing's sorts the indices
-            # (one of the costliest steps of the backward pass on a GPU).
-            exp_input = torch.cat([feature.index_select(0, exp_index).expand(batch, -1, -1), exp_code], -1)
-            weight = exp_weight.index_select(0, exp_index)
-            color = color.index_add(1, exp_index, self.exp_color_mlp(exp_input) * weight)
-            attributes_delta = attributes_delta.index_add(1, exp_index, self.exp_attributes_mlp(exp_input) * weight)
-            deform_input = torch.cat([self.pos_embedding(xyz.index_select(0, exp_index)).expand(batch, -1, -1),
-                                      exp_code], -1)
-            exp_deform = exp_deform.index_add(1, exp_index, self.exp_deform_mlp(deform_input) * weight)
+        exp_code = exp_coeff[:, None, :].expand(-1, exp_index.numel(), -1)
+        # index_select, not indexing: its backward is an index_add, where advanced indexing's sorts the indices
+        # (one of the costliest steps of the backward pass on a GPU).
+        exp_input = torch.cat([feature.index_select(0, exp_index).expand(batch, -1, -1), exp_code], -1)
+        weight = exp_weight.index_select(0, exp_index)
+        color = color.index_add(1, exp_index, self.exp_color_mlp(exp_input) * weight)
+        attributes_delta = attributes_delta.index_add(1, exp_index, self.exp_attributes_mlp(exp_input) * weight)
+        deform_input = torch.cat([self.pos_embedding(xyz.index_select(0, exp_index)).expand(batch, -1, -1),
+                                  exp_code], -1)
+        exp_deform = exp_deform.index_add(1, exp_index, self.exp_deform_mlp(deform_input) * weight)
 
-            pose_feature = self.pose_embedding(pose_code)[:, None, :].expand(-1, pose_index.numel(), -1)
-            pose_input = torch.cat([feature.index_select(0, pose_index).expand(batch, -1, -1), pose_feature], -1)
-            weight = 1.0 - exp_weight.index_select(0, pose_index)
-            color = color.index_add(1, pose_index, self.pose_color_mlp(pose_input) * weight)
-            attributes_delta = attributes_delta.index_add(1, pose_index, self.pose_attributes_mlp(pose_input) * weight)
-            deform_input = torch.cat([self.pos_embedding(xyz.index_select(0, pose_index)).expand(batch, -1, -1),
-                                      pose_feature], -1)
-            xyz_delta = xyz_delta.index_add(1, pose_index, self.pose_deform_mlp(deform_input) * weight)
+        pose_feature = self.pose_embedding(pose_code)[:, None, :].expand(-1, pose_index.numel(), -1)
+        pose_input = torch.cat([feature.index_select(0, pose_index).expand(batch, -1, -1), pose_feature], -1)
+        weight = 1.0 - exp_weight.index_select(0, pose_index)
+        color = color.index_add(1, pose_index, self.pose_color_mlp(pose_input) * weight)
+        attributes_delta = attributes_delta.index_add(1, pose_index, self.pose_attributes_mlp(pose_input) * weight)
+        deform_input = torch.cat([self.pos_embedding(xyz.index_select(0, pose_index)).expand(batch, -1, -1),
+                                  pose_feature], -1)
+        xyz_delta = xyz_delta.index_add(1, pose_index, self.pose_deform_mlp(deform_input) * weight)
         xyz_delta = xyz_delta + exp_deform
 
         step = self.cfg.attributes_scale

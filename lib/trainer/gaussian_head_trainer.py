@@ -157,7 +157,6 @@ class GaussianHeadTrainer(Trainer):
         use_fast_training_kernels(device)
         self.supres = SuperResolutionModule(cfg.supresmodule, amp=cfg.train.amp).to(device)
         self.module = self._initial_module()
-        self.module.amp = cfg.train.amp
         self.delta_poses = torch.nn.Parameter(torch.zeros(dataset.num_frames, 6, device=device),
                                               requires_grad=cfg.optimize_pose)
         self._load_start_checkpoints()
