@@ -51,6 +51,7 @@ from typing import Optional
 
 import torch
 
+from lib.kernels.finite import start_finite_check
 from lib.render.projection import ALPHA_THRESHOLD, EPS2D, FAR_PLANE, project_gaussians
 
 __all__ = ["rasterize_gaussians", "gsplat_available", "ALPHA_MAX", "TRANSMITTANCE_MIN", "TILE_SIZE"]
@@ -165,41 +166,6 @@ def _raise_on_nonfinite(named) -> None:
                 raise ValueError(f"{name} contains NaN or inf values")
 
 
-_CHECK_STREAMS: dict = {}  # CUDA device -> the side stream of the finite check
-
-
-def _raise_if_nonfinite_beside_render(named, inputs_ready: "torch.cuda.Event") -> None:
-    """Finite check of the gsplat path's inputs, run on a side CUDA stream right after the rasteriser's launch.
-
-    One concatenation and one sum give a flag (NaN/inf propagate into the sum); only on an alarm (which an
-    overflowing sum could also raise) does the exact per-tensor check run and name the argument. The side stream
-    waits only for the inputs (``inputs_ready``, recorded when the call began), so the check runs beside the
-    rasterisation kernel and this function returns as soon as the flag is known, usually long before the render
-    is done, exactly as an unchecked call would. Why: at 512^2 with one camera the render is bound by host-side
-    launch overhead, and the same work before the projection (where a flag could also have masked the radii)
-    added 0.26-0.33 ms to a ~1 ms call on an H100; after the rasteriser on the same stream it still added 0.15 ms.
-
-    Until the check fails, gsplat runs on the bad values: NaN centres, scales or rotations give NaN radii, which
-    its float-to-int conversion turns into 0 (not drawn); NaN opacities or features give NaN pixels; infinite
-    scales give Gaussians that cover every tile (costly at large sizes, but bounded by Gaussians x tiles).
-    """
-    tensors = [t for _, t in named if t.numel()]
-    if not tensors:
-        return
-    device = tensors[0].device
-    stream = _CHECK_STREAMS.get(device)
-    if stream is None:
-        stream = _CHECK_STREAMS[device] = torch.cuda.Stream(device)
-    stream.wait_event(inputs_ready)
-    # Everything made here is read and released before returning, after the side stream's synchronisation, so
-    # its memory needs no cross-stream bookkeeping.
-    with torch.no_grad(), torch.cuda.stream(stream):
-        total = torch.cat([t.reshape(-1) for t in tensors]).sum()
-        finite = bool(total.abs() < math.inf)  # False for NaN and +-inf; synchronises the side stream only
-    if not finite:
-        _raise_on_nonfinite(named)
-
-
 # ----------------------------------------------------------------------------------------------------------
 # Public API
 # ----------------------------------------------------------------------------------------------------------
@@ -297,8 +263,12 @@ def _rasterize_gsplat(named, means, quats, scales, opacities, features, viewmats
     ``means2d`` can be returned as a tensor upstream of the image."""
     gs = _gsplat
     B, N, C = features.shape
-    inputs_ready = torch.cuda.Event()
-    inputs_ready.record(torch.cuda.current_stream(means.device))  # for the finite check beside the render
+    # NaN/inf inputs: one fused kernel now, read after isect_tiles (which synchronises to size its buffers), so it
+    # costs one launch. Until then gsplat runs on the bad values: NaN centres, scales or rotations give NaN radii,
+    # which its float-to-int conversion turns into 0 (not drawn); NaN opacities or features give NaN pixels; infinite
+    # scales give Gaussians that cover every tile (bounded by Gaussians x tiles). PyTorch ops for the same check
+    # (concatenate, sum, compare) added 0.15-0.3 ms to this ~1 ms call on an H100, before or after the rasteriser.
+    finite_check = start_finite_check([t for _, t in named])
     # One camera per batch element: gsplat's layout is [..., C_cams, N, ...] with C_cams = 1.
     radii, means2d, depths, conics, _ = gs.fully_fused_projection(
         means, None, quats, scales, viewmats[:, None], Ks[:, None], width, height,
@@ -309,6 +279,8 @@ def _rasterize_gsplat(named, means, quats, scales, opacities, features, viewmats
     tile_w = math.ceil(width / TILE_SIZE)
     tile_h = math.ceil(height / TILE_SIZE)
     _, isect_ids, flatten_ids = gs.isect_tiles(means2d, radii, depths, TILE_SIZE, tile_w, tile_h, packed=False)
+    if not finite_check.all_finite():
+        _raise_on_nonfinite(named)
     isect_offsets = gs.isect_offset_encode(isect_ids, B, tile_w, tile_h).reshape(B, 1, tile_h, tile_w)
 
     # Route the rasterizer's input through a [B, N, 2] view so the returned tensor is upstream of the image.
@@ -327,7 +299,7 @@ def _rasterize_gsplat(named, means, quats, scales, opacities, features, viewmats
             # Depth is rasterized as one more channel (background depth 0), as render_mode="RGB+D" does.
             colors = torch.cat([colors, depth_feature], dim=-1)
             if bg is not None:
-                bg = torch.nn.functional.pad(bg, (0, 1))
+                bg = torch.cat([bg, bg.new_zeros(B, 1, 1)], dim=-1)  # F.pad costs 3x the host time
         render, alpha = gs.rasterize_to_pixels(
             means2d_in, conics, colors, opacities_in, width, height, TILE_SIZE, isect_offsets, flatten_ids,
             backgrounds=bg, packed=False,
@@ -335,15 +307,13 @@ def _rasterize_gsplat(named, means, quats, scales, opacities, features, viewmats
         renders.append(render[:, 0])
         alphas = alpha[:, 0] if alphas is None else alphas
     render = renders[0] if len(renders) == 1 else torch.cat(renders, dim=-1)  # [B, H, W, C + 1]
-    out = {
+    return {
         "image": render[..., :C].permute(0, 3, 1, 2),
         "alpha": alphas.permute(0, 3, 1, 2),
         "depth": render[..., C:].permute(0, 3, 1, 2),
         "radii": radii[:, 0].amax(dim=-1),
         "means2d": means2d_bn,
     }
-    _raise_if_nonfinite_beside_render(named, inputs_ready)
-    return out
 
 
 # ----------------------------------------------------------------------------------------------------------
