@@ -2,7 +2,8 @@
 
 GPU (needs CUDA + gsplat): GHA scale, 100k Gaussians with 32 channels in a head-sized blob, 512^2 and 2048^2,
 B = 1 and 4. For each, forward (no grad) and forward+backward time of
-  - ``wrapper``: ``rasterize_gaussians(..., backend="gsplat")`` (image, alpha, depth, radii, means2d);
+  - ``wrapper``: ``rasterize_gaussians(..., backend="gsplat")`` (image, alpha, depth, radii, means2d), with its
+    default NaN/inf check of the inputs, and ``wrapper_unchecked`` with ``check_finite=False``;
   - ``direct``: ``gsplat.rasterization`` with the same work (``packed=False``, ``render_mode="RGB+D"``, all 33
     channels in one pass) -> the overhead % is wrapper vs this;
   - ``gsplat_default``: ``gsplat.rasterization`` with its defaults (packed, RGB only: no depth) and no background
@@ -58,10 +59,11 @@ def head_scene(B, N, C, width, device, seed=0):
 PARAMS = ("means", "quats", "scales", "opacities", "features")
 
 
-def _wrapper_call(s, size):
+def _wrapper_call(s, size, check_finite=True):
     def call():
         out = rasterize_gaussians(s["means"], s["quats"], s["scales"], s["opacities"], s["features"],
-                                  s["viewmats"], s["Ks"], size, size, backgrounds=s["backgrounds"], backend="gsplat")
+                                  s["viewmats"], s["Ks"], size, size, backgrounds=s["backgrounds"], backend="gsplat",
+                                  check_finite=check_finite)
         return out["image"]
     return call
 
@@ -103,6 +105,7 @@ def bench_gpu(size, B, N, C, warmup, repeats):
     scene = head_scene(B, N, C, size, "cuda")
     calls = {
         "wrapper": _wrapper_call(scene, size),
+        "wrapper_unchecked": _wrapper_call(scene, size, check_finite=False),
         "direct": _direct_call(scene, size),
         "gsplat_default": _direct_call(scene, size, default=True),
     }
@@ -128,6 +131,8 @@ def bench_gpu(size, B, N, C, warmup, repeats):
         for name, values in times.items():
             row[f"{mode}_{name}_ms"] = statistics.median(values)
         row[f"{mode}_overhead_pct"] = 100.0 * (row[f"{mode}_wrapper_ms"] / row[f"{mode}_direct_ms"] - 1.0)
+        row[f"{mode}_unchecked_overhead_pct"] = 100.0 * (row[f"{mode}_wrapper_unchecked_ms"]
+                                                         / row[f"{mode}_direct_ms"] - 1.0)
     for p in PARAMS:
         scene[p].grad = None
     torch.cuda.synchronize()
@@ -207,9 +212,11 @@ def main():
             ("res", "resolution", "{}"), ("B", "B", "{}"),
             ("fwd wrapper ms", "forward_wrapper_ms", "{:.3f}"), ("fwd direct ms", "forward_direct_ms", "{:.3f}"),
             ("fwd overhead %", "forward_overhead_pct", "{:+.1f}"),
+            ("fwd overhead unchecked %", "forward_unchecked_overhead_pct", "{:+.1f}"),
             ("fwd+bwd wrapper ms", "forward_backward_wrapper_ms", "{:.3f}"),
             ("fwd+bwd direct ms", "forward_backward_direct_ms", "{:.3f}"),
             ("fwd+bwd overhead %", "forward_backward_overhead_pct", "{:+.1f}"),
+            ("fwd+bwd overhead unchecked %", "forward_backward_unchecked_overhead_pct", "{:+.1f}"),
             ("gsplat default fwd ms", "forward_gsplat_default_ms", "{:.3f}"),
             ("gsplat default fwd+bwd ms", "forward_backward_gsplat_default_ms", "{:.3f}"),
             ("fwd+bwd peak MiB", "forward_backward_wrapper_peak_mib", "{:.0f}"),

@@ -129,12 +129,14 @@ def run_both(scene, width, height, sigma, device=DEVICE):
     return results["torch"], results["triton"]
 
 
-def assert_grads_close(ref, got, names=("verts", "attrs", "viewmats", "Ks")):
+def assert_grads_close(ref, got, names=("verts", "attrs", "viewmats", "Ks"), abs_tol=1e-6):
+    """``abs_tol`` is relative to the largest entry: camera gradients sum over every pixel, and on a GPU both
+    paths sum in an arbitrary (atomic) order, so their rounding grows with the pixel count."""
     for name, r, k in zip(names, ref, got):
         scale = r.abs().max()
         assert scale > 0, name
         err = (k - r).abs()
-        assert (err <= 1e-4 * r.abs() + 1e-6 * scale).all(), (name, float(err.max()), float(scale))
+        assert (err <= 1e-4 * r.abs() + abs_tol * scale).all(), (name, float(err.max()), float(scale))
 
 
 def assert_same_outputs(ref, got):
@@ -316,4 +318,4 @@ def test_cuda_soup_at_larger_size(monkeypatch):
     scene = soup_scene(9, B=2, n_tris=500, width=256, height=192, collinear=False)
     ref, got = run_both(scene, 256, 192, 1.0, device="cuda")
     assert_same_outputs(ref[0], got[0])
-    assert_grads_close(ref[1], got[1])
+    assert_grads_close(ref[1], got[1], abs_tol=1e-5)

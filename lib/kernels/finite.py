@@ -61,13 +61,14 @@ def start_finite_check(tensors, backend: str = "auto"):
     if flag is None:
         flag = _flags[device] = torch.zeros(1, dtype=torch.int64, device=device)
     generation = next(_generations)
-    flat = [t.reshape(-1) for t in tensors]  # views for contiguous tensors
+    # The kernel reads each tensor as a flat array: a contiguous one as it is (no reshape: even a view costs host
+    # time at this scale), others through a copy.
+    flat = [t if t.is_contiguous() else t.contiguous() for t in tensors]
     sizes = [t.numel() for t in flat]
     pad = _MAX_TENSORS - len(flat)
-    flat += [flat[0]] * pad
-    sizes += [0] * pad
     with launch_device(flat[0]):
-        _finite_kernel[(triton.cdiv(max(sizes), _BLOCK),)](*flat, *sizes, flag, generation, BLOCK=_BLOCK)
+        _finite_kernel[(triton.cdiv(max(sizes), _BLOCK),)](*flat, *(flat[:1] * pad), *sizes, *((0,) * pad), flag,
+                                                           generation, BLOCK=_BLOCK)
     return _PendingCheck(flag, generation)
 
 

@@ -116,8 +116,6 @@ if triton_available():
     import triton
     import triton.language as tl
 
-    from lib.kernels.rounding import rounded
-
     @triton.jit
     def _tile(base, p0, HW, C, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
         """Offsets and mask of pixels p0 .. p0 + BLOCK_P x all channels of one sample (pixel-major, C fastest)."""
@@ -169,7 +167,7 @@ if triton_available():
         offsets, mask = _tile(base, tile * BLOCK_P, HW, C, BLOCK_P, BLOCK_C)
         x = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
         y = tl.maximum((x - mean[None, :]) * rstd[None, :], 0.0)
-        tl.store(y_ptr + offsets, rounded(y, y_ptr.dtype.element_ty), mask=mask)
+        tl.store(y_ptr + offsets, y.to(y_ptr.dtype.element_ty), mask=mask)
 
     @triton.jit
     def _load_normalized(x_ptr, g_ptr, stats_ptr, offsets, mask, b, C, BLOCK_C: tl.constexpr):
@@ -213,4 +211,4 @@ if triton_available():
         m1 = tl.load(sums_ptr + b * 2 * C + c, mask=c < C, other=0.0) / HW
         m2 = tl.load(sums_ptr + b * 2 * C + C + c, mask=c < C, other=0.0) / HW
         gx = rstd[None, :] * (g - m1[None, :] - x_hat * m2[None, :])
-        tl.store(gx_ptr + offsets, rounded(gx, gx_ptr.dtype.element_ty), mask=mask)
+        tl.store(gx_ptr + offsets, gx.to(gx_ptr.dtype.element_ty), mask=mask)

@@ -195,8 +195,6 @@ if triton_available():
     import triton
     import triton.language as tl
 
-    from lib.kernels.rounding import rounded
-
     @triton.jit
     def _bilinear2x_fwd_kernel(
         x_ptr, y_ptr,
@@ -246,7 +244,7 @@ if triton_available():
         out = lh0 * (lw0 * v00 + lw1 * v01) + lh1 * (lw0 * v10 + lw1 * v11)
 
         y = y_ptr + b.to(tl.int64) * sy_b + oh * sy_h + ow[:, None] * sy_w + c[None, :] * sy_c
-        tl.store(y, rounded(out, y_ptr.dtype.element_ty), mask=mask)
+        tl.store(y, out.to(y_ptr.dtype.element_ty), mask=mask)
 
     @triton.jit
     def _bilinear2x_bwd_kernel(
@@ -299,4 +297,4 @@ if triton_available():
                     acc += (wh * ww)[:, None] * g.to(tl.float32)
 
         gx = gx_ptr + b.to(tl.int64) * sx_b + ih * sx_h + iw[:, None] * sx_w + c[None, :] * sx_c
-        tl.store(gx, rounded(acc, gx_ptr.dtype.element_ty), mask=iw_valid[:, None] & c_mask)
+        tl.store(gx, acc.to(gx_ptr.dtype.element_ty), mask=iw_valid[:, None] & c_mask)

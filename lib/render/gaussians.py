@@ -184,6 +184,7 @@ def rasterize_gaussians(
     backgrounds: Optional[torch.Tensor] = None,  # [B, C]
     backend: str = "auto",
     near_plane: float = 0.01,
+    check_finite: bool = True,
 ) -> dict:
     """Render ``B`` images (one camera each) of ``N`` Gaussians with ``C`` feature channels.
 
@@ -203,6 +204,10 @@ def rasterize_gaussians(
             float dtype, differentiable by autograd) or ``"auto"`` (gsplat when the tensors are float32 on CUDA
             and gsplat imports, else torch).
         near_plane: Gaussians whose centre has camera z below this are not drawn.
+        check_finite: raise ValueError naming the argument when any tensor holds NaN or inf. On the gsplat path
+            this is one fused kernel read at the synchronisation gsplat's tile intersection makes anyway, about
+            0.1-0.15 ms of host time per call: noticeable only where the whole render is that short (512^2, one
+            camera; see benchmarks/bench_render.py and the README). Pass False where a loop checks its loss.
 
     Returns:
         dict with
@@ -220,8 +225,8 @@ def rasterize_gaussians(
 
     Raises:
         ValueError: wrong shapes (e.g. mismatched B), dtypes or devices, non-positive sizes, NaN/inf in any
-            tensor argument (the message names it), an unknown backend, or ``backend="gsplat"`` with tensors it
-            cannot take.
+            tensor argument (the message names it; unless ``check_finite=False``), an unknown backend, or
+            ``backend="gsplat"`` with tensors it cannot take.
         ImportError: ``backend="gsplat"`` when gsplat does not import.
     """
     if backend not in _BACKENDS:
@@ -242,10 +247,10 @@ def rasterize_gaussians(
             raise ImportError(f"backend='gsplat' but gsplat does not import: {_gsplat_import_error!r}")
     # Zero Gaussians: nothing to rasterize, the twin's background-only path needs no kernel launches.
     if use_gsplat and means.shape[1] > 0:
-        return _rasterize_gsplat(
-            named, means, quats, scales, opacities, features, viewmats, Ks, width, height, backgrounds, near_plane
-        )
-    _raise_on_nonfinite(named)
+        return _rasterize_gsplat(named if check_finite else None, means, quats, scales, opacities, features,
+                                 viewmats, Ks, width, height, backgrounds, near_plane)
+    if check_finite:
+        _raise_on_nonfinite(named)
     return _rasterize_torch(
         means, quats, scales, opacities, features, viewmats, Ks, width, height, backgrounds, near_plane
     )
@@ -268,7 +273,7 @@ def _rasterize_gsplat(named, means, quats, scales, opacities, features, viewmats
     # which its float-to-int conversion turns into 0 (not drawn); NaN opacities or features give NaN pixels; infinite
     # scales give Gaussians that cover every tile (bounded by Gaussians x tiles). PyTorch ops for the same check
     # (concatenate, sum, compare) added 0.15-0.3 ms to this ~1 ms call on an H100, before or after the rasteriser.
-    finite_check = start_finite_check([t for _, t in named])
+    finite_check = start_finite_check([t for _, t in named]) if named is not None else None
     # One camera per batch element: gsplat's layout is [..., C_cams, N, ...] with C_cams = 1.
     radii, means2d, depths, conics, _ = gs.fully_fused_projection(
         means, None, quats, scales, viewmats[:, None], Ks[:, None], width, height,
@@ -279,7 +284,7 @@ def _rasterize_gsplat(named, means, quats, scales, opacities, features, viewmats
     tile_w = math.ceil(width / TILE_SIZE)
     tile_h = math.ceil(height / TILE_SIZE)
     _, isect_ids, flatten_ids = gs.isect_tiles(means2d, radii, depths, TILE_SIZE, tile_w, tile_h, packed=False)
-    if not finite_check.all_finite():
+    if finite_check is not None and not finite_check.all_finite():
         _raise_on_nonfinite(named)
     isect_offsets = gs.isect_offset_encode(isect_ids, B, tile_w, tile_h).reshape(B, 1, tile_h, tile_w)
 
