@@ -140,6 +140,16 @@ def test_tiny_training_run_learns_and_resumes(tiny_subject, mesh_head_checkpoint
     torch.testing.assert_close(resumed.module.xyz, trainer.module.xyz)
     torch.testing.assert_close(resumed.delta_poses, trainer.delta_poses)
 
+    # A training state whose optimizer grouped the parameters otherwise (e.g. written by an older version) is a
+    # one-line error that says how to proceed, not a traceback from inside torch.optim.
+    state_path = run / "gaussianhead_train_state_latest"
+    state = torch.load(state_path, weights_only=True)
+    state["optimizer"]["param_groups"] = state["optimizer"]["param_groups"][:-1]
+    torch.save(state, state_path)
+    with pytest.raises(CheckpointError, match="cannot resume from this gaussianhead training state.*train.resume=false"):
+        GaussianHeadTrainer(tiny_training_config(tiny_subject, tmp_path, mesh_head_checkpoint, "train.max_iters=14"),
+                            torch.device("cpu"), dataset, held_out)
+
 
 def test_checkpoint_errors(tiny_subject, mesh_head_checkpoint, tmp_path):
     dataset_cfg = tiny_training_config(tiny_subject, tmp_path, mesh_head_checkpoint)

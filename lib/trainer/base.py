@@ -70,7 +70,9 @@ class Trainer:
             self.optimizer.load_state_dict(saved["optimizer"])
             self.iteration, self.epoch = int(saved["iter"]), int(saved["epoch"])
         except (KeyError, ValueError, TypeError) as error:
-            raise CheckpointError(f"{state_path}: not a {self.stage} training state ({error})") from None
+            # E.g. a state written by another version whose optimizer grouped the parameters differently.
+            raise CheckpointError(f"{state_path}: cannot resume from this {self.stage} training state ({error}); "
+                                  f"set train.resume=false to start a new run instead") from None
         log.info("resuming %s at iteration %d (epoch %d)", own.parent, self.iteration, self.epoch)
         return True
 
