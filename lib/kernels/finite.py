@@ -27,6 +27,8 @@ _flags: dict = {}  # device -> int64 word holding the generation of the latest c
 
 
 class _PendingCheck:
+    """A queued Triton check: ``all_finite()`` reads the flag word (waits for the GPU up to the check)."""
+
     def __init__(self, flag: torch.Tensor, generation: int) -> None:
         self.flag, self.generation = flag, generation
 
@@ -35,6 +37,8 @@ class _PendingCheck:
 
 
 class _Done:
+    """An answer already known (the twin ran, or there was nothing to check)."""
+
     def __init__(self, finite: bool) -> None:
         self.finite = finite
 
