@@ -125,6 +125,24 @@ def test_refresh_keeps_empty_rows():
     assert torch.equal(q.codebook[1:], before[1:])
 
 
+def test_refresh_follows_index_changes_between_calls():
+    # refresh keeps the index's segment plan between calls; any change of the index must rebuild it.
+    q, x = _initialised(k=4)
+    q.refresh(x)
+    q.index.zero_()
+    before = q.codebook.clone()
+    q.refresh(x)
+    assert torch.allclose(q.codebook[0], x.mean(0), atol=1e-6)
+    assert torch.equal(q.codebook[1:], before[1:])
+    moved = x * 2.0 + 1.0
+    q.reassign(moved)
+    q.refresh(moved)
+    for k in range(q.codebook.shape[0]):
+        members = moved[q.index == k]
+        if len(members):
+            assert torch.allclose(q.codebook[k], members.mean(0), atol=1e-5)
+
+
 def test_state_dict_round_trip_into_fresh_module():
     q, x = _initialised()
     fresh = VectorQuantizer(8)

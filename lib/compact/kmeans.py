@@ -6,7 +6,7 @@ an explicit CPU `torch.Generator`, so results are reproducible and do not depend
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import torch
 
@@ -41,14 +41,33 @@ def assign(x: torch.Tensor, centers: torch.Tensor, chunk_size: int = DEFAULT_CHU
     return out
 
 
-def cluster_means(x: torch.Tensor, idx: torch.Tensor, num_clusters: int) -> Tuple[torch.Tensor, torch.Tensor]:
+class SegmentPlan(NamedTuple):
+    """How the rows of one index vector group into clusters (see :func:`segment_plan`)."""
+
+    counts: torch.Tensor  # [K] int64 cluster sizes
+    order: Optional[torch.Tensor]  # [N] int64 rows sorted by cluster (stable), GPUs only
+    ends: Optional[torch.Tensor]  # [K] int64 end of each cluster's run in `order`, GPUs only
+
+
+def segment_plan(idx: torch.Tensor, num_clusters: int) -> SegmentPlan:
+    """Cluster sizes of idx [N] (int64 in [0, K)) and, on GPUs, the sorted order that :func:`cluster_means` sums
+    along. It only depends on the index, so a caller whose index changes rarely can keep it (one sort and one
+    host synchronisation, in ``bincount``, saved per call)."""
+    counts = torch.bincount(idx, minlength=num_clusters)
+    if idx.device.type == "cpu":
+        return SegmentPlan(counts, None, None)
+    return SegmentPlan(counts, torch.argsort(idx, stable=True), torch.cumsum(counts, 0))
+
+
+def cluster_means(x: torch.Tensor, idx: torch.Tensor, num_clusters: int,
+                  plan: Optional[SegmentPlan] = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """Mean and size of every cluster.
 
-    x [N, D], idx [N] int64 in [0, K). Returns means [K, D] (fp32, or fp64 for fp64 input; rows of empty clusters
-    are 0) and counts [K] int64.
+    x [N, D], idx [N] int64 in [0, K), plan: ``segment_plan(idx, K)`` if the caller keeps one. Returns means [K, D]
+    (fp32, or fp64 for fp64 input; rows of empty clusters are 0) and counts [K] int64.
     """
     dtype = _work_dtype(x)
-    counts = torch.bincount(idx, minlength=num_clusters)
+    counts, order, ends = plan if plan is not None else segment_plan(idx, num_clusters)
     if x.device.type == "cpu":
         sums = torch.zeros(num_clusters, x.shape[1], dtype=dtype, device=x.device).index_add_(0, idx, x.to(dtype))
     else:
@@ -56,10 +75,8 @@ def cluster_means(x: torch.Tensor, idx: torch.Tensor, num_clusters: int) -> Tupl
         # plus a float64 prefix sum gives segment sums that are deterministic (and accurate enough: the
         # differences of prefix sums lose ~1e-16 of the running total). The scan runs along the contiguous last
         # axis of [D, N], because a scan along dim 0 of [N, D] measured ~50x slower on an H200.
-        order = torch.argsort(idx, stable=True)
-        prefix = torch.cumsum(x[order].t().to(torch.float64).contiguous(), 1)
+        prefix = torch.cumsum(x.index_select(0, order).t().to(torch.float64).contiguous(), 1)
         prefix = torch.cat([prefix.new_zeros(x.shape[1], 1), prefix], 1)  # [D, N + 1]
-        ends = torch.cumsum(counts, 0)
         sums = (prefix[:, ends] - prefix[:, ends - counts]).t().to(dtype)
     means = sums / counts.clamp(min=1).to(dtype)[:, None]
     return means, counts

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lib.compact.kmeans import DEFAULT_CHUNK_SIZE, assign, cluster_means, kmeans
+from lib.compact.kmeans import DEFAULT_CHUNK_SIZE, assign, cluster_means, kmeans, segment_plan
 
 GROUPS = ("scale_rot", "scale", "rotation", "feature")
 
@@ -36,6 +36,8 @@ class VectorQuantizer(nn.Module):
         self.chunk_size = chunk_size
         self.register_buffer("codebook", torch.zeros(0, 0))
         self.register_buffer("index", torch.zeros(0, dtype=torch.int64))
+        self._plan = None  # segment_plan of the index, and the index state it belongs to
+        self._plan_key = None
 
     @property
     def initialised(self) -> bool:
@@ -54,6 +56,7 @@ class VectorQuantizer(nn.Module):
         centers, idx = kmeans(x.detach(), self.num_codes, self.kmeans_iters, generator, self.chunk_size)
         self.codebook = centers.to(x.dtype)
         self.index = idx
+        self._plan_key = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Straight-through quantisation of x [N, D]: the value is codebook[index], the gradient w.r.t. x is
@@ -69,14 +72,24 @@ class VectorQuantizer(nn.Module):
         """Set every codebook row to the mean of its members in x [N, D]; rows without members keep their value
         (no host sync, so this is cheap enough for every step)."""
         self._check(x)
-        means, counts = cluster_means(x.detach(), self.index, self.codebook.shape[0])
+        means, counts = cluster_means(x.detach(), self.index, self.codebook.shape[0], self._segment_plan())
         self.codebook.copy_(torch.where(counts[:, None] > 0, means.to(self.codebook.dtype), self.codebook))
+
+    def _segment_plan(self):
+        """segment_plan(index), rebuilt only when the index changed (re-assignment, initialise, loading): it is
+        kept across the steps in between, which saves a sort and a host synchronisation per refresh."""
+        index = self.index
+        key = (index.data_ptr(), index._version, index.shape[0], index.device, self.codebook.shape[0])
+        if key != self._plan_key:
+            self._plan, self._plan_key = segment_plan(index, self.codebook.shape[0]), key
+        return self._plan
 
     @torch.no_grad()
     def reassign(self, x: torch.Tensor) -> None:
         """Point every row of x [N, D] at its nearest codebook row."""
         self._check(x)
         self.index.copy_(assign(x.detach(), self.codebook, self.chunk_size))
+        self._plan_key = None
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):
@@ -88,6 +101,7 @@ class VectorQuantizer(nn.Module):
                 setattr(self, name, torch.empty(stored.shape, dtype=stored.dtype, device=getattr(self, name).device))
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
+        self._plan_key = None
 
 
 def group_inputs(attributes: Mapping[str, torch.Tensor], groups: Iterable[str]) -> Dict[str, torch.Tensor]:
