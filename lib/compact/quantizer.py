@@ -56,7 +56,6 @@ class VectorQuantizer(nn.Module):
         centers, idx = kmeans(x.detach(), self.num_codes, self.kmeans_iters, generator, self.chunk_size)
         self.codebook = centers.to(x.dtype)
         self.index = idx
-        self._plan_key = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Straight-through quantisation of x [N, D]: the value is codebook[index], the gradient w.r.t. x is
@@ -76,8 +75,9 @@ class VectorQuantizer(nn.Module):
         self.codebook.copy_(torch.where(counts[:, None] > 0, means.to(self.codebook.dtype), self.codebook))
 
     def _segment_plan(self):
-        """segment_plan(index), rebuilt only when the index changed (re-assignment, initialise, loading): it is
-        kept across the steps in between, which saves a sort and a host synchronisation per refresh."""
+        """segment_plan(index), rebuilt only when the index changed (re-assignment, initialise, loading, any
+        in-place edit: each changes the tensor's storage or its version counter): it is kept across the steps in
+        between, which saves a sort and a host synchronisation per refresh."""
         index = self.index
         key = (index.data_ptr(), index._version, index.shape[0], index.device, self.codebook.shape[0])
         if key != self._plan_key:
@@ -89,7 +89,6 @@ class VectorQuantizer(nn.Module):
         """Point every row of x [N, D] at its nearest codebook row."""
         self._check(x)
         self.index.copy_(assign(x.detach(), self.codebook, self.chunk_size))
-        self._plan_key = None
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):
@@ -101,7 +100,6 @@ class VectorQuantizer(nn.Module):
                 setattr(self, name, torch.empty(stored.shape, dtype=stored.dtype, device=getattr(self, name).device))
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
-        self._plan_key = None
 
 
 def group_inputs(attributes: Mapping[str, torch.Tensor], groups: Iterable[str]) -> Dict[str, torch.Tensor]:

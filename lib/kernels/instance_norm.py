@@ -125,6 +125,21 @@ if triton_available():
         return base + p[:, None].to(tl.int64) * C + c[None, :], mask
 
     @triton.jit
+    def _load_pair(ptr, b, C, BLOCK_C: tl.constexpr):
+        """Rows 0 and 1 of sample ``b`` of a [B, 2, C] fp32 buffer (sums or statistics), as [BLOCK_C] vectors."""
+        c = tl.arange(0, BLOCK_C)
+        row = ptr + b * 2 * C + c
+        return tl.load(row, mask=c < C, other=0.0), tl.load(row + C, mask=c < C, other=0.0)
+
+    @triton.jit
+    def _add_pair(ptr, b, C, s1, s2, BLOCK_C: tl.constexpr):
+        """Atomically add the column sums of the [BLOCK_P, BLOCK_C] tiles s1, s2 to rows 0 and 1 of sample ``b``."""
+        c = tl.arange(0, BLOCK_C)
+        row = ptr + b * 2 * C + c
+        tl.atomic_add(row, tl.sum(s1, axis=0), mask=c < C)
+        tl.atomic_add(row + C, tl.sum(s2, axis=0), mask=c < C)
+
+    @triton.jit
     def _stats_kernel(x_ptr, sums_ptr, HW, C, CHUNK: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
         # sums[b, 0, c] += sum (x - shift), sums[b, 1, c] += sum (x - shift)^2 over this program's pixels, with
         # shift = x[b, pixel 0, c]: near the mean, so the variance below does not cancel catastrophically.
@@ -140,16 +155,15 @@ if triton_available():
             d = tl.where(mask, tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32) - shift[None, :], 0.0)
             s1 += d
             s2 += d * d
-        out = sums_ptr + b * 2 * C + c
-        tl.atomic_add(out, tl.sum(s1, axis=0), mask=c < C)
-        tl.atomic_add(out + C, tl.sum(s2, axis=0), mask=c < C)
+        _add_pair(sums_ptr, b, C, s1, s2, BLOCK_C)
 
     @triton.jit
     def _mean_rstd(x_ptr, sums_ptr, base, b, HW, C, eps, BLOCK_C: tl.constexpr):
         c = tl.arange(0, BLOCK_C)
         shift = tl.load(x_ptr + base + c, mask=c < C, other=0.0).to(tl.float32)
-        s1 = tl.load(sums_ptr + b * 2 * C + c, mask=c < C, other=0.0) / HW
-        s2 = tl.load(sums_ptr + b * 2 * C + C + c, mask=c < C, other=0.0) / HW
+        s1, s2 = _load_pair(sums_ptr, b, C, BLOCK_C)
+        s1 = s1 / HW
+        s2 = s2 / HW
         var = tl.maximum(s2 - s1 * s1, 0.0)
         return shift + s1, 1.0 / tl.sqrt(var + eps)
 
@@ -172,9 +186,7 @@ if triton_available():
     @triton.jit
     def _load_normalized(x_ptr, g_ptr, stats_ptr, offsets, mask, b, C, BLOCK_C: tl.constexpr):
         """x_hat and the gradient that passes the ReLU (g where x_hat > 0), fp32 tiles."""
-        c = tl.arange(0, BLOCK_C)
-        mean = tl.load(stats_ptr + b * 2 * C + c, mask=c < C, other=0.0)
-        rstd = tl.load(stats_ptr + b * 2 * C + C + c, mask=c < C, other=0.0)
+        mean, rstd = _load_pair(stats_ptr, b, C, BLOCK_C)
         x_hat = (tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32) - mean[None, :]) * rstd[None, :]
         g = tl.load(g_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
         return x_hat, tl.where(x_hat > 0.0, g, 0.0), rstd
@@ -193,10 +205,7 @@ if triton_available():
             x_hat, g, _ = _load_normalized(x_ptr, g_ptr, stats_ptr, offsets, mask, b, C, BLOCK_C)
             s1 += g
             s2 += g * x_hat
-        c = tl.arange(0, BLOCK_C)
-        out = sums_ptr + b * 2 * C + c
-        tl.atomic_add(out, tl.sum(s1, axis=0), mask=c < C)
-        tl.atomic_add(out + C, tl.sum(s2, axis=0), mask=c < C)
+        _add_pair(sums_ptr, b, C, s1, s2, BLOCK_C)
 
     @triton.jit
     def _grad_input_kernel(x_ptr, g_ptr, stats_ptr, sums_ptr, gx_ptr, HW, C, BLOCK_P: tl.constexpr,
@@ -207,8 +216,8 @@ if triton_available():
         base = b.to(tl.int64) * HW * C
         offsets, mask = _tile(base, tile * BLOCK_P, HW, C, BLOCK_P, BLOCK_C)
         x_hat, g, rstd = _load_normalized(x_ptr, g_ptr, stats_ptr, offsets, mask, b, C, BLOCK_C)
-        c = tl.arange(0, BLOCK_C)
-        m1 = tl.load(sums_ptr + b * 2 * C + c, mask=c < C, other=0.0) / HW
-        m2 = tl.load(sums_ptr + b * 2 * C + C + c, mask=c < C, other=0.0) / HW
+        m1, m2 = _load_pair(sums_ptr, b, C, BLOCK_C)
+        m1 = m1 / HW
+        m2 = m2 / HW
         gx = rstd[None, :] * (g - m1[None, :] - x_hat * m2[None, :])
         tl.store(gx_ptr + offsets, gx.to(gx_ptr.dtype.element_ty), mask=mask)

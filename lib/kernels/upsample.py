@@ -196,6 +196,34 @@ if triton_available():
     import triton.language as tl
 
     @triton.jit
+    def _program_tile(pid, n_cols, C, rows_per_sample, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
+        """(column block, channel block, sample, row) of a program; column blocks vary fastest, so consecutive
+        programs work on the same rows."""
+        n_wb = tl.cdiv(n_cols, BLOCK_W)
+        n_cb = tl.cdiv(C, BLOCK_C)
+        wb = pid % n_wb
+        rest = pid // n_wb
+        cb = rest % n_cb
+        row = rest // n_cb
+        return wb, cb, row // rows_per_sample, row % rows_per_sample
+
+    @triton.jit
+    def _source(dst, scale, n_in):
+        """PyTorch's align_corners=True source of output index ``dst``: (i0, i1, lambda), read as
+        (1 - lambda) x[i0] + lambda x[i1]; trunc == floor for the non-negative sources the forward uses. The
+        backward calls it too, so its weights are the exact adjoint of the forward's."""
+        src = scale * dst.to(tl.float32)
+        i0 = src.to(tl.int32)
+        return i0, tl.minimum(i0 + 1, n_in - 1), src - i0.to(tl.float32)
+
+    @triton.jit
+    def _weight_on(j, dst, scale, n_in, n_out):
+        """Weight of input index ``j`` in output ``dst`` along one axis (0 for outputs outside [0, n_out))."""
+        i0, i1, lam = _source(dst, scale, n_in)
+        w = tl.where(i0 == j, 1.0 - lam, 0.0) + tl.where(i1 == j, lam, 0.0)
+        return tl.where((dst >= 0) & (dst < n_out), w, 0.0)
+
+    @triton.jit
     def _bilinear2x_fwd_kernel(
         x_ptr, y_ptr,
         C, H, W, OH, OW,
@@ -204,30 +232,15 @@ if triton_available():
         sy_b, sy_c, sy_h, sy_w,
         BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr,
     ):
-        # Program order: column blocks fastest, so consecutive programs read the same two input rows.
-        pid = tl.program_id(0)
-        n_wb = tl.cdiv(OW, BLOCK_W)
-        n_cb = tl.cdiv(C, BLOCK_C)
-        wb = pid % n_wb
-        rest = pid // n_wb
-        cb = rest % n_cb
-        row = rest // n_cb
-        b = row // OH
-        oh = row % OH
-
-        # PyTorch's align_corners=True coordinates; trunc == floor because src >= 0.
-        src_h = scale_h * oh.to(tl.float32)
-        h0 = src_h.to(tl.int32)
-        h1 = tl.minimum(h0 + 1, H - 1)
-        lh1 = src_h - h0.to(tl.float32)
+        # Consecutive programs read the same two input rows.
+        wb, cb, b, oh = _program_tile(tl.program_id(0), OW, C, OH, BLOCK_W, BLOCK_C)
+        h0, h1, lh1 = _source(oh, scale_h, H)
         lh0 = 1.0 - lh1
 
         ow = wb * BLOCK_W + tl.arange(0, BLOCK_W)
         c = cb * BLOCK_C + tl.arange(0, BLOCK_C)
-        src_w = scale_w * ow.to(tl.float32)
-        w0 = src_w.to(tl.int32)
-        w1 = tl.minimum(w0 + 1, W - 1)
-        lw1 = (src_w - w0.to(tl.float32))[:, None]
+        w0, w1, lw1 = _source(ow, scale_w, W)
+        lw1 = lw1[:, None]
         lw0 = 1.0 - lw1
         mask = (ow < OW)[:, None] & (c < C)[None, :]
 
@@ -255,15 +268,7 @@ if triton_available():
         sx_b, sx_c, sx_h, sx_w,
         BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr,
     ):
-        pid = tl.program_id(0)
-        n_wb = tl.cdiv(W, BLOCK_W)
-        n_cb = tl.cdiv(C, BLOCK_C)
-        wb = pid % n_wb
-        rest = pid // n_wb
-        cb = rest % n_cb
-        row = rest // n_cb
-        b = row // H
-        ih = row % H
+        wb, cb, b, ih = _program_tile(tl.program_id(0), W, C, H, BLOCK_W, BLOCK_C)
 
         iw = wb * BLOCK_W + tl.arange(0, BLOCK_W)
         c = cb * BLOCK_C + tl.arange(0, BLOCK_C)
@@ -276,23 +281,13 @@ if triton_available():
         # recompute the forward's coordinates, so ones that do not read j get weight 0.
         for kh in tl.static_range(5):
             oh = 2 * ih - 2 + kh
-            src_h = scale_h * oh.to(tl.float32)
-            h0 = src_h.to(tl.int32)
-            h1 = tl.minimum(h0 + 1, H - 1)
-            lh1 = src_h - h0.to(tl.float32)
-            wh = tl.where(h0 == ih, 1.0 - lh1, 0.0) + tl.where(h1 == ih, lh1, 0.0)
-            wh = tl.where((oh >= 0) & (oh < OH), wh, 0.0)
+            wh = _weight_on(ih, oh, scale_h, H, OH)
             # About one candidate row in five reads nothing of this input row: skip its loads entirely.
             if wh != 0.0:
                 g_row = g_c + oh * sg_h
                 for kw in tl.static_range(5):
                     ow = 2 * iw - 2 + kw
-                    src_w = scale_w * ow.to(tl.float32)
-                    w0 = src_w.to(tl.int32)
-                    w1 = tl.minimum(w0 + 1, W - 1)
-                    lw1 = src_w - w0.to(tl.float32)
-                    ww = tl.where(w0 == iw, 1.0 - lw1, 0.0) + tl.where(w1 == iw, lw1, 0.0)
-                    ww = tl.where((ow >= 0) & (ow < OW) & iw_valid, ww, 0.0)
+                    ww = tl.where(iw_valid, _weight_on(iw, ow, scale_w, W, OW), 0.0)
                     g = tl.load(g_row + ow[:, None] * sg_w, mask=(ww != 0.0)[:, None] & c_mask, other=0.0)
                     acc += (wh * ww)[:, None] * g.to(tl.float32)
 

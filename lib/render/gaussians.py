@@ -206,7 +206,7 @@ def rasterize_gaussians(
         near_plane: Gaussians whose centre has camera z below this are not drawn.
         check_finite: raise ValueError naming the argument when any tensor holds NaN or inf. On the gsplat path
             this is one fused kernel read at the synchronisation gsplat's tile intersection makes anyway, about
-            0.1-0.15 ms of host time per call: noticeable only where the whole render is that short (512^2, one
+            0.1-0.2 ms of host time per call: noticeable only where the whole render is that short (512^2, one
             camera; see benchmarks/bench_render.py and the README). Pass False where a loop checks its loss.
 
     Returns:

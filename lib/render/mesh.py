@@ -75,6 +75,8 @@ import sys
 import torch
 from torch.autograd.function import once_differentiable
 
+from lib.kernels import resolve_backend
+
 __all__ = ["rasterize_mesh"]
 
 # Cap on the number of (face, pixel) candidate fragments processed at once; peak temporary memory is roughly
@@ -726,7 +728,7 @@ def _zbuffer_triton(uvz, win, B, F, width, height):
     Returns:
         keys: [B * H * W] int64; pixels with no fragment hold ``_KEY_EMPTY``.
     """
-    from lib.kernels import mesh_raster
+    from lib.kernels import mesh_raster  # here, not at the top: it imports Triton, which CPU-only installs lack
 
     coef = _plane_coefficients(uvz, win[0].long(), win[1].long())
     return mesh_raster.zbuffer(coef, win, B, F, width, height, _INSIDE_TOL)
@@ -799,8 +801,6 @@ def _pick_backend(backend, verts, n_faces, n_pix):
     ``B * F`` or ``B * H * W`` of 2^31 or more on the twin; an explicit "triton" computes float64 inputs in float32
     and refuses the sizes it cannot index.
     """
-    from lib.kernels import resolve_backend
-
     resolved = resolve_backend(backend, verts)
     too_big = max(n_faces, n_pix) >= (1 << 31)
     if backend == "auto" and (verts.dtype != torch.float32 or too_big):
