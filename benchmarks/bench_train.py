@@ -6,7 +6,8 @@ batch 1, L1 losses only (no LPIPS). The scene is a head-sized ellipsoid of Gauss
 Reports the full step (no synchronisation inside) and a synchronised breakdown: generate / render /
 super-resolution / backward / optimizer, plus peak CUDA memory. Prints a table and writes JSON (--out).
 
-    python benchmarks/bench_train.py --out bench_train.json [--amp] [--compact]
+    python benchmarks/bench_train.py --out bench_train.json [--amp] [--compact] [--no-cuda-graphs]
+                                     [--profile profile.txt]
 """
 from __future__ import annotations
 
@@ -58,6 +59,27 @@ def detached_attributes(module) -> dict:
     return {key: value.detach() for key, value in module.canonical_attributes().items()}
 
 
+def profile_steps(step, steps: int, table_path: Path) -> dict:
+    """Per step: wall time, GPU busy time (union of kernel and copy intervals) and GPU operations; the table of
+    operations by GPU time goes to `table_path`."""
+    activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=activities) as prof:
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        torch.cuda.synchronize()
+        wall = (time.perf_counter() - start) * 1000 / steps
+    intervals = sorted((event.time_range.start, event.time_range.end) for event in prof.events()
+                       if event.device_type == torch.autograd.DeviceType.CUDA)
+    busy, end = 0.0, float("-inf")
+    for begin, finish in intervals:
+        busy += max(0.0, finish - max(begin, end))
+        end = max(end, finish)
+    table_path.write_text(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=60))
+    return {"wall_ms": wall, "gpu_busy_ms": busy / 1000 / steps, "kernels": len(intervals) / steps}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--gaussians", type=int, default=100_000)
@@ -67,6 +89,11 @@ def main() -> None:
                         help="with codebook quantisation (the config's compact.*): straight-through attributes and "
                              "the per-step codebook refresh; re-assignment is timed apart and amortised over "
                              "compact.assign_every")
+    parser.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false",
+                        help="run generate()'s networks eagerly (train.cuda_graphs=false)")
+    parser.add_argument("--profile", type=Path,
+                        help="also profile 5 steps: GPU busy time and kernel launches per step, and the kernels "
+                             "by GPU time (table written to this file)")
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--out", type=Path)
@@ -77,7 +104,7 @@ def main() -> None:
     cfg = load_config(TrainConfig, ROOT / "config" / "train_gaussianhead_N031.yaml", [f"train.amp={args.amp}"],
                       stage="gaussianhead")
     generator = torch.Generator().manual_seed(0)
-    module = gha_scale_head(cfg, args.gaussians, generator).to(device)
+    module = gha_scale_head(cfg, args.gaussians, generator).to(device).use_cuda_graphs(args.cuda_graphs)
     supres = SuperResolutionModule(cfg.supresmodule, amp=args.amp).to(device)
     delta_poses = torch.nn.Parameter(torch.zeros(16, 6, device=device))
     optimizer = make_optimizer(cfg, module, supres, delta_poses)
@@ -149,6 +176,7 @@ def main() -> None:
                    "reassign_ms": statistics.median(reassign),
                    "amortised_step_ms": statistics.median(times)
                    + statistics.median(reassign) / cfg.compact.assign_every}
+    profile = profile_steps(step, 5, args.profile) if args.profile else None
     phases = [timed_step() for _ in range(args.repeats)]
     names = ["generate", "render", "supres_and_loss", "backward", "optimizer"]
     breakdown = {name: statistics.median(p[i] for p in phases) for i, name in enumerate(names)}
@@ -162,20 +190,25 @@ def main() -> None:
         "render": args.output // 4,
         "output": args.output,
         "amp": args.amp,
+        "cuda_graphs": args.cuda_graphs,
         "step_ms": statistics.median(times),
         "steps_per_s": 1000 / statistics.median(times),
         "peak_gib": peak,
         "breakdown_ms": breakdown,
         "compact": compact,
+        "profile": profile,
         "drawn_fraction": float((render[:, :3] < 0.999).any(1).float().mean()),
     }
     print(f"{result['device']}: {result['gaussians']} Gaussians, {result['render']}^2 -> {result['output']}^2, "
-          f"amp={args.amp}")
+          f"amp={args.amp}, cuda_graphs={args.cuda_graphs}")
     print(f"step {result['step_ms']:.2f} ms ({result['steps_per_s']:.1f} it/s), peak {peak:.2f} GiB")
     print(" | ".join(f"{name} {value:.2f} ms" for name, value in breakdown.items()))
     if compact is not None:
         print(f"compaction {compact['codebook_sizes']}: re-assignment {compact['reassign_ms']:.2f} ms every "
               f"{compact['assign_every']} steps -> {compact['amortised_step_ms']:.2f} ms per step amortised")
+    if profile is not None:
+        print(f"profile: GPU busy {profile['gpu_busy_ms']:.2f} ms of {profile['wall_ms']:.2f} ms per step, "
+              f"{profile['kernels']:.0f} GPU operations per step (table: {args.profile})")
     if args.out:
         args.out.write_text(json.dumps(result, indent=2))
 

@@ -149,6 +149,8 @@ class TrainSection:
     seed: int = _option(0, "random seed", min=0)
     resume: bool = _option(True, "continue from {checkpoint_path}/{name}/*_latest when present")
     amp: bool = _option(False, "bf16 autocast for the super-resolution network on CUDA")
+    cuda_graphs: bool = _option(True, "Gaussian head on CUDA: replay generate()'s networks from CUDA graphs in "
+                                "training steps (fewer kernel launches; same result)")
     loss_weights: Dict[str, float] = _option({}, "overrides of the stage's loss weights by name (see LOSS_WEIGHTS)")
     pretrain_sphere_iters: int = _option(300, "mesh head: SDF sphere pre-training steps on a fresh start", min=0)
     eval_every: int = _option(0, "iterations between held-out evaluations during training; 0 = only at the end", min=0)

@@ -1,6 +1,7 @@
 """Gaussian head: initialisation from a mesh head, batched generate, pose handling, a tiny CPU training run."""
 from __future__ import annotations
 
+import copy
 import json
 import random
 import subprocess
@@ -13,7 +14,7 @@ import torch
 from lib.config import TrainConfig, load_config
 from lib.dataset import GaussianDataset
 from lib.errors import CheckpointError
-from lib.module.gaussian_head import INHERITED_MLPS, GaussianHeadModule
+from lib.module.gaussian_head import INHERITED_MLPS, GaussianHeadModule, Reach, ReachPadding
 from lib.module.mesh_head import MeshHeadModule, pretrain_sphere
 from lib.recorder.checkpoint import save_atomic
 from lib.recorder.metrics_log import read_metrics
@@ -98,6 +99,119 @@ def test_generate_is_batched_normalised_and_pose_consistent(mesh_head_checkpoint
     torch.testing.assert_close(same["scales"][0], 0.125 * same["scales"][1])
     with pytest.raises(ValueError, match=r"exp_coeff must be \[B, 16\]"):
         module.generate(torch.zeros(1, 10), torch.zeros(1, 6), torch.ones(1, 1))
+
+
+def generate_loss(module: GaussianHeadModule, attributes=None, batch: int = 2):
+    """generate() on a fixed batch (up to 2 frames) and a loss that reads every output: -> (outputs, loss, pose)."""
+    generator = torch.Generator().manual_seed(1)
+    device = module.xyz.device
+    exp = (torch.randn(2, module.cfg.exp_coeffs_dim, generator=generator) * 0.5)[:batch].to(device)
+    pose = torch.tensor([[0.2, -0.3, 0.1, 0.01, -0.02, 0.03], [-0.1, 0.4, 0.0, 0.0, 0.05, 0.0]])[:batch].to(device)
+    pose.requires_grad_(True)
+    scale = torch.tensor([[0.125], [1.0]])[:batch].to(device)
+    generated = module.generate(exp, pose, scale, attributes=attributes)
+    weights = torch.Generator().manual_seed(2)
+    loss = sum((value * torch.rand(value.shape, generator=weights).to(device)).sum() for value in generated.values())
+    return generated, loss, pose
+
+
+def test_padded_reach_gives_the_same_gaussians_and_gradients(mesh_head_checkpoint):
+    """ReachPadding's extra rows (Gaussian 0, weight 0) change neither the output nor any gradient."""
+    module, _ = module_from(mesh_head_checkpoint, small_config())
+    module = module.double()  # float64: only the summation order differs, so the results agree to 1e-12
+    with torch.no_grad():
+        module.rotation.add_(torch.randn_like(module.rotation) * 0.3)
+    reach = module.reach(module.xyz)
+    assert 0 < reach.exp_index.numel() < module.num_gaussians and 0 < reach.pose_index.numel() < module.num_gaussians
+    padded = ReachPadding()(reach)
+    assert padded.exp_index.numel() % ReachPadding.GRANULE == 0 and padded.exp_index.numel() > reach.exp_index.numel()
+    assert padded.pose_weight.shape == (padded.pose_index.numel(), 1)
+    exp, pose = torch.randn(2, 16, dtype=torch.float64), torch.randn(2, 6, dtype=torch.float64) * 0.2
+    scale = torch.tensor([[0.125], [1.0]], dtype=torch.float64)
+    inputs = (module.xyz, module.feature, module.scales, module.rotation, module.opacity, exp, pose, scale, pose)
+    results = []
+    for choice in (reach, padded):
+        module.zero_grad(set_to_none=True)
+        out = module(*inputs, choice)
+        loss = sum((value * torch.linspace(0.5, 1.5, value.numel(), dtype=value.dtype).view_as(value)).sum()
+                   for value in out.values())
+        loss.backward()
+        results.append((out, {name: p.grad.clone() for name, p in module.named_parameters()}))
+    (exact, exact_grads), (pad, pad_grads) = results
+    for key in exact:
+        torch.testing.assert_close(pad[key], exact[key], rtol=1e-12, atol=1e-12)
+    for name in exact_grads:
+        torch.testing.assert_close(pad_grads[name], exact_grads[name], rtol=1e-10, atol=1e-12, msg=name)
+
+
+def test_reach_padding_rows_change_only_past_the_slack():
+    padding = ReachPadding()
+    granule, slack = ReachPadding.GRANULE, ReachPadding.SLACK
+
+    def rows(exp_count: int) -> int:
+        index = torch.arange(exp_count)
+        weight = torch.ones(exp_count, 1)
+        return padding(Reach(index, weight, index[:1], weight[:1])).exp_index.numel()
+
+    assert rows(5 * granule + 1) == 6 * granule
+    assert rows(6 * granule) == 6 * granule  # grows only past the rows
+    assert rows(6 * granule - slack) == 6 * granule  # shrinking within the slack keeps them
+    assert rows(6 * granule - slack - 1) == 2 * granule  # then they follow the count down
+    padding = ReachPadding()
+    assert rows(0) == granule  # an empty branch still has rows (all padding)
+
+
+@pytest.mark.cuda
+def test_cuda_graphs_replay_the_eager_generate(mesh_head_checkpoint):
+    """Training-mode generate() from CUDA graphs matches eager: outputs, gradients of parameters, pose and
+    substituted attributes; after optimizer steps; after Gaussians cross the distance thresholds; with another batch
+    size (a new capture); evaluation stays eager."""
+    device = torch.device("cuda")
+    precision = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")  # TF32 would differ between the padded and the exact shapes
+    module, _ = module_from(mesh_head_checkpoint, small_config())
+    module = module.to(device).train()
+    eager = copy.deepcopy(module)
+    module.use_cuda_graphs()
+    optimizers = [torch.optim.SGD(m.parameters(), lr=1e-2) for m in (module, eager)]
+    expected_captures = 1
+    for step in range(5):
+        batch = 1 if step == 4 else 2
+        expected_captures += step == 4
+        if step == 2:  # move Gaussians across the distance thresholds: other branch members, maybe other shapes
+            rows, reach = list(module._reach_padding.rows), module.reach(module.xyz)
+            for m in (module, eager):
+                with torch.no_grad():
+                    m.xyz.mul_(0.8)
+            moved = module.reach(module.xyz)
+            assert not torch.equal(moved.exp_index[:64], reach.exp_index[:64]) or moved[0].numel() != reach[0].numel()
+            expected_captures += module._reach_padding(moved).exp_index.numel() != rows[0] or \
+                module._reach_padding(moved).pose_index.numel() != rows[1]
+        results = []
+        for m, optimizer in zip((module, eager), optimizers):
+            optimizer.zero_grad(set_to_none=True)
+            opacity = m.opacity * 1.0  # a substituted attribute (as compaction's straight-through ones are)
+            opacity.retain_grad()
+            out, loss, pose = generate_loss(m, {"opacity": opacity}, batch)
+            loss.backward()
+            grads = {name: p.grad.clone() for name, p in m.named_parameters()}
+            results.append(({k: v.detach().clone() for k, v in out.items()}, grads, pose.grad.clone(),
+                            opacity.grad.clone()))
+            optimizer.step()
+        (graphed, graphed_grads, graphed_pose, graphed_opacity), (ref, ref_grads, ref_pose, ref_opacity) = results
+        for key in ref:
+            torch.testing.assert_close(graphed[key], ref[key], rtol=1e-4, atol=1e-5, msg=f"step {step} {key}")
+        for name in ref_grads:
+            torch.testing.assert_close(graphed_grads[name], ref_grads[name], rtol=1e-3, atol=1e-5,
+                                       msg=f"step {step} grad {name}")
+        torch.testing.assert_close(graphed_pose, ref_pose, rtol=1e-3, atol=1e-5)
+        torch.testing.assert_close(graphed_opacity, ref_opacity, rtol=1e-3, atol=1e-5)
+    assert module._graphed_forward.captures == expected_captures
+    module.eval()
+    with torch.no_grad():
+        generate_loss(module)
+    assert module._graphed_forward.captures == expected_captures
+    torch.set_float32_matmul_precision(precision)
 
 
 def tiny_training_config(subject: Path, out: Path, mesh_head: Path, *extra: str) -> TrainConfig:

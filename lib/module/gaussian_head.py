@@ -9,25 +9,31 @@ Differences from GHA's code, on purpose (docs/gaussianhead.md):
 - no per-sample Python loop: every MLP runs once over the batch, on the Gaussians its blend weight reaches;
 - quaternions are normalised over their 4 components (GHA's `F.normalize(rotation)` normalised over the
   Gaussians, dim 1 of [B, N, 4]);
-- the head rotation is composed with each Gaussian's rotation by a quaternion product (no matrix round trip).
+- the head rotation is composed with each Gaussian's rotation by a quaternion product (no matrix round trip);
+- generate() is split in two: `reach()` picks the Gaussians each branch runs on (GHA's masks, with a host
+  synchronisation for their counts) and `forward()` does the rest at fixed shapes, which training replays from
+  CUDA graphs (`use_cuda_graphs`): at GHA scale it is a few hundred small kernels, launch-bound on the host.
 """
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Dict, List, NamedTuple, Optional
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from lib.config import GAUSSIAN_FEATURE_DIM, POSE_DIM, GaussianHeadModuleConfig
 from lib.module.mesh_head import MeshHeadModule
 from lib.network.embedding import PositionalEmbedding
 from lib.network.mlp import MLP
+from lib.utils.cuda_graphs import GraphedForward
 from lib.utils.knn import knn, mean_sq_distance_to_3nn
 from lib.utils.rotations import axis_angle_to_quaternion, quaternion_product_matrix, unit_quaternion_to_matrix
 
 INITIAL_OPACITY = 0.3
 MOUTH_LANDMARKS = slice(48, 66)  # iBUG-68 outer + inner lips (GHA uses 48..65)
 MOUTH_SPREAD = 1.6
+ATTRIBUTE_ORDER = ("xyz", "feature", "scales", "rotation", "opacity")  # forward()'s leading arguments
 ATTRIBUTE_SLICES = {"scales": slice(0, 3), "rotation": slice(3, 7), "opacity": slice(7, 8)}
 # MLPs whose weights the Gaussian head inherits from a trained mesh head (same input/output widths).
 INHERITED_MLPS = ("exp_color_mlp", "pose_color_mlp", "exp_deform_mlp", "pose_deform_mlp")
@@ -44,6 +50,42 @@ def mouth_points(landmarks: torch.Tensor, count: int, generator: torch.Generator
     extent = (lips - centre).abs().amax(0)
     noise = torch.rand(count, 3, generator=generator, device=landmarks.device, dtype=landmarks.dtype)
     return (noise - 0.5) * MOUTH_SPREAD * extent + centre
+
+
+class Reach(NamedTuple):
+    """The Gaussians each branch's MLPs run on (shared by the batch) and their blend weights."""
+    exp_index: torch.Tensor  # [Ne] int64: Gaussians closer than dist_threshold_far to a landmark
+    exp_weight: torch.Tensor  # [Ne, 1] in [0, 1]: 1 up to dist_threshold_near, 0 at dist_threshold_far
+    pose_index: torch.Tensor  # [Np] int64: Gaussians farther than dist_threshold_near
+    pose_weight: torch.Tensor  # [Np, 1]: 1 - the expression weight
+
+
+class ReachPadding:
+    """Pads each branch of a `Reach` to a row count that rarely changes, so that one graph capture serves many
+    training steps.
+
+    A branch's rows are its Gaussian count rounded up to GRANULE, kept while the count stays no more than SLACK
+    below them: Gaussians drifting back and forth across a distance threshold do not trigger new captures. Padding
+    rows select Gaussian 0 with weight 0, so they add exact zeros to it and contribute zero gradients.
+    """
+
+    GRANULE = 1024
+    SLACK = 4096
+
+    def __init__(self) -> None:
+        self.rows: List[int] = [0, 0]  # expression branch, pose branch
+
+    def _rows(self, branch: int, count: int) -> int:
+        rows = self.rows[branch]
+        if rows == 0 or count > rows or count + self.SLACK < rows:
+            rows = self.rows[branch] = max(1, -(-count // self.GRANULE)) * self.GRANULE
+        return rows
+
+    def __call__(self, reach: Reach) -> Reach:
+        exp_extra = self._rows(0, reach.exp_index.numel()) - reach.exp_index.numel()
+        pose_extra = self._rows(1, reach.pose_index.numel()) - reach.pose_index.numel()
+        return Reach(F.pad(reach.exp_index, (0, exp_extra)), F.pad(reach.exp_weight, (0, 0, 0, exp_extra)),
+                     F.pad(reach.pose_index, (0, pose_extra)), F.pad(reach.pose_weight, (0, 0, 0, pose_extra)))
 
 
 class GaussianHeadModule(nn.Module):
@@ -75,6 +117,8 @@ class GaussianHeadModule(nn.Module):
         self.pose_deform_mlp = MLP(cfg.pose_deform_mlp, last_op=nn.Tanh())
         self.pos_embedding = PositionalEmbedding(3, cfg.pos_freq)
         self.pose_embedding = PositionalEmbedding(POSE_DIM, cfg.pos_freq)
+        self._graphed_forward: Optional[GraphedForward] = None
+        self._reach_padding: Optional[ReachPadding] = None
 
     @property
     def num_gaussians(self) -> int:
@@ -119,6 +163,34 @@ class GaussianHeadModule(nn.Module):
         return {"xyz": self.xyz, "feature": self.feature, "scales": self.scales, "rotation": self.rotation,
                 "opacity": self.opacity}
 
+    def reach(self, xyz: torch.Tensor) -> Reach:
+        """Which Gaussians each branch's MLPs run on and their blend weights, from the distance of the canonical
+        positions xyz [N, 3] to the nearest neutral landmark (GHA's masks; no gradient flows through them)."""
+        with torch.no_grad():
+            dist_sq, _ = knn(xyz, self.landmarks_3d_neutral, k=1)
+            near, far = self.cfg.dist_threshold_near, self.cfg.dist_threshold_far
+            exp_weight = ((far - dist_sq) / (far - near)).clamp(0.0, 1.0)  # [N, 1]
+            exp_index = torch.nonzero(dist_sq[:, 0] < far)[:, 0]
+            pose_index = torch.nonzero(dist_sq[:, 0] > near)[:, 0]
+            return Reach(exp_index, exp_weight.index_select(0, exp_index),
+                         pose_index, 1.0 - exp_weight.index_select(0, pose_index))
+
+    def use_cuda_graphs(self, enabled: bool = True) -> "GaussianHeadModule":
+        """Replay generate()'s networks (the part after `reach`) from CUDA graphs in training steps.
+
+        Applies when the module is in training mode, gradients are enabled and the inputs are on CUDA; evaluation
+        and CPU runs stay eager. The branches' Gaussian counts are padded (`ReachPadding`) so that one capture
+        serves many steps. Between steps, gradients must be reset with `zero_grad(set_to_none=True)` (see
+        lib/utils/cuda_graphs.py). Returns self.
+        """
+        if enabled:
+            networks = [name for name, _ in self.named_parameters() if name not in self.canonical_attributes()]
+            self._graphed_forward = GraphedForward(self, networks)
+            self._reach_padding = ReachPadding()
+        else:
+            self._graphed_forward = self._reach_padding = None
+        return self
+
     def generate(self, exp_coeff: torch.Tensor, pose: torch.Tensor, scale: torch.Tensor,
                  pose_code: Optional[torch.Tensor] = None,
                  attributes: Optional[Dict[str, torch.Tensor]] = None) -> Dict[str, torch.Tensor]:
@@ -133,18 +205,25 @@ class GaussianHeadModule(nn.Module):
             raise ValueError(f"exp_coeff must be [B, {self.cfg.exp_coeffs_dim}] (gaussianheadmodule.exp_coeffs_dim), "
                              f"got {list(exp_coeff.shape)}")
         params = {**self.canonical_attributes(), **(attributes or {})}
-        batch, count = exp_coeff.shape[0], params["xyz"].shape[0]
-        xyz, feature = params["xyz"], torch.tanh(params["feature"])
-        pose_code = pose if pose_code is None else pose_code
+        inputs = (*(params[name] for name in ATTRIBUTE_ORDER), exp_coeff, pose, scale,
+                  pose if pose_code is None else pose_code)
+        reach = self.reach(params["xyz"])
+        if self._graphed_forward is not None and self.training and torch.is_grad_enabled() and exp_coeff.is_cuda:
+            return self._graphed_forward(*inputs, self._reach_padding(reach))
+        return self(*inputs, reach)
 
-        with torch.no_grad():
-            dist_sq, _ = knn(xyz, self.landmarks_3d_neutral, k=1)
-        near, far = self.cfg.dist_threshold_near, self.cfg.dist_threshold_far
-        exp_weight = ((far - dist_sq) / (far - near)).clamp(0.0, 1.0)  # [N, 1]
-        # Only Gaussians a branch reaches run through its MLPs (GHA's masks), shared by the whole batch.
-        exp_index = torch.nonzero(dist_sq[:, 0] < far)[:, 0]
-        pose_index = torch.nonzero(dist_sq[:, 0] > near)[:, 0]
+    def forward(self, xyz: torch.Tensor, feature: torch.Tensor, scales: torch.Tensor, rotation: torch.Tensor,
+                opacity: torch.Tensor, exp_coeff: torch.Tensor, pose: torch.Tensor, scale: torch.Tensor,
+                pose_code: torch.Tensor, reach: Reach) -> Dict[str, torch.Tensor]:
+        """generate() after `reach`: fixed shapes and no host synchronisation, so that it can be graph-captured.
 
+        Per-Gaussian xyz [N, 3], feature [N, 128] (before tanh), scales [N, 3] (log), rotation [N, 4], opacity
+        [N, 1] (logit); exp_coeff [B, D], pose [B, 6], scale [B, 1], pose_code [B, 6]; reach from `reach()`,
+        possibly padded. Returns generate()'s dict.
+        """
+        batch, count = exp_coeff.shape[0], xyz.shape[0]
+        feature = torch.tanh(feature)
+        exp_index, exp_weight, pose_index, pose_weight = reach
         color = xyz.new_zeros(batch, count, self.color_dim)
         attributes_delta = xyz.new_zeros(batch, count, 8)
         xyz_delta = xyz.new_zeros(batch, count, 3)
@@ -154,28 +233,27 @@ class GaussianHeadModule(nn.Module):
         # index_select, not indexing: its backward is an index_add, where advanced indexing's sorts the indices
         # (one of the costliest steps of the backward pass on a GPU).
         exp_input = torch.cat([feature.index_select(0, exp_index).expand(batch, -1, -1), exp_code], -1)
-        weight = exp_weight.index_select(0, exp_index)
-        color = color.index_add(1, exp_index, self.exp_color_mlp(exp_input) * weight)
-        attributes_delta = attributes_delta.index_add(1, exp_index, self.exp_attributes_mlp(exp_input) * weight)
+        color = color.index_add(1, exp_index, self.exp_color_mlp(exp_input) * exp_weight)
+        attributes_delta = attributes_delta.index_add(1, exp_index, self.exp_attributes_mlp(exp_input) * exp_weight)
         deform_input = torch.cat([self.pos_embedding(xyz.index_select(0, exp_index)).expand(batch, -1, -1),
                                   exp_code], -1)
-        exp_deform = exp_deform.index_add(1, exp_index, self.exp_deform_mlp(deform_input) * weight)
+        exp_deform = exp_deform.index_add(1, exp_index, self.exp_deform_mlp(deform_input) * exp_weight)
 
         pose_feature = self.pose_embedding(pose_code)[:, None, :].expand(-1, pose_index.numel(), -1)
         pose_input = torch.cat([feature.index_select(0, pose_index).expand(batch, -1, -1), pose_feature], -1)
-        weight = 1.0 - exp_weight.index_select(0, pose_index)
-        color = color.index_add(1, pose_index, self.pose_color_mlp(pose_input) * weight)
-        attributes_delta = attributes_delta.index_add(1, pose_index, self.pose_attributes_mlp(pose_input) * weight)
+        color = color.index_add(1, pose_index, self.pose_color_mlp(pose_input) * pose_weight)
+        attributes_delta = attributes_delta.index_add(1, pose_index,
+                                                      self.pose_attributes_mlp(pose_input) * pose_weight)
         deform_input = torch.cat([self.pos_embedding(xyz.index_select(0, pose_index)).expand(batch, -1, -1),
                                   pose_feature], -1)
-        xyz_delta = xyz_delta.index_add(1, pose_index, self.pose_deform_mlp(deform_input) * weight)
+        xyz_delta = xyz_delta.index_add(1, pose_index, self.pose_deform_mlp(deform_input) * pose_weight)
         xyz_delta = xyz_delta + exp_deform
 
         step = self.cfg.attributes_scale
-        scales = torch.exp(params["scales"] + attributes_delta[..., ATTRIBUTE_SLICES["scales"]] * step)
-        rotation = params["rotation"] + attributes_delta[..., ATTRIBUTE_SLICES["rotation"]] * step
+        scales = torch.exp(scales + attributes_delta[..., ATTRIBUTE_SLICES["scales"]] * step)
+        rotation = rotation + attributes_delta[..., ATTRIBUTE_SLICES["rotation"]] * step
         rotation = torch.nn.functional.normalize(rotation, dim=-1)
-        opacity = torch.sigmoid(params["opacity"] + attributes_delta[..., ATTRIBUTE_SLICES["opacity"]] * step)
+        opacity = torch.sigmoid(opacity + attributes_delta[..., ATTRIBUTE_SLICES["opacity"]] * step)
         points = xyz + xyz_delta * self.cfg.deform_scale
 
         head_quaternion = axis_angle_to_quaternion(pose[:, :3])  # [B, 4], unit

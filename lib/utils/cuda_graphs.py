@@ -1,0 +1,98 @@
+"""Replay a module's forward and backward from CUDA graphs, one capture per input signature.
+
+A training step of many small kernels (the Gaussian head's MLPs over ~100k points: a few hundred launches forward
+and backward) is bound by the host's launch rate, not by the GPU. A CUDA graph launches all of them at once.
+`torch.cuda.make_graphed_callables` captures a callable's forward and backward, but only for fixed input shapes,
+dtypes and requires_grad flags; `GraphedForward` keeps a few such captures keyed by that signature.
+
+What the graphed module's forward may do: read its arguments and its own parameters and buffers, with shapes
+that follow from the argument shapes alone. No host synchronisation (`.item()`, `nonzero`, printing), no
+randomness, no data-dependent shapes. Parameters are passed to the graph as inputs, so a parameter re-allocated
+after capture (`.to()`, `load_state_dict` with assign) is copied into the captured storage rather than ignored;
+buffers are read in place and must stay where they were.
+
+Gradients come back as views of the graph's static gradient buffers (that is how `make_graphed_callables`
+returns them): zero gradients with `zero_grad(set_to_none=True)` (PyTorch's default) between steps, and do not
+accumulate gradients over two backward passes of the same graph.
+"""
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from typing import Any, Callable, Sequence, Tuple
+
+import torch
+from torch import nn
+from torch.utils._pytree import arg_tree_leaves
+
+log = logging.getLogger(__name__)
+
+__all__ = ["GraphedForward"]
+
+Signature = Tuple[Tuple[Tuple[int, ...], torch.dtype, bool, torch.device], ...]
+
+
+def tensor_signature(tensors: Sequence[torch.Tensor]) -> Signature:
+    """What a captured graph is specific to: each tensor's shape, dtype, requires_grad and device."""
+    return tuple((tuple(t.shape), t.dtype, t.requires_grad, t.device) for t in tensors)
+
+
+class GraphedForward:
+    """`module(*args)` (args: tensors, or tuples / dicts of tensors) replayed from CUDA graphs.
+
+    Args:
+        module: the module whose `forward` is captured (see the module docstring for what it may do).
+        parameter_names: the parameters `forward` reads, by `named_parameters()` name; they become graph inputs.
+            Parameters that `forward` receives as arguments instead must not be listed.
+        max_graphs: captures kept; the least recently used one is dropped (with its memory pool) beyond it.
+        warmup_iters: eager forward+backward passes on a side stream before each capture (cuBLAS/cuDNN set-up).
+    """
+
+    def __init__(self, module: nn.Module, parameter_names: Sequence[str], max_graphs: int = 2,
+                 warmup_iters: int = 3) -> None:
+        if max_graphs < 1:
+            raise ValueError(f"max_graphs must be >= 1, got {max_graphs}")
+        named = dict(module.named_parameters())
+        unknown = [name for name in parameter_names if name not in named]
+        if unknown:
+            raise ValueError(f"{type(module).__name__} has no parameters {unknown}")
+        self.module = module
+        self.parameter_names = tuple(parameter_names)
+        self.max_graphs = max_graphs
+        self.warmup_iters = warmup_iters
+        self._graphs: "OrderedDict[Signature, Callable[..., Any]]" = OrderedDict()
+        self.captures = 0
+
+    def _parameters(self) -> Tuple[torch.Tensor, ...]:
+        return tuple(self.module.get_parameter(name) for name in self.parameter_names)
+
+    def __call__(self, *args: Any) -> Any:
+        """Same result as `module(*args)`; the first call with a new signature captures (a few eager passes)."""
+        parameters = self._parameters()
+        leaves = arg_tree_leaves(*args)
+        if not all(isinstance(leaf, torch.Tensor) and leaf.is_cuda for leaf in leaves + list(parameters)):
+            raise ValueError("GraphedForward needs every argument and parameter to be a CUDA tensor")
+        key = tensor_signature(leaves) + tensor_signature(parameters)
+        graphed = self._graphs.get(key)
+        if graphed is None:
+            graphed = self._capture(args, parameters)
+            self._graphs[key] = graphed
+            while len(self._graphs) > self.max_graphs:
+                self._graphs.popitem(last=False)
+        else:
+            self._graphs.move_to_end(key)
+        return graphed(*args, parameters)
+
+    def _capture(self, args: Tuple[Any, ...], parameters: Tuple[torch.Tensor, ...]) -> Callable[..., Any]:
+        module, names = self.module, self.parameter_names
+
+        def forward_with(*inputs: Any) -> Any:
+            return torch.func.functional_call(module, dict(zip(names, inputs[-1])), inputs[:-1], strict=False)
+
+        graphed = torch.cuda.make_graphed_callables(forward_with, (*args, parameters),
+                                                    num_warmup_iters=self.warmup_iters, allow_unused_input=True)
+        self.captures += 1
+        shapes = ", ".join("x".join(map(str, leaf.shape)) for leaf in arg_tree_leaves(*args))
+        log.info("captured CUDA graphs of %s.forward (capture %d) for inputs %s", type(module).__name__,
+                 self.captures, shapes)
+        return graphed
