@@ -60,8 +60,8 @@ def detached_attributes(module) -> dict:
 
 
 def profile_steps(step, steps: int, table_path: Path) -> dict:
-    """Per step: wall time, GPU busy time (union of kernel and copy intervals) and GPU operations; the table of
-    operations by GPU time goes to `table_path`."""
+    """Per step: wall time, GPU busy time (union of kernel and copy intervals) and GPU operations. The tables of
+    operations by GPU and by host time go to `table_path`, a Chrome trace next to it (`.trace.json`)."""
     activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
     torch.cuda.synchronize()
     with torch.profiler.profile(activities=activities) as prof:
@@ -76,7 +76,10 @@ def profile_steps(step, steps: int, table_path: Path) -> dict:
     for begin, finish in intervals:
         busy += max(0.0, finish - max(begin, end))
         end = max(end, finish)
-    table_path.write_text(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=60))
+    averages = prof.key_averages()
+    table_path.write_text(averages.table(sort_by="self_cuda_time_total", row_limit=60) + "\n"
+                          + averages.table(sort_by="self_cpu_time_total", row_limit=40))
+    prof.export_chrome_trace(str(table_path.with_suffix(".trace.json")))
     return {"wall_ms": wall, "gpu_busy_ms": busy / 1000 / steps, "kernels": len(intervals) / steps}
 
 
@@ -84,7 +87,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--gaussians", type=int, default=100_000)
     parser.add_argument("--output", type=int, default=2048, help="output resolution (render is 1/4)")
-    parser.add_argument("--amp", action="store_true", help="bf16 channels-last super-resolution (train.amp)")
+    parser.add_argument("--amp", action="store_true",
+                        help="train.amp: bf16 channels-last super-resolution and bf16 Gaussian-head MLPs")
+    parser.add_argument("--fp32-head", action="store_true", help="with --amp: keep the Gaussian-head MLPs in fp32")
     parser.add_argument("--compact", action="store_true",
                         help="with codebook quantisation (the config's compact.*): straight-through attributes and "
                              "the per-step codebook refresh; re-assignment is timed apart and amortised over "
@@ -105,6 +110,7 @@ def main() -> None:
                       stage="gaussianhead")
     generator = torch.Generator().manual_seed(0)
     module = gha_scale_head(cfg, args.gaussians, generator).to(device).use_cuda_graphs(args.cuda_graphs)
+    module.amp = args.amp and not args.fp32_head
     supres = SuperResolutionModule(cfg.supresmodule, amp=args.amp).to(device)
     delta_poses = torch.nn.Parameter(torch.zeros(16, 6, device=device))
     optimizer = make_optimizer(cfg, module, supres, delta_poses)
@@ -190,6 +196,7 @@ def main() -> None:
         "render": args.output // 4,
         "output": args.output,
         "amp": args.amp,
+        "head_amp": module.amp,
         "cuda_graphs": args.cuda_graphs,
         "step_ms": statistics.median(times),
         "steps_per_s": 1000 / statistics.median(times),
@@ -200,7 +207,7 @@ def main() -> None:
         "drawn_fraction": float((render[:, :3] < 0.999).any(1).float().mean()),
     }
     print(f"{result['device']}: {result['gaussians']} Gaussians, {result['render']}^2 -> {result['output']}^2, "
-          f"amp={args.amp}, cuda_graphs={args.cuda_graphs}")
+          f"amp={args.amp} (head MLPs: {module.amp}), cuda_graphs={args.cuda_graphs}")
     print(f"step {result['step_ms']:.2f} ms ({result['steps_per_s']:.1f} it/s), peak {peak:.2f} GiB")
     print(" | ".join(f"{name} {value:.2f} ms" for name, value in breakdown.items()))
     if compact is not None:

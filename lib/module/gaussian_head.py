@@ -16,10 +16,9 @@ Differences from GHA's code, on purpose (docs/gaussianhead.md):
 """
 from __future__ import annotations
 
-from typing import Dict, List, NamedTuple, Optional
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from lib.config import GAUSSIAN_FEATURE_DIM, POSE_DIM, GaussianHeadModuleConfig
@@ -27,7 +26,7 @@ from lib.module.mesh_head import MeshHeadModule
 from lib.network.embedding import PositionalEmbedding
 from lib.network.mlp import MLP
 from lib.utils.cuda_graphs import GraphedForward
-from lib.utils.knn import knn, mean_sq_distance_to_3nn
+from lib.utils.knn import mean_sq_distance_to_3nn
 from lib.utils.rotations import axis_angle_to_quaternion, quaternion_product_matrix, unit_quaternion_to_matrix
 
 INITIAL_OPACITY = 0.3
@@ -61,8 +60,8 @@ class Reach(NamedTuple):
 
 
 class ReachPadding:
-    """Pads each branch of a `Reach` to a row count that rarely changes, so that one graph capture serves many
-    training steps.
+    """Row counts for each branch of a `Reach` that rarely change, so that one graph capture serves many training
+    steps.
 
     A branch's rows are its Gaussian count rounded up to GRANULE, kept while the count stays no more than SLACK
     below them: Gaussians drifting back and forth across a distance threshold do not trigger new captures. Padding
@@ -81,11 +80,9 @@ class ReachPadding:
             rows = self.rows[branch] = max(1, -(-count // self.GRANULE)) * self.GRANULE
         return rows
 
-    def __call__(self, reach: Reach) -> Reach:
-        exp_extra = self._rows(0, reach.exp_index.numel()) - reach.exp_index.numel()
-        pose_extra = self._rows(1, reach.pose_index.numel()) - reach.pose_index.numel()
-        return Reach(F.pad(reach.exp_index, (0, exp_extra)), F.pad(reach.exp_weight, (0, 0, 0, exp_extra)),
-                     F.pad(reach.pose_index, (0, pose_extra)), F.pad(reach.pose_weight, (0, 0, 0, pose_extra)))
+    def __call__(self, exp_count: int, pose_count: int) -> Tuple[int, int]:
+        """Rows for branches of exp_count and pose_count Gaussians: -> (expression rows, pose rows)."""
+        return self._rows(0, exp_count), self._rows(1, pose_count)
 
 
 class GaussianHeadModule(nn.Module):
@@ -119,6 +116,9 @@ class GaussianHeadModule(nn.Module):
         self.pose_embedding = PositionalEmbedding(POSE_DIM, cfg.pos_freq)
         self._graphed_forward: Optional[GraphedForward] = None
         self._reach_padding: Optional[ReachPadding] = None
+        # bf16 autocast for the MLPs on CUDA (the trainer sets it from train.amp); the per-Gaussian attributes,
+        # the blend and the pose transform stay float32.
+        self.amp = False
 
     @property
     def num_gaussians(self) -> int:
@@ -163,17 +163,30 @@ class GaussianHeadModule(nn.Module):
         return {"xyz": self.xyz, "feature": self.feature, "scales": self.scales, "rotation": self.rotation,
                 "opacity": self.opacity}
 
-    def reach(self, xyz: torch.Tensor) -> Reach:
-        """Which Gaussians each branch's MLPs run on and their blend weights, from the distance of the canonical
-        positions xyz [N, 3] to the nearest neutral landmark (GHA's masks; no gradient flows through them)."""
+    def reach(self, xyz: torch.Tensor, padding: Optional[ReachPadding] = None) -> Reach:
+        """Which Gaussians each branch's MLPs run on and their blend weights, from the squared distance of the
+        canonical positions xyz [N, 3] to the nearest neutral landmark (GHA's masks; no gradient flows through
+        them). With `padding`, each branch has its rows: Gaussian 0 with weight 0 fills the rest.
+
+        Costs one host synchronisation (the two counts decide the shapes).
+        """
         with torch.no_grad():
-            dist_sq, _ = knn(xyz, self.landmarks_3d_neutral, k=1)
+            # Exact differences (not the |a|^2 - 2ab + |b|^2 expansion), [N, K] at a time.
+            distance = torch.cdist(xyz, self.landmarks_3d_neutral, compute_mode="donot_use_mm_for_euclid_dist")
+            dist_sq = distance.amin(1).square()  # [N]
             near, far = self.cfg.dist_threshold_near, self.cfg.dist_threshold_far
-            exp_weight = ((far - dist_sq) / (far - near)).clamp(0.0, 1.0)  # [N, 1]
-            exp_index = torch.nonzero(dist_sq[:, 0] < far)[:, 0]
-            pose_index = torch.nonzero(dist_sq[:, 0] > near)[:, 0]
-            return Reach(exp_index, exp_weight.index_select(0, exp_index),
-                         pose_index, 1.0 - exp_weight.index_select(0, pose_index))
+            exp_mask, pose_mask = dist_sq < far, dist_sq > near
+            exp_count, pose_count = torch.stack([exp_mask.sum(), pose_mask.sum()]).tolist()
+            exp_rows, pose_rows = (exp_count, pose_count) if padding is None else padding(exp_count, pose_count)
+            # nonzero_static: the index list at a size known in advance, without a second synchronisation.
+            exp_index = torch.nonzero_static(exp_mask, size=exp_rows, fill_value=0)[:, 0]
+            pose_index = torch.nonzero_static(pose_mask, size=pose_rows, fill_value=0)[:, 0]
+            exp_weight = ((far - dist_sq) / (far - near)).clamp(0.0, 1.0)  # [N]
+            exp_weights = exp_weight.index_select(0, exp_index)[:, None]
+            pose_weights = 1.0 - exp_weight.index_select(0, pose_index)[:, None]
+            exp_weights[exp_count:] = 0.0
+            pose_weights[pose_count:] = 0.0
+            return Reach(exp_index, exp_weights, pose_index, pose_weights)
 
     def use_cuda_graphs(self, enabled: bool = True) -> "GaussianHeadModule":
         """Replay generate()'s networks (the part after `reach`) from CUDA graphs in training steps.
@@ -207,10 +220,15 @@ class GaussianHeadModule(nn.Module):
         params = {**self.canonical_attributes(), **(attributes or {})}
         inputs = (*(params[name] for name in ATTRIBUTE_ORDER), exp_coeff, pose, scale,
                   pose if pose_code is None else pose_code)
-        reach = self.reach(params["xyz"])
         if self._graphed_forward is not None and self.training and torch.is_grad_enabled() and exp_coeff.is_cuda:
-            return self._graphed_forward(*inputs, self._reach_padding(reach))
-        return self(*inputs, reach)
+            return self._graphed_forward(*inputs, self.reach(params["xyz"], self._reach_padding))
+        return self(*inputs, self.reach(params["xyz"]))
+
+    def _network(self, mlp: MLP, x: torch.Tensor) -> torch.Tensor:
+        """mlp(x), under bf16 autocast when `amp` is set and x is on CUDA (callers' arithmetic promotes the result
+        back to float32)."""
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp and x.is_cuda, cache_enabled=False):
+            return mlp(x)
 
     def forward(self, xyz: torch.Tensor, feature: torch.Tensor, scales: torch.Tensor, rotation: torch.Tensor,
                 opacity: torch.Tensor, exp_coeff: torch.Tensor, pose: torch.Tensor, scale: torch.Tensor,
@@ -233,20 +251,21 @@ class GaussianHeadModule(nn.Module):
         # index_select, not indexing: its backward is an index_add, where advanced indexing's sorts the indices
         # (one of the costliest steps of the backward pass on a GPU).
         exp_input = torch.cat([feature.index_select(0, exp_index).expand(batch, -1, -1), exp_code], -1)
-        color = color.index_add(1, exp_index, self.exp_color_mlp(exp_input) * exp_weight)
-        attributes_delta = attributes_delta.index_add(1, exp_index, self.exp_attributes_mlp(exp_input) * exp_weight)
-        deform_input = torch.cat([self.pos_embedding(xyz.index_select(0, exp_index)).expand(batch, -1, -1),
+        exp_position = torch.cat([self.pos_embedding(xyz.index_select(0, exp_index)).expand(batch, -1, -1),
                                   exp_code], -1)
-        exp_deform = exp_deform.index_add(1, exp_index, self.exp_deform_mlp(deform_input) * exp_weight)
+        color = color.index_add(1, exp_index, self._network(self.exp_color_mlp, exp_input) * exp_weight)
+        delta = self._network(self.exp_attributes_mlp, exp_input) * exp_weight
+        attributes_delta = attributes_delta.index_add(1, exp_index, delta)
+        exp_deform = exp_deform.index_add(1, exp_index, self._network(self.exp_deform_mlp, exp_position) * exp_weight)
 
         pose_feature = self.pose_embedding(pose_code)[:, None, :].expand(-1, pose_index.numel(), -1)
         pose_input = torch.cat([feature.index_select(0, pose_index).expand(batch, -1, -1), pose_feature], -1)
-        color = color.index_add(1, pose_index, self.pose_color_mlp(pose_input) * pose_weight)
-        attributes_delta = attributes_delta.index_add(1, pose_index,
-                                                      self.pose_attributes_mlp(pose_input) * pose_weight)
-        deform_input = torch.cat([self.pos_embedding(xyz.index_select(0, pose_index)).expand(batch, -1, -1),
-                                  pose_feature], -1)
-        xyz_delta = xyz_delta.index_add(1, pose_index, self.pose_deform_mlp(deform_input) * pose_weight)
+        pose_position = torch.cat([self.pos_embedding(xyz.index_select(0, pose_index)).expand(batch, -1, -1),
+                                   pose_feature], -1)
+        color = color.index_add(1, pose_index, self._network(self.pose_color_mlp, pose_input) * pose_weight)
+        delta = self._network(self.pose_attributes_mlp, pose_input) * pose_weight
+        attributes_delta = attributes_delta.index_add(1, pose_index, delta)
+        xyz_delta = xyz_delta.index_add(1, pose_index, self._network(self.pose_deform_mlp, pose_position) * pose_weight)
         xyz_delta = xyz_delta + exp_deform
 
         step = self.cfg.attributes_scale

@@ -157,6 +157,7 @@ class GaussianHeadTrainer(Trainer):
         use_fast_training_kernels(device)
         self.supres = SuperResolutionModule(cfg.supresmodule, amp=cfg.train.amp).to(device)
         self.module = self._initial_module()
+        self.module.amp = cfg.train.amp
         if cfg.train.cuda_graphs and device.type == "cuda":
             self.module.use_cuda_graphs()
         self.delta_poses = torch.nn.Parameter(torch.zeros(dataset.num_frames, 6, device=device),

@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence, Tuple
 
 import torch
 from torch import nn
-from torch.utils._pytree import arg_tree_leaves
+from torch.utils._pytree import arg_tree_leaves, tree_map
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +58,16 @@ class GraphedForward:
             raise ValueError(f"{type(module).__name__} has no parameters {unknown}")
         self.module = module
         self.parameter_names = tuple(parameter_names)
+        # (owning submodule, attribute) of each parameter: read on every call, cheaper than get_parameter's path walk.
+        self._owners = [(module.get_submodule(name.rpartition(".")[0]), name.rpartition(".")[2])
+                        for name in self.parameter_names]
         self.max_graphs = max_graphs
         self.warmup_iters = warmup_iters
         self._graphs: "OrderedDict[Signature, Callable[..., Any]]" = OrderedDict()
         self.captures = 0
 
     def _parameters(self) -> Tuple[torch.Tensor, ...]:
-        return tuple(self.module.get_parameter(name) for name in self.parameter_names)
+        return tuple(getattr(owner, attribute) for owner, attribute in self._owners)
 
     def __call__(self, *args: Any) -> Any:
         """Same result as `module(*args)`; the first call with a new signature captures (a few eager passes)."""
@@ -89,8 +92,12 @@ class GraphedForward:
         def forward_with(*inputs: Any) -> Any:
             return torch.func.functional_call(module, dict(zip(names, inputs[-1])), inputs[:-1], strict=False)
 
-        graphed = torch.cuda.make_graphed_callables(forward_with, (*args, parameters),
-                                                    num_warmup_iters=self.warmup_iters, allow_unused_input=True)
+        # The graph's static inputs: leaf tensors sharing the arguments' storage. An argument that is the output of
+        # earlier eager work (a pose offset added to the pose, a quantised attribute) would otherwise tie the
+        # captured backward to the autograd nodes, and streams, of that one step.
+        sample = tree_map(lambda tensor: tensor.detach().requires_grad_(tensor.requires_grad), (*args, parameters))
+        graphed = torch.cuda.make_graphed_callables(forward_with, sample, num_warmup_iters=self.warmup_iters,
+                                                    allow_unused_input=True)
         self.captures += 1
         shapes = ", ".join("x".join(map(str, leaf.shape)) for leaf in arg_tree_leaves(*args))
         log.info("captured CUDA graphs of %s.forward (capture %d) for inputs %s", type(module).__name__,
