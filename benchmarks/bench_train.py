@@ -95,7 +95,7 @@ def main() -> None:
                              "the per-step codebook refresh; re-assignment is timed apart and amortised over "
                              "compact.assign_every")
     parser.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false",
-                        help="run generate()'s networks eagerly (train.cuda_graphs=false)")
+                        help="run generate()'s networks and the super-resolution net eagerly (train.cuda_graphs=false)")
     parser.add_argument("--profile", type=Path,
                         help="also profile 5 steps: GPU busy time and kernel launches per step, and the kernels "
                              "by GPU time (table written to this file)")
@@ -111,7 +111,7 @@ def main() -> None:
     generator = torch.Generator().manual_seed(0)
     module = gha_scale_head(cfg, args.gaussians, generator).to(device).use_cuda_graphs(args.cuda_graphs)
     module.amp = args.amp and not args.fp32_head
-    supres = SuperResolutionModule(cfg.supresmodule, amp=args.amp).to(device)
+    supres = SuperResolutionModule(cfg.supresmodule, amp=args.amp).to(device).use_cuda_graphs(args.cuda_graphs)
     delta_poses = torch.nn.Parameter(torch.zeros(16, 6, device=device))
     optimizer = make_optimizer(cfg, module, supres, delta_poses)
     batch = synthetic_batch(args.output, cfg.gaussianheadmodule.exp_coeffs_dim, device, generator)

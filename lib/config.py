@@ -149,8 +149,8 @@ class TrainSection:
     seed: int = _option(0, "random seed", min=0)
     resume: bool = _option(True, "continue from {checkpoint_path}/{name}/*_latest when present")
     amp: bool = _option(False, "bf16 autocast on CUDA for the super-resolution network and the Gaussian head's MLPs")
-    cuda_graphs: bool = _option(True, "Gaussian head on CUDA: replay generate()'s networks from CUDA graphs in "
-                                "training steps (fewer kernel launches; same result)")
+    cuda_graphs: bool = _option(True, "Gaussian head on CUDA: replay generate()'s networks and the super-resolution "
+                                "net from CUDA graphs in training steps (fewer kernel launches; same result)")
     loss_weights: Dict[str, float] = _option({}, "overrides of the stage's loss weights by name (see LOSS_WEIGHTS)")
     pretrain_sphere_iters: int = _option(300, "mesh head: SDF sphere pre-training steps on a fresh start", min=0)
     eval_every: int = _option(0, "iterations between held-out evaluations during training; 0 = only at the end", min=0)

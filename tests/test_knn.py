@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from lib.utils.knn import knn, mean_distance_to_nearest, mean_sq_distance_to_3nn
+from lib.utils.knn import knn, mean_distance_to_nearest, mean_sq_distance_to_3nn, nearest_sq_distance
 
 
 def _gen(seed=0):
@@ -139,3 +139,14 @@ def test_mean_sq_distance_to_3nn_is_mean_of_squares():
         mean_distance_to_nearest(pts[:3])
     with pytest.raises(ValueError, match=r"\[N, 3\]"):
         mean_sq_distance_to_3nn(torch.randn(10, 2))
+
+
+@pytest.mark.parametrize("block_elements", [1 << 26, 200])  # one block; blocks of 5 rows (5 does not divide 97)
+def test_nearest_sq_distance_matches_knn(block_elements):
+    g = _gen(3)
+    query = torch.randn(97, 3, generator=g, dtype=torch.float64) + 100.0  # far from the origin: no cancellation
+    points = torch.randn(13, 3, generator=g, dtype=torch.float64) + 100.0
+    expected = _brute_force(query, points, 1).values[:, 0]
+    torch.testing.assert_close(nearest_sq_distance(query, points, block_elements), expected, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match=r"need points \[K >= 1, 3\]"):
+        nearest_sq_distance(query, points[:, :2])

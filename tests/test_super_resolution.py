@@ -230,6 +230,42 @@ def test_amp_on_cuda_is_close_to_fp32():
     assert all(torch.isfinite(p.grad).all() for p in module.parameters())
 
 
+@pytest.mark.cuda
+@pytest.mark.parametrize("amp", [False, True])
+def test_cuda_graphs_replay_the_eager_network(amp):
+    """Training steps from CUDA graphs: the same outputs and gradients as eager (input and weights), after weight
+    updates and for a second input shape; evaluation runs eagerly."""
+    device = torch.device("cuda")
+    precision = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    torch.backends.cudnn.allow_tf32 = False  # the captured and the eager pass pick their convolutions separately
+    graphed = _module(capacity=8, amp=amp).to(device).use_cuda_graphs()
+    eager = _module(capacity=8, amp=amp).to(device)
+    optimizers = [torch.optim.SGD(m.parameters(), lr=0.1) for m in (graphed, eager)]
+    for step, size in enumerate((16, 16, 24)):
+        x = _input(b=1, h=size, w=size).to(device)
+        results = []
+        for module, optimizer in zip((graphed, eager), optimizers):
+            optimizer.zero_grad(set_to_none=True)
+            source = x.clone().requires_grad_(True)
+            y = module(source * 1.0)  # a non-leaf input, as the trainer's crops are
+            (y * torch.linspace(0, 1, y.numel(), device=device).view_as(y)).sum().backward()
+            results.append([y.detach().clone(), source.grad.clone(), *(p.grad.clone() for p in module.parameters())])
+            optimizer.step()
+        tolerance = dict(rtol=2e-2, atol=2e-2) if amp else dict(rtol=1e-4, atol=1e-5)
+        for index, (got, expected) in enumerate(zip(*results)):
+            scale = float(expected.abs().max())
+            torch.testing.assert_close(got, expected, rtol=tolerance["rtol"], atol=tolerance["atol"] * max(scale, 1e-3),
+                                       msg=lambda message: f"step {step}, tensor {index}: {message}")
+    assert graphed._graphed_forward.captures == 2
+    graphed.eval()
+    with torch.no_grad():
+        graphed(x)
+    assert graphed._graphed_forward.captures == 2
+    torch.set_float32_matmul_precision(precision)
+    torch.backends.cudnn.allow_tf32 = True
+
+
 # ------------------------------------------------------------------------------------ residual (ours, not GHA)
 def _residual_module(capacity=8, seed=0):
     torch.manual_seed(seed)

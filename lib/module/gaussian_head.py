@@ -25,8 +25,8 @@ from lib.config import GAUSSIAN_FEATURE_DIM, POSE_DIM, GaussianHeadModuleConfig
 from lib.module.mesh_head import MeshHeadModule
 from lib.network.embedding import PositionalEmbedding
 from lib.network.mlp import MLP
-from lib.utils.cuda_graphs import GraphedForward
-from lib.utils.knn import mean_sq_distance_to_3nn
+from lib.utils.cuda_graphs import GraphedForward, replays
+from lib.utils.knn import mean_sq_distance_to_3nn, nearest_sq_distance
 from lib.utils.rotations import axis_angle_to_quaternion, quaternion_product_matrix, unit_quaternion_to_matrix
 
 INITIAL_OPACITY = 0.3
@@ -171,9 +171,7 @@ class GaussianHeadModule(nn.Module):
         Costs one host synchronisation (the two counts decide the shapes).
         """
         with torch.no_grad():
-            # Exact differences (not the |a|^2 - 2ab + |b|^2 expansion), [N, K] at a time.
-            distance = torch.cdist(xyz, self.landmarks_3d_neutral, compute_mode="donot_use_mm_for_euclid_dist")
-            dist_sq = distance.amin(1).square()  # [N]
+            dist_sq = nearest_sq_distance(xyz, self.landmarks_3d_neutral)  # [N]
             near, far = self.cfg.dist_threshold_near, self.cfg.dist_threshold_far
             exp_mask, pose_mask = dist_sq < far, dist_sq > near
             exp_count, pose_count = torch.stack([exp_mask.sum(), pose_mask.sum()]).tolist()
@@ -220,7 +218,7 @@ class GaussianHeadModule(nn.Module):
         params = {**self.canonical_attributes(), **(attributes or {})}
         inputs = (*(params[name] for name in ATTRIBUTE_ORDER), exp_coeff, pose, scale,
                   pose if pose_code is None else pose_code)
-        if self._graphed_forward is not None and self.training and torch.is_grad_enabled() and exp_coeff.is_cuda:
+        if replays(self._graphed_forward, exp_coeff):
             return self._graphed_forward(*inputs, self.reach(params["xyz"], self._reach_padding))
         return self(*inputs, self.reach(params["xyz"]))
 

@@ -10,13 +10,14 @@ results are bit-identical with and without it.
 """
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Mapping, Optional
 
 import torch
 from torch import nn
 
 from lib.config import SupResModuleConfig
 from lib.network.upsampler import Upsampler
+from lib.utils.cuda_graphs import GraphedForward, replays
 
 __all__ = ["SuperResolutionModule"]
 
@@ -35,6 +36,17 @@ class SuperResolutionModule(nn.Module):
         self.cfg = cfg
         self.amp = bool(amp)
         self.upsampler = Upsampler(cfg.input_dim, cfg.output_dim, cfg.network_capacity, residual=cfg.residual)
+        self._graphed_forward: Optional[GraphedForward] = None
+
+    def use_cuda_graphs(self, enabled: bool = True) -> "SuperResolutionModule":
+        """Replay the network's forward and backward from CUDA graphs in training steps (training mode, gradients
+        enabled, CUDA input): dozens of convolutions and fused kernels whose host-side launch cost is close to
+        their GPU time. One capture per input shape (the trainer's crops all have the render's size). Between
+        steps, gradients must be reset with `zero_grad(set_to_none=True)` (lib/utils/cuda_graphs.py). Returns
+        self."""
+        names = [name for name, _ in self.named_parameters()]
+        self._graphed_forward = GraphedForward(self, names, method="_run") if enabled else None
+        return self
 
     @property
     def input_dim(self) -> int:
@@ -51,9 +63,15 @@ class SuperResolutionModule(nn.Module):
                              f"(supresmodule.input_dim = {self.input_dim}), got shape {list(x.shape)}")
         if not x.is_floating_point():
             raise ValueError(f"SuperResolutionModule expects a floating-point input, got {x.dtype}")
+        if replays(self._graphed_forward, x):
+            return self._graphed_forward(x)
+        return self._run(x)
+
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.amp and x.is_cuda):
             return self.upsampler(x)
-        with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
+        # No autocast weight-cast cache: each weight is cast once per call anyway, and CUDA graph capture needs it off.
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, cache_enabled=False):
             y = self.upsampler(x.contiguous(memory_format=torch.channels_last))
         # Callers (losses, image writers, crops) get the usual dtype and layout; the copy is only 3 channels.
         return y.to(dtype=x.dtype, memory_format=torch.contiguous_format)

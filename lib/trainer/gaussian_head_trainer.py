@@ -160,6 +160,7 @@ class GaussianHeadTrainer(Trainer):
         self.module.amp = cfg.train.amp
         if cfg.train.cuda_graphs and device.type == "cuda":
             self.module.use_cuda_graphs()
+            self.supres.use_cuda_graphs()
         self.delta_poses = torch.nn.Parameter(torch.zeros(dataset.num_frames, 6, device=device),
                                               requires_grad=cfg.optimize_pose)
         self._load_start_checkpoints()

@@ -1,4 +1,5 @@
-"""Replay a module's forward and backward from CUDA graphs, one capture per input signature.
+"""Replay a module's forward (or another method) and its backward from CUDA graphs, one capture per input
+signature.
 
 A training step of many small kernels (the Gaussian head's MLPs over ~100k points: a few hundred launches forward
 and backward) is bound by the host's launch rate, not by the GPU. A CUDA graph launches all of them at once.
@@ -27,7 +28,7 @@ from torch.utils._pytree import arg_tree_leaves, tree_map
 
 log = logging.getLogger(__name__)
 
-__all__ = ["GraphedForward"]
+__all__ = ["GraphedForward", "replays"]
 
 Signature = Tuple[Tuple[Tuple[int, ...], torch.dtype, bool, torch.device], ...]
 
@@ -37,26 +38,47 @@ def tensor_signature(tensors: Sequence[torch.Tensor]) -> Signature:
     return tuple((tuple(t.shape), t.dtype, t.requires_grad, t.device) for t in tensors)
 
 
+def replays(graphed: "GraphedForward | None", example: torch.Tensor) -> bool:
+    """Whether a call of `graphed`'s module should replay its graphs: they are enabled, the module is in training
+    mode, autograd is recording and the inputs (`example`) are on CUDA. Evaluation and CPU calls run eagerly."""
+    return graphed is not None and graphed.module.training and torch.is_grad_enabled() and example.is_cuda
+
+
+class _BoundMethod(nn.Module):
+    """`module.<method>(*args)` as a forward, so that `functional_call` can swap the module's parameters."""
+
+    def __init__(self, module: nn.Module, method: str) -> None:
+        super().__init__()
+        self.inner = module
+        self.method = method
+
+    def forward(self, *args: Any) -> Any:
+        return getattr(self.inner, self.method)(*args)
+
+
 class GraphedForward:
-    """`module(*args)` (args: tensors, or tuples / dicts of tensors) replayed from CUDA graphs.
+    """`module.<method>(*args)` (args: tensors, or tuples / dicts of tensors) replayed from CUDA graphs.
 
     Args:
-        module: the module whose `forward` is captured (see the module docstring for what it may do).
-        parameter_names: the parameters `forward` reads, by `named_parameters()` name; they become graph inputs.
-            Parameters that `forward` receives as arguments instead must not be listed.
+        module: the module whose method is captured (see the module docstring for what it may do).
+        parameter_names: the parameters the method reads, by `named_parameters()` name; they become graph inputs.
+            Parameters that it receives as arguments instead must not be listed.
+        method: the name of the captured method (`forward` by default).
         max_graphs: captures kept; the least recently used one is dropped (with its memory pool) beyond it.
         warmup_iters: eager forward+backward passes on a side stream before each capture (cuBLAS/cuDNN set-up).
     """
 
-    def __init__(self, module: nn.Module, parameter_names: Sequence[str], max_graphs: int = 2,
-                 warmup_iters: int = 3) -> None:
+    def __init__(self, module: nn.Module, parameter_names: Sequence[str], method: str = "forward",
+                 max_graphs: int = 2, warmup_iters: int = 3) -> None:
         if max_graphs < 1:
             raise ValueError(f"max_graphs must be >= 1, got {max_graphs}")
         named = dict(module.named_parameters())
         unknown = [name for name in parameter_names if name not in named]
         if unknown:
             raise ValueError(f"{type(module).__name__} has no parameters {unknown}")
-        self.module = module
+        if not callable(getattr(module, method, None)):
+            raise ValueError(f"{type(module).__name__} has no method {method!r}")
+        self.module, self.method = module, method
         self.parameter_names = tuple(parameter_names)
         # (owning submodule, attribute) of each parameter: read on every call, cheaper than get_parameter's path walk.
         self._owners = [(module.get_submodule(name.rpartition(".")[0]), name.rpartition(".")[2])
@@ -64,18 +86,28 @@ class GraphedForward:
         self.max_graphs = max_graphs
         self.warmup_iters = warmup_iters
         self._graphs: "OrderedDict[Signature, Callable[..., Any]]" = OrderedDict()
+        self._parameter_identity: Tuple[Tuple[int, bool], ...] = ()
+        self._parameter_signature: Signature = ()
         self.captures = 0
 
     def _parameters(self) -> Tuple[torch.Tensor, ...]:
-        return tuple(getattr(owner, attribute) for owner, attribute in self._owners)
+        parameters = tuple(getattr(owner, attribute) for owner, attribute in self._owners)
+        # The parameters' full signature is recomputed only when one of them moved or changed requires_grad.
+        identity = tuple((parameter.data_ptr(), parameter.requires_grad) for parameter in parameters)
+        if identity != self._parameter_identity:
+            if not all(parameter.is_cuda for parameter in parameters):
+                raise ValueError("GraphedForward needs every parameter to be a CUDA tensor")
+            self._parameter_identity, self._parameter_signature = identity, tensor_signature(parameters)
+        return parameters
 
     def __call__(self, *args: Any) -> Any:
-        """Same result as `module(*args)`; the first call with a new signature captures (a few eager passes)."""
-        parameters = self._parameters()
+        """Same result as `module.<method>(*args)`; the first call with a new signature captures (a few eager
+        passes)."""
         leaves = arg_tree_leaves(*args)
-        if not all(isinstance(leaf, torch.Tensor) and leaf.is_cuda for leaf in leaves + list(parameters)):
-            raise ValueError("GraphedForward needs every argument and parameter to be a CUDA tensor")
-        key = tensor_signature(leaves) + tensor_signature(parameters)
+        if not all(isinstance(leaf, torch.Tensor) and leaf.is_cuda for leaf in leaves):
+            raise ValueError("GraphedForward needs every argument to be a CUDA tensor")
+        parameters = self._parameters()
+        key = tensor_signature(leaves) + self._parameter_signature
         graphed = self._graphs.get(key)
         if graphed is None:
             graphed = self._capture(args, parameters)
@@ -87,19 +119,20 @@ class GraphedForward:
         return graphed(*args, parameters)
 
     def _capture(self, args: Tuple[Any, ...], parameters: Tuple[torch.Tensor, ...]) -> Callable[..., Any]:
-        module, names = self.module, self.parameter_names
+        bound = _BoundMethod(self.module, self.method)
+        names = tuple(f"inner.{name}" for name in self.parameter_names)
 
-        def forward_with(*inputs: Any) -> Any:
-            return torch.func.functional_call(module, dict(zip(names, inputs[-1])), inputs[:-1], strict=False)
+        def call_with(*inputs: Any) -> Any:
+            return torch.func.functional_call(bound, dict(zip(names, inputs[-1])), inputs[:-1], strict=False)
 
         # The graph's static inputs: leaf tensors sharing the arguments' storage. An argument that is the output of
         # earlier eager work (a pose offset added to the pose, a quantised attribute) would otherwise tie the
         # captured backward to the autograd nodes, and streams, of that one step.
         sample = tree_map(lambda tensor: tensor.detach().requires_grad_(tensor.requires_grad), (*args, parameters))
-        graphed = torch.cuda.make_graphed_callables(forward_with, sample, num_warmup_iters=self.warmup_iters,
+        graphed = torch.cuda.make_graphed_callables(call_with, sample, num_warmup_iters=self.warmup_iters,
                                                     allow_unused_input=True)
         self.captures += 1
         shapes = ", ".join("x".join(map(str, leaf.shape)) for leaf in arg_tree_leaves(*args))
-        log.info("captured CUDA graphs of %s.forward (capture %d) for inputs %s", type(module).__name__,
-                 self.captures, shapes)
+        log.info("captured CUDA graphs of %s.%s (capture %d) for inputs %s", type(self.module).__name__,
+                 self.method, self.captures, shapes)
         return graphed

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["knn", "mean_distance_to_nearest", "mean_sq_distance_to_3nn"]
+__all__ = ["knn", "mean_distance_to_nearest", "mean_sq_distance_to_3nn", "nearest_sq_distance"]
 
 DISTANCE_BLOCK = 1 << 25  # distances per block (128 MiB in float32)
 
@@ -184,3 +184,27 @@ def mean_distance_to_nearest(points: torch.Tensor, k: int = 3, **knn_kwargs) -> 
     dists_sq, _ = knn(points, points, k, exclude_self=True, **knn_kwargs)
     # The clamp keeps sqrt's gradient finite for duplicate points (distance exactly 0).
     return dists_sq.clamp_min(torch.finfo(dists_sq.dtype).tiny).sqrt().mean(dim=-1)
+
+
+def nearest_sq_distance(query: torch.Tensor, points: torch.Tensor, block_elements: int = 1 << 26) -> torch.Tensor:
+    """Squared Euclidean distance from each query row to its nearest point, for a few points (e.g. landmarks).
+
+    Exact (from the differences, not the matmul expansion) and a handful of kernels: all query-point differences
+    of a block of query rows at once, blocks of at most ``block_elements`` difference components.
+
+    Args:
+        query: ``[M, D]``.
+        points: ``[K, D]`` with ``K >= 1``, same dtype and device.
+    Returns:
+        ``[M]`` (differentiable with respect to both).
+    """
+    _check_points(query, "query")
+    _check_points(points, "points")
+    if points.shape[0] < 1 or query.shape[1] != points.shape[1]:
+        raise ValueError(f"need points [K >= 1, {query.shape[1]}] for query {list(query.shape)}, "
+                         f"got {list(points.shape)}")
+    rows = max(1, block_elements // points.numel())
+    blocks = [torch.linalg.vector_norm(block[:, None, :] - points[None], dim=-1).amin(1)
+              for block in query.split(rows)]
+    nearest = blocks[0] if len(blocks) == 1 else torch.cat(blocks)
+    return nearest.square()
