@@ -199,14 +199,19 @@ def test_cuda_graphs_replay_the_eager_generate(mesh_head_checkpoint):
         results = []
         for m, optimizer in zip((module, eager), optimizers):
             optimizer.zero_grad(set_to_none=True)
-            opacity = m.opacity * 1.0  # a substituted attribute (as compaction's straight-through ones are)
-            opacity.retain_grad()
+            # From step 1 on, a substituted attribute (as compaction's straight-through ones are) where the first
+            # capture saw the parameter itself.
+            opacity = m.opacity + 0.5 if step > 0 else m.opacity
+            if step > 0:
+                opacity.retain_grad()
             out, loss, pose = generate_loss(m, {"opacity": opacity}, batch)
             loss.backward()
             grads = {name: p.grad.clone() for name, p in m.named_parameters()}
             results.append(({k: v.detach().clone() for k, v in out.items()}, grads, pose.grad.clone(),
                             opacity.grad.clone()))
             optimizer.step()
+        for name, parameter in eager.named_parameters():  # the graphed module's own parameters were never clobbered
+            torch.testing.assert_close(module.get_parameter(name), parameter, rtol=1e-4, atol=1e-5, msg=name)
         (graphed, graphed_grads, graphed_pose, graphed_opacity), (ref, ref_grads, ref_pose, ref_opacity) = results
         for key in ref:
             torch.testing.assert_close(graphed[key], ref[key], rtol=1e-4, atol=1e-5, msg=f"step {step} {key}")

@@ -125,12 +125,15 @@ class GraphedForward:
         def call_with(*inputs: Any) -> Any:
             return torch.func.functional_call(bound, dict(zip(names, inputs[-1])), inputs[:-1], strict=False)
 
-        # The graph's static inputs: leaf tensors sharing the arguments' storage. An argument that is the output of
-        # earlier eager work (a pose offset added to the pose, a quantised attribute) would otherwise tie the
-        # captured backward to the autograd nodes, and streams, of that one step.
-        sample = tree_map(lambda tensor: tensor.detach().requires_grad_(tensor.requires_grad), (*args, parameters))
-        graphed = torch.cuda.make_graphed_callables(call_with, sample, num_warmup_iters=self.warmup_iters,
-                                                    allow_unused_input=True)
+        # The graph's static inputs are fresh leaf tensors: taking the arguments themselves would tie the captured
+        # backward to the autograd nodes (and streams) of this one call when they are outputs of earlier eager work.
+        # Each call copies its arguments into them. An argument's storage must not be shared: a later call passing
+        # another tensor there (a quantised attribute instead of the parameter) would overwrite it. The parameters
+        # are the exception: they are the same tensors on every call, so they are shared and never copied.
+        sample_args = tree_map(lambda tensor: tensor.detach().clone().requires_grad_(tensor.requires_grad), args)
+        sample_parameters = tuple(p.detach().requires_grad_(p.requires_grad) for p in parameters)
+        graphed = torch.cuda.make_graphed_callables(call_with, (*sample_args, sample_parameters),
+                                                    num_warmup_iters=self.warmup_iters, allow_unused_input=True)
         self.captures += 1
         shapes = ", ".join("x".join(map(str, leaf.shape)) for leaf in arg_tree_leaves(*args))
         log.info("captured CUDA graphs of %s.%s (capture %d) for inputs %s", type(self.module).__name__,
