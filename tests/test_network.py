@@ -133,6 +133,22 @@ def test_mlp_skip_connection_is_used():
     torch.testing.assert_close(mlp(a), mlp(b))
 
 
+def test_mlp_under_autocast_equals_layer_by_layer_autocast():
+    """The input cast once at entry gives exactly what autocast gives layer by layer (float32 skip concatenation)."""
+    torch.manual_seed(0)
+    mlp = MLP([12, 32, 32, 32, 5], last_op=nn.Tanh())
+    x = torch.randn(40, 12, generator=_gen(6))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = x
+        for index, layer in enumerate(mlp.layers):
+            if index == mlp.skip_layer:
+                y = torch.cat([y, x], dim=-1)  # bf16 hidden + float32 input: promoted to float32, cast by linear
+            y = layer(y)
+            y = F.leaky_relu(y, 0.01) if index < len(mlp.layers) - 1 else torch.tanh(y)
+        got = mlp(x)
+    assert got.dtype == torch.bfloat16 and torch.equal(got, y)
+
+
 def test_mlp_validation():
     for bad in ([], [3], [3, 0, 2], [3, -1], [3, 2.5], [3, True]):
         with pytest.raises(ValueError, match="dims"):

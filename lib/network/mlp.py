@@ -52,6 +52,10 @@ class MLP(nn.Module):
         """Args: x ``[..., dims[0]]`` (e.g. ``[B, N, D]``). Returns: ``[..., dims[-1]]``."""
         if x.dim() < 1 or x.shape[-1] != self.dims[0]:
             raise ValueError(f"expected input [..., {self.dims[0]}], got {list(x.shape)}")
+        if torch.is_autocast_enabled(x.device.type):
+            # One cast of the input, shared by the first and the skip layer; the skip concatenation then stays in
+            # the low precision instead of promoting the hidden activations back to float32 (same values).
+            x = x.to(torch.get_autocast_dtype(x.device.type))
         y = x
         last = len(self.layers) - 1
         for l, layer in enumerate(self.layers):
