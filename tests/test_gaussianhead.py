@@ -210,8 +210,12 @@ def test_cuda_graphs_replay_the_eager_generate(mesh_head_checkpoint):
             results.append(({k: v.detach().clone() for k, v in out.items()}, grads, pose.grad.clone(),
                             opacity.grad.clone()))
             optimizer.step()
-        for name, parameter in eager.named_parameters():  # the graphed module's own parameters were never clobbered
-            torch.testing.assert_close(module.get_parameter(name), parameter, rtol=1e-4, atol=1e-5, msg=name)
+        # The graphed module's own parameters follow the eager ones (a static input sharing a parameter's storage
+        # would have overwritten the opacity with the substituted +0.5 at step 1).
+        for name, parameter in eager.named_parameters():
+            torch.testing.assert_close(module.get_parameter(name), parameter, rtol=1e-3,
+                                       atol=1e-4 * float(parameter.abs().max()),
+                                       msg=lambda message: f"step {step} parameter {name}: {message}")
         (graphed, graphed_grads, graphed_pose, graphed_opacity), (ref, ref_grads, ref_pose, ref_opacity) = results
         for key in ref:
             torch.testing.assert_close(graphed[key], ref[key], rtol=1e-4, atol=1e-5, msg=f"step {step} {key}")
