@@ -228,6 +228,22 @@ class GaussianHeadModule(nn.Module):
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp and x.is_cuda, cache_enabled=False):
             return mlp(x)
 
+    def _branch(self, feature: torch.Tensor, xyz: torch.Tensor, index: torch.Tensor, weight: torch.Tensor,
+                code: torch.Tensor, mlps) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One side of the blend on the Gaussians `index` [n] with weights [n, 1]: its colour and attribute MLPs read
+        [tanh feature, code], its deformation MLP [embedded xyz, code]; code [B, D] is the expression or the
+        embedded pose. Returns the weighted colour [B, n, C], attribute offsets [B, n, 8] and deformation [B, n, 3].
+        """
+        batch = code.shape[0]
+        code = code[:, None, :].expand(-1, index.numel(), -1)
+        # index_select, not indexing: its backward is an index_add, where advanced indexing's sorts the indices
+        # (one of the costliest steps of the backward pass on a GPU).
+        appearance = torch.cat([feature.index_select(0, index).expand(batch, -1, -1), code], -1)
+        position = torch.cat([self.pos_embedding(xyz.index_select(0, index)).expand(batch, -1, -1), code], -1)
+        color_mlp, attributes_mlp, deform_mlp = mlps
+        return (self._network(color_mlp, appearance) * weight, self._network(attributes_mlp, appearance) * weight,
+                self._network(deform_mlp, position) * weight)
+
     def forward(self, xyz: torch.Tensor, feature: torch.Tensor, scales: torch.Tensor, rotation: torch.Tensor,
                 opacity: torch.Tensor, exp_coeff: torch.Tensor, pose: torch.Tensor, scale: torch.Tensor,
                 pose_code: torch.Tensor, reach: Reach) -> Dict[str, torch.Tensor]:
@@ -240,31 +256,23 @@ class GaussianHeadModule(nn.Module):
         batch, count = exp_coeff.shape[0], xyz.shape[0]
         feature = torch.tanh(feature)
         exp_index, exp_weight, pose_index, pose_weight = reach
-        color = xyz.new_zeros(batch, count, self.color_dim)
-        attributes_delta = xyz.new_zeros(batch, count, 8)
-        xyz_delta = xyz.new_zeros(batch, count, 3)
-        exp_deform = xyz.new_zeros(batch, count, 3)
+        exp_color, exp_attributes, exp_deform = self._branch(
+            feature, xyz, exp_index, exp_weight, exp_coeff,
+            (self.exp_color_mlp, self.exp_attributes_mlp, self.exp_deform_mlp))
+        pose_color, pose_attributes, pose_deform = self._branch(
+            feature, xyz, pose_index, pose_weight, self.pose_embedding(pose_code),
+            (self.pose_color_mlp, self.pose_attributes_mlp, self.pose_deform_mlp))
 
-        exp_code = exp_coeff[:, None, :].expand(-1, exp_index.numel(), -1)
-        # index_select, not indexing: its backward is an index_add, where advanced indexing's sorts the indices
-        # (one of the costliest steps of the backward pass on a GPU).
-        exp_input = torch.cat([feature.index_select(0, exp_index).expand(batch, -1, -1), exp_code], -1)
-        exp_position = torch.cat([self.pos_embedding(xyz.index_select(0, exp_index)).expand(batch, -1, -1),
-                                  exp_code], -1)
-        color = color.index_add(1, exp_index, self._network(self.exp_color_mlp, exp_input) * exp_weight)
-        delta = self._network(self.exp_attributes_mlp, exp_input) * exp_weight
-        attributes_delta = attributes_delta.index_add(1, exp_index, delta)
-        exp_deform = exp_deform.index_add(1, exp_index, self._network(self.exp_deform_mlp, exp_position) * exp_weight)
+        def scatter_sum(width: int, *parts) -> torch.Tensor:  # (index [n], value [B, n, width]) pairs -> [B, N, width]
+            total = xyz.new_zeros(batch, count, width)
+            for index, value in parts:
+                total = total.index_add(1, index, value)
+            return total
 
-        pose_feature = self.pose_embedding(pose_code)[:, None, :].expand(-1, pose_index.numel(), -1)
-        pose_input = torch.cat([feature.index_select(0, pose_index).expand(batch, -1, -1), pose_feature], -1)
-        pose_position = torch.cat([self.pos_embedding(xyz.index_select(0, pose_index)).expand(batch, -1, -1),
-                                   pose_feature], -1)
-        color = color.index_add(1, pose_index, self._network(self.pose_color_mlp, pose_input) * pose_weight)
-        delta = self._network(self.pose_attributes_mlp, pose_input) * pose_weight
-        attributes_delta = attributes_delta.index_add(1, pose_index, delta)
-        xyz_delta = xyz_delta.index_add(1, pose_index, self._network(self.pose_deform_mlp, pose_position) * pose_weight)
-        xyz_delta = xyz_delta + exp_deform
+        color = scatter_sum(self.color_dim, (exp_index, exp_color), (pose_index, pose_color))
+        attributes_delta = scatter_sum(8, (exp_index, exp_attributes), (pose_index, pose_attributes))
+        exp_deform = scatter_sum(3, (exp_index, exp_deform))
+        xyz_delta = scatter_sum(3, (pose_index, pose_deform)) + exp_deform
 
         step = self.cfg.attributes_scale
         scales = torch.exp(scales + attributes_delta[..., ATTRIBUTE_SLICES["scales"]] * step)
