@@ -148,7 +148,8 @@ class TrainSection:
     max_iters: int = _option(0, "iteration limit; 0 = none. Whichever of epochs/max_iters comes first stops", min=0)
     seed: int = _option(0, "random seed", min=0)
     resume: bool = _option(True, "continue from {checkpoint_path}/{name}/*_latest when present")
-    amp: bool = _option(False, "bf16 autocast on CUDA for the super-resolution network and the Gaussian head's MLPs")
+    amp: bool = _option(False, "bf16 autocast on CUDA for the super-resolution network and the Gaussian head's "
+                               "MLPs (per-Gaussian attributes, rasterisation, losses and Adam stay fp32)")
     cuda_graphs: bool = _option(True, "Gaussian head on CUDA: replay generate()'s networks and the super-resolution "
                                 "net from CUDA graphs in training steps (fewer kernel launches; same result)")
     loss_weights: Dict[str, float] = _option({}, "overrides of the stage's loss weights by name (see LOSS_WEIGHTS)")

@@ -195,7 +195,8 @@ class GaussianHeadModule(nn.Module):
         lib/utils/cuda_graphs.py). Returns self.
         """
         if enabled:
-            networks = [name for name, _ in self.named_parameters() if name not in self.canonical_attributes()]
+            attributes = self.canonical_attributes()  # forward() receives these as arguments
+            networks = [name for name, _ in self.named_parameters() if name not in attributes]
             self._graphed_forward = GraphedForward(self, networks)
             self._reach_padding = ReachPadding()
         else:
