@@ -15,10 +15,10 @@ import argparse
 import os
 from pathlib import Path
 
-from lib.apps.cli import setup_logging
-from lib.apps.demo import SCALES, default_scale, format_summary, run_demo
-from lib.errors import exit_on_user_error
-from lib.utils.device import resolve_device
+from cgha.apps.cli import setup_logging
+from cgha.apps.demo import SCALES, default_scale, format_summary, run_demo
+from cgha.errors import exit_on_user_error
+from cgha.utils.device import resolve_device
 
 ROOT = Path(__file__).resolve().parent
 

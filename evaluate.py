@@ -7,10 +7,10 @@ compact file or `gaussianhead_latest`. Prints a table and writes `{result_path}/
 """
 from __future__ import annotations
 
-from lib.apps.cli import config_parser, parse_config
-from lib.apps.evaluation import evaluate_avatar, format_table
-from lib.config import TrainConfig
-from lib.errors import exit_on_user_error
+from cgha.apps.cli import config_parser, parse_config
+from cgha.apps.evaluation import evaluate_avatar, format_table
+from cgha.config import TrainConfig
+from cgha.errors import exit_on_user_error
 
 
 def main() -> None:

@@ -4,10 +4,10 @@
 """
 from __future__ import annotations
 
-from lib.apps.cli import config_parser, parse_config
-from lib.apps.reenactment import Reenactment
-from lib.config import ReenactConfig
-from lib.errors import exit_on_user_error
+from cgha.apps.cli import config_parser, parse_config
+from cgha.apps.reenactment import Reenactment
+from cgha.config import ReenactConfig
+from cgha.errors import exit_on_user_error
 
 
 def main() -> None:

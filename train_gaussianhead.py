@@ -4,10 +4,10 @@
 """
 from __future__ import annotations
 
-from lib.apps.cli import config_parser, parse_config
-from lib.apps.training import train_gaussian_head
-from lib.config import TrainConfig
-from lib.errors import exit_on_user_error
+from cgha.apps.cli import config_parser, parse_config
+from cgha.apps.training import train_gaussian_head
+from cgha.config import TrainConfig
+from cgha.errors import exit_on_user_error
 
 
 def main() -> None:

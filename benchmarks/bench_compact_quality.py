@@ -22,9 +22,8 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from lib.config import TrainConfig, load_config  # noqa: E402
+from cgha.config import TrainConfig, load_config  # noqa: E402
 
 # name -> compact.* overrides; "none" is the baseline without compaction.
 VARIANTS: Dict[str, List[str]] = {

@@ -11,21 +11,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 from pathlib import Path
 
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import gha_scale_head  # noqa: E402
-from lib.compact.avatar_file import save_compact_avatar, write_report  # noqa: E402
-from lib.compact.quantizer import GroupedQuantizer  # noqa: E402
-from lib.config import TrainConfig, load_config  # noqa: E402
-from lib.module.super_resolution import SuperResolutionModule  # noqa: E402
-from lib.recorder.checkpoint import save_atomic  # noqa: E402
+from cgha.compact.avatar_file import save_compact_avatar, write_report  # noqa: E402
+from cgha.compact.quantizer import GroupedQuantizer  # noqa: E402
+from cgha.config import TrainConfig, load_config  # noqa: E402
+from cgha.module.super_resolution import SuperResolutionModule  # noqa: E402
+from cgha.recorder.checkpoint import save_atomic  # noqa: E402
 
 
 def main() -> None:

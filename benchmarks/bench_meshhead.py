@@ -13,7 +13,6 @@ import datetime
 import json
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,13 +20,12 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from lib.config import TrainConfig, load_config, loss_weights, meshhead_exp_dim  # noqa: E402
-from lib.dataset import MeshDataset  # noqa: E402
-from lib.render.multiview import render_mesh_views  # noqa: E402
-from lib.trainer.mesh_head_trainer import MeshHeadTrainer  # noqa: E402
-from lib.utils.device import resolve_device  # noqa: E402
+from cgha.config import TrainConfig, load_config, loss_weights, meshhead_exp_dim  # noqa: E402
+from cgha.dataset import MeshDataset  # noqa: E402
+from cgha.render.multiview import render_mesh_views  # noqa: E402
+from cgha.trainer.mesh_head_trainer import MeshHeadTrainer  # noqa: E402
+from cgha.utils.device import resolve_device  # noqa: E402
 
 
 def sync(device: torch.device) -> None:

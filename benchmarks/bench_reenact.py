@@ -13,7 +13,6 @@ import argparse
 import datetime
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,15 +20,14 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import gha_scale_head  # noqa: E402
-from lib.compact.avatar_file import load_compact_avatar, save_compact_avatar  # noqa: E402
-from lib.compact.quantizer import GroupedQuantizer  # noqa: E402
-from lib.config import TrainConfig, load_config  # noqa: E402
-from lib.utils.device import use_fast_training_kernels  # noqa: E402
-from lib.module.super_resolution import SuperResolutionModule  # noqa: E402
-from lib.trainer.gaussian_head_trainer import render_gaussians  # noqa: E402
+from cgha.compact.avatar_file import load_compact_avatar, save_compact_avatar  # noqa: E402
+from cgha.compact.quantizer import GroupedQuantizer  # noqa: E402
+from cgha.config import TrainConfig, load_config  # noqa: E402
+from cgha.utils.device import use_fast_training_kernels  # noqa: E402
+from cgha.module.super_resolution import SuperResolutionModule  # noqa: E402
+from cgha.trainer.gaussian_head_trainer import render_gaussians  # noqa: E402
 
 
 def frame_time(module, supres, output: int, repeats: int, warmup: int, device) -> float:

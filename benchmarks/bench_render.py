@@ -1,4 +1,4 @@
-"""Benchmark of lib.render.gaussians.rasterize_gaussians: wrapper overhead over gsplat, and the CPU twin.
+"""Benchmark of cgha.render.gaussians.rasterize_gaussians: wrapper overhead over gsplat, and the CPU twin.
 
 GPU (needs CUDA + gsplat): GHA scale, 100k Gaussians with 32 channels in a head-sized blob, 512^2 and 2048^2,
 B = 1 and 4. For each, forward (no grad) and forward+backward time of
@@ -29,10 +29,9 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import markdown_table  # noqa: E402
-from lib.render.gaussians import gsplat_available, rasterize_gaussians  # noqa: E402
+from cgha.render.gaussians import gsplat_available, rasterize_gaussians  # noqa: E402
 
 
 def head_scene(B, N, C, width, device, seed=0):

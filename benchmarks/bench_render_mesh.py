@@ -1,4 +1,4 @@
-"""Benchmark of lib.render.mesh.rasterize_mesh: the GPU target and the synthetic generator's CPU case.
+"""Benchmark of cgha.render.mesh.rasterize_mesh: the GPU target and the synthetic generator's CPU case.
 
 GPU (issue 3's target: forward+backward at most 10 ms on an H100): a ~100k-face UV sphere of radius 0.125 (head
 sized) 1 unit in front of 4 cameras at 256^2 (B = 4, each view rotated about the head), f = 2.4 * width, so the
@@ -14,7 +14,7 @@ CPU: the synthetic generator's case, a ~40k-face sphere at 512^2, one view, hard
 7 attribute channels, no grad; and the GPU case's hard+soft forward+backward for reference.
 
 Backend (``--backend auto|triton|torch``, default auto): what the GPU rows run, recorded in each row as the backend
-that ran; on CUDA ``auto`` is the Triton kernels of lib/kernels/mesh_raster.py, ``torch`` the pure-PyTorch twin.
+that ran; on CUDA ``auto`` is the Triton kernels of cgha/kernels/mesh_raster.py, ``torch`` the pure-PyTorch twin.
 
 Experiment (GPU, last, ``--no-compile-experiment`` skips it): the torch backend's soft blocks' per-slot math through
 ``torch.compile`` (not what the library does), checked against eager and timed.
@@ -37,12 +37,11 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import markdown_table  # noqa: E402
-from lib.render import mesh as mesh_mod  # noqa: E402
-from lib.render.mesh import rasterize_mesh  # noqa: E402
-from lib.utils.primitives import uv_sphere  # noqa: E402
+from cgha.render import mesh as mesh_mod  # noqa: E402
+from cgha.render.mesh import rasterize_mesh  # noqa: E402
+from cgha.utils.primitives import uv_sphere  # noqa: E402
 
 
 def head_scene(B, size, n_lat, n_lon, A, device, seed=0):
@@ -117,7 +116,7 @@ def _scene_stats(s, size):
 
 def resolved_backend(backend, device):
     """The backend ``rasterize_mesh`` runs for ``backend`` on float32 tensors of ``device``."""
-    from lib.kernels import resolve_backend
+    from cgha.kernels import resolve_backend
 
     return resolve_backend(backend, torch.empty(0, device=device))
 

@@ -16,23 +16,21 @@ import datetime
 import json
 import random
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import gha_scale_head  # noqa: E402
-from lib.compact.quantizer import GroupedQuantizer  # noqa: E402
-from lib.config import TrainConfig, load_config  # noqa: E402
-from lib.utils.device import use_fast_training_kernels  # noqa: E402
-from lib.module.super_resolution import SuperResolutionModule  # noqa: E402
-from lib.trainer.gaussian_head_trainer import (generate_and_render, make_optimizer, render_gaussians,  # noqa: E402
+from cgha.compact.quantizer import GroupedQuantizer  # noqa: E402
+from cgha.config import TrainConfig, load_config  # noqa: E402
+from cgha.utils.device import use_fast_training_kernels  # noqa: E402
+from cgha.module.super_resolution import SuperResolutionModule  # noqa: E402
+from cgha.trainer.gaussian_head_trainer import (generate_and_render, make_optimizer, render_gaussians,  # noqa: E402
                                               stage2_losses)
-from lib.trainer.augment import random_scale_crop  # noqa: E402
+from cgha.trainer.augment import random_scale_crop  # noqa: E402
 
 
 def synthetic_batch(output: int, exp_dim: int, device: torch.device, generator: torch.Generator):

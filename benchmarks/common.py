@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from lib.config import TrainConfig
-from lib.module.gaussian_head import GaussianHeadModule, mouth_points
+from cgha.config import TrainConfig
+from cgha.module.gaussian_head import GaussianHeadModule, mouth_points
 
 
 def markdown_table(title, columns, rows) -> str:

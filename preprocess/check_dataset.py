@@ -8,12 +8,10 @@ pattern) and the status is 2.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lib.errors import DataError, exit_on_user_error  # noqa: E402
+from cgha.errors import DataError, exit_on_user_error  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
-    from lib.preprocess.check import check_subject
+    from cgha.preprocess.check import check_subject
 
     report = check_subject(args.subject_dir, cameras=args.cameras, exp_dim=args.exp_dim, lowres=not args.no_lowres)
     if not report.ok:

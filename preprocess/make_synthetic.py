@@ -6,7 +6,7 @@
 An existing folder with a matching meta.json is reused (nothing is written) unless --force.
 
 With --raw-capture it writes a NeRSemble-style raw capture instead (one mp4 per camera over the background,
-calibration/camera_params.json, a BACKGROUND sequence, and ground truth beside it; lib/synthetic/raw_capture.py),
+calibration/camera_params.json, a BACKGROUND sequence, and ground truth beside it; cgha/synthetic/raw_capture.py),
 the input of preprocess/preprocess_nersemble.py; --resolution is then the width of the portrait raw frames:
 
     python preprocess/make_synthetic.py --raw-capture --out data/raw_synthetic --frames 10 --cameras 8 \\
@@ -15,13 +15,11 @@ the input of preprocess/preprocess_nersemble.py; --resolution is then the width 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lib.errors import exit_on_user_error  # noqa: E402
+from cgha.errors import exit_on_user_error  # noqa: E402
 
 
 def _positive(low: int):
@@ -62,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
-    from lib.synthetic import generate_subject
+    from cgha.synthetic import generate_subject
 
     start = time.perf_counter()
     existed = args.out.exists() and not args.force
@@ -80,7 +78,7 @@ def main(argv=None) -> None:
 
 
 def _raw_capture(args, existed: bool, start: float) -> None:
-    from lib.synthetic import generate_raw_capture
+    from cgha.synthetic import generate_raw_capture
 
     root = generate_raw_capture(args.out, subject=args.subject_id, identity=args.identity, sequences=args.sequences,
                                 frames=args.frames, cameras=args.cameras, width=args.resolution, seed=args.seed,

@@ -9,13 +9,11 @@ skipped); then run remove_background.py, the 3DMM tracker and check_dataset.py.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lib.errors import exit_on_user_error  # noqa: E402
+from cgha.errors import exit_on_user_error  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
-    from lib.preprocess.extract import PreprocessOptions, preprocess_subject
+    from cgha.preprocess.extract import PreprocessOptions, preprocess_subject
 
     options = PreprocessOptions(
         sequences=args.sequences, cameras=args.cameras, size=args.size, lowres=args.lowres, crop_size=args.crop_size,

@@ -9,13 +9,11 @@ callable (image, background) -> alpha that wraps a learned matting model you pro
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lib.errors import exit_on_user_error  # noqa: E402
+from cgha.errors import exit_on_user_error  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,8 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
-    from lib.preprocess.background_removal import MaskingOptions, remove_background
-    from lib.preprocess.matting import load_matting_model
+    from cgha.preprocess.background_removal import MaskingOptions, remove_background
+    from cgha.preprocess.matting import load_matting_model
 
     matting = load_matting_model(args.matting_model) if args.matting_model else None
     options = MaskingOptions(cameras=args.cameras, lowres=args.lowres, matting=matting, workers=args.workers,

@@ -3,20 +3,16 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-# Without a GPU, Triton kernels (lib/kernels) run in Triton's CPU interpreter, so their logic is tested on every
+# Without a GPU, Triton kernels (cgha/kernels) run in Triton's CPU interpreter, so their logic is tested on every
 # machine that has Triton installed; this must be set before the first `import triton`.
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 
 def pytest_configure(config):
@@ -35,7 +31,7 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def tiny_subject(tmp_path_factory) -> Path:
     """A generated synthetic subject small enough for CPU tests: 4 frames x 4 cameras at 64^2 (32^2 low-res)."""
-    from lib.synthetic import generate_subject
+    from cgha.synthetic import generate_subject
 
     out = tmp_path_factory.mktemp("subjects") / "id0"
     return generate_subject(out, identity=0, frames=4, cameras=4, resolution=64, seed=0, lowres=32, progress=False)

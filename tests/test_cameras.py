@@ -1,11 +1,11 @@
-"""lib.utils.cameras: look-at, intrinsics, projection and camera centres (OpenCV conventions)."""
+"""cgha.utils.cameras: look-at, intrinsics, projection and camera centres (OpenCV conventions)."""
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from lib.utils.cameras import (
+from cgha.utils.cameras import (
     camera_center,
     extrinsic_to_viewmat,
     intrinsics_from_focal,

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from lib.compact import (FORMAT_VERSION, GroupedQuantizer, VectorQuantizer, assign, bits_for, encoded_sizes,
+from cgha.compact import (FORMAT_VERSION, GroupedQuantizer, VectorQuantizer, assign, bits_for, encoded_sizes,
                          is_compact_file, kmeans, read_compact, update, write_compact)
-from lib.compact.kmeans import init_centers
-from lib.errors import CheckpointError
+from cgha.compact.kmeans import init_centers
+from cgha.errors import CheckpointError
 
 
 def _blobs(seed=0, per=60, dim=5, spread=0.05):

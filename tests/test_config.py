@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from lib.config import (ReenactConfig, TrainConfig, config_from_dict, config_to_dict, describe_schema, load_config,
+from cgha.config import (ReenactConfig, TrainConfig, config_from_dict, config_to_dict, describe_schema, load_config,
                         save_config)
-from lib.errors import ConfigError
+from cgha.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "config"
@@ -150,8 +150,8 @@ def test_schema_is_documented():
 
 
 def test_user_errors_exit_with_one_line():
-    code = ("from lib.errors import exit_on_user_error\n"
-            "from lib.config import TrainConfig, load_config\n"
+    code = ("from cgha.errors import exit_on_user_error\n"
+            "from cgha.config import TrainConfig, load_config\n"
             "exit_on_user_error(lambda: load_config(TrainConfig, None, ['lr_nett=1']))\n")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 2
@@ -160,7 +160,7 @@ def test_user_errors_exit_with_one_line():
 
 
 def test_config_reference_doc_is_current():
-    from lib.config import config_reference_markdown
+    from cgha.config import config_reference_markdown
 
     assert (ROOT / "docs" / "config.md").read_text() == config_reference_markdown(), (
         "docs/config.md is stale; regenerate it with the command at its top")

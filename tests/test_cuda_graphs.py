@@ -1,11 +1,11 @@
-"""GraphedForward (lib/utils/cuda_graphs.py): argument checks everywhere, graph replays against eager on CUDA."""
+"""GraphedForward (cgha/utils/cuda_graphs.py): argument checks everywhere, graph replays against eager on CUDA."""
 from __future__ import annotations
 
 import pytest
 import torch
 from torch import nn
 
-from lib.utils.cuda_graphs import GraphedForward
+from cgha.utils.cuda_graphs import GraphedForward
 
 
 class Scaled(nn.Module):

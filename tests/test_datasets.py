@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from lib.config import DatasetConfig, ReenactConfig, TrainConfig, load_config
-from lib.dataset import GaussianDataset, MeshDataset, ReenactmentDataset, Subject, make_loader
-from lib.dataset.reenactment_dataset import orbit_viewmat
-from lib.errors import ConfigError, DataError
-from lib.utils.cameras import project_points
-from lib.utils.rotations import axis_angle_to_matrix
+from cgha.config import DatasetConfig, ReenactConfig, TrainConfig, load_config
+from cgha.dataset import GaussianDataset, MeshDataset, ReenactmentDataset, Subject, make_loader
+from cgha.dataset.reenactment_dataset import orbit_viewmat
+from cgha.errors import ConfigError, DataError
+from cgha.utils.cameras import project_points
+from cgha.utils.rotations import axis_angle_to_matrix
 
 
 def dataset_cfg(root: Path, **changes) -> DatasetConfig:

@@ -15,8 +15,8 @@ import pytest
 import torch
 import yaml
 
-from lib.apps.demo import DemoScale, format_summary, run_demo
-from lib.errors import ConfigError, DataError
+from cgha.apps.demo import DemoScale, format_summary, run_demo
+from cgha.errors import ConfigError, DataError
 
 ROOT = Path(__file__).resolve().parents[1]
 SUFFIX = "_synthetic_demo"
@@ -109,7 +109,7 @@ def test_demo_refuses_a_config_without_compaction(tmp_path):
 
 
 def test_demo_never_overwrites_a_subject_generated_with_other_arguments(tmp_path):
-    from lib.synthetic import generate_subject
+    from cgha.synthetic import generate_subject
 
     scale = write_tiny_configs(tmp_path / "config", tmp_path)
     # Identity 1 already generated with fewer frames than the demo asks for (e.g. by an older demo).

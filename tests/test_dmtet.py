@@ -1,4 +1,4 @@
-"""Tetrahedral grid, subdivision and marching tetrahedra (lib/utils/dmtet.py).
+"""Tetrahedral grid, subdivision and marching tetrahedra (cgha/utils/dmtet.py).
 
 Speed sanity, not asserted (torch 2.13, one CPU thread of the shared development machine): at the default
 resolution 128 on GHA's bbox (253,500 vertices, 1,449,984 tetrahedra), ``tet_grid`` takes about 0.1 s,
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-import lib.utils.dmtet as dmtet
-from lib.utils.dmtet import (
+import cgha.utils.dmtet as dmtet
+from cgha.utils.dmtet import (
     cached_tet_grid,
     grid_cell_size,
     grid_shape,

@@ -1,4 +1,4 @@
-"""evaluate.py / lib.apps.evaluation: metric helpers, raw and compact avatars on a tiny subject, CLI errors."""
+"""evaluate.py / cgha.apps.evaluation: metric helpers, raw and compact avatars on a tiny subject, CLI errors."""
 from __future__ import annotations
 
 import json
@@ -11,17 +11,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from lib.apps.evaluation import evaluate_avatar, format_table, load_lpips
-from lib.dataset.loader import evenly_spaced_indices
-from lib.compact.avatar_file import save_compact_avatar
-from lib.compact.quantizer import GroupedQuantizer
-from lib.config import TrainConfig, load_config
-from lib.errors import CheckpointError
-from lib.module.gaussian_head import GaussianHeadModule
-from lib.module.mesh_head import MeshHeadModule, pretrain_sphere
-from lib.module.super_resolution import SuperResolutionModule
-from lib.recorder.checkpoint import save_atomic
-from lib.utils.metrics import composite_on_white, masked_psnr, masked_ssim, psnr, ssim
+from cgha.apps.evaluation import evaluate_avatar, format_table, load_lpips
+from cgha.dataset.loader import evenly_spaced_indices
+from cgha.compact.avatar_file import save_compact_avatar
+from cgha.compact.quantizer import GroupedQuantizer
+from cgha.config import TrainConfig, load_config
+from cgha.errors import CheckpointError
+from cgha.module.gaussian_head import GaussianHeadModule
+from cgha.module.mesh_head import MeshHeadModule, pretrain_sphere
+from cgha.module.super_resolution import SuperResolutionModule
+from cgha.recorder.checkpoint import save_atomic
+from cgha.utils.metrics import composite_on_white, masked_psnr, masked_ssim, psnr, ssim
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "config" / "train_gaussianhead_synthetic_demo.yaml"

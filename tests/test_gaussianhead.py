@@ -11,16 +11,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from lib.config import TrainConfig, load_config
-from lib.dataset import GaussianDataset
-from lib.errors import CheckpointError
-from lib.module.gaussian_head import INHERITED_MLPS, GaussianHeadModule, ReachPadding
-from lib.module.mesh_head import MeshHeadModule, pretrain_sphere
-from lib.recorder.checkpoint import save_atomic
-from lib.recorder.metrics_log import read_metrics
-from lib.trainer.gaussian_head_trainer import GaussianHeadTrainer, stage2_losses
-from lib.utils.knn import mean_sq_distance_to_3nn
-from lib.utils.rotations import axis_angle_to_matrix, quaternion_to_matrix
+from cgha.config import TrainConfig, load_config
+from cgha.dataset import GaussianDataset
+from cgha.errors import CheckpointError
+from cgha.module.gaussian_head import INHERITED_MLPS, GaussianHeadModule, ReachPadding
+from cgha.module.mesh_head import MeshHeadModule, pretrain_sphere
+from cgha.recorder.checkpoint import save_atomic
+from cgha.recorder.metrics_log import read_metrics
+from cgha.trainer.gaussian_head_trainer import GaussianHeadTrainer, stage2_losses
+from cgha.utils.knn import mean_sq_distance_to_3nn
+from cgha.utils.rotations import axis_angle_to_matrix, quaternion_to_matrix
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "config" / "train_gaussianhead_synthetic_demo.yaml"
@@ -306,8 +306,8 @@ def test_entry_script_one_line_errors(tiny_subject, tmp_path):
 
 
 def test_compaction_writes_a_loadable_compressed_avatar_and_resumes(tiny_subject, mesh_head_checkpoint, tmp_path):
-    from lib.compact.avatar_file import expand_compact_avatar, load_compact_avatar
-    from lib.trainer.gaussian_head_trainer import COMPACT_FILE, load_gaussian_head
+    from cgha.compact.avatar_file import expand_compact_avatar, load_compact_avatar
+    from cgha.trainer.gaussian_head_trainer import COMPACT_FILE, load_gaussian_head
 
     torch.manual_seed(0)
     extra = ("compact.enable=true", "compact.start_iter=4", "compact.codebook_size=16",

@@ -1,10 +1,10 @@
-"""One-launch finite check (lib/kernels/finite.py): the Triton kernel (interpreter without a GPU) vs the twin."""
+"""One-launch finite check (cgha/kernels/finite.py): the Triton kernel (interpreter without a GPU) vs the twin."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from lib.kernels.finite import start_finite_check
+from cgha.kernels.finite import start_finite_check
 
 pytest.importorskip("triton")
 

@@ -1,4 +1,4 @@
-"""Fused instance norm + ReLU (lib/kernels/instance_norm.py): Triton kernels against the PyTorch twin.
+"""Fused instance norm + ReLU (cgha/kernels/instance_norm.py): Triton kernels against the PyTorch twin.
 
 Without a GPU the kernels run in Triton's interpreter (tests/conftest.py sets TRITON_INTERPRET=1), so the same
 comparisons check their logic on every machine that has Triton; the `cuda` tests repeat them at real sizes.
@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lib.kernels import resolve_backend
-from lib.kernels.instance_norm import instance_norm_relu
+from cgha.kernels import resolve_backend
+from cgha.kernels.instance_norm import instance_norm_relu
 
 triton = pytest.importorskip("triton")
 

@@ -1,4 +1,4 @@
-"""lib/kernels/upsample.py: the Triton bilinear x2 (align_corners=True) kernels against their F.interpolate twin.
+"""cgha/kernels/upsample.py: the Triton bilinear x2 (align_corners=True) kernels against their F.interpolate twin.
 
 Without a GPU the kernels run in Triton's interpreter (tests/conftest.py sets TRITON_INTERPRET=1), so the CPU tests
 keep tensors tiny; the `cuda` tests check realistic sizes on a GPU.
@@ -11,9 +11,9 @@ import torch.nn.functional as F
 
 pytest.importorskip("triton")
 
-from lib.kernels import interpreting  # noqa: E402
-from lib.kernels import upsample as up  # noqa: E402
-from lib.kernels.upsample import upsample_bilinear2x  # noqa: E402
+from cgha.kernels import interpreting  # noqa: E402
+from cgha.kernels import upsample as up  # noqa: E402
+from cgha.kernels.upsample import upsample_bilinear2x  # noqa: E402
 
 # One rounding of an exact result to bf16 (8 significant bits) is off by at most half an ulp, 2^-8 relative; two
 # independently rounded results differ by at most one ulp. Triton's interpreter (not the GPU) truncates fp32 -> bf16,

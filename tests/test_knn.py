@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from lib.utils.knn import knn, mean_distance_to_nearest, mean_sq_distance_to_3nn, nearest_sq_distance
+from cgha.utils.knn import knn, mean_distance_to_nearest, mean_sq_distance_to_3nn, nearest_sq_distance
 
 
 def _gen(seed=0):

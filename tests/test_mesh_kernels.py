@@ -1,4 +1,4 @@
-"""lib/kernels/mesh_raster.py: the Triton z-buffer and soft-coverage kernels against their PyTorch twin (mesh.py).
+"""cgha/kernels/mesh_raster.py: the Triton z-buffer and soft-coverage kernels against their PyTorch twin (mesh.py).
 
 Without a GPU the kernels run in Triton's interpreter (tests/conftest.py sets TRITON_INTERPRET=1), so the CPU tests
 use tiny scenes (32 x 24 px, B = 2, <= 200 faces); with one, the same tests run the compiled kernels on CUDA, and
@@ -13,10 +13,10 @@ import torch
 
 pytest.importorskip("triton")
 
-from lib.kernels import mesh_raster  # noqa: E402
-from lib.render import mesh as mesh_mod  # noqa: E402
-from lib.render.mesh import rasterize_mesh  # noqa: E402
-from lib.utils.primitives import uv_sphere  # noqa: E402
+from cgha.kernels import mesh_raster  # noqa: E402
+from cgha.render import mesh as mesh_mod  # noqa: E402
+from cgha.render.mesh import rasterize_mesh  # noqa: E402
+from cgha.utils.primitives import uv_sphere  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 W, H = 32, 24

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from lib.config import TrainConfig, load_config
-from lib.dataset import MeshDataset
-from lib.errors import CheckpointError
-from lib.module.mesh_head import MeshHeadModule, blend_weights, pose_to_world, pretrain_sphere, world_to_canonical
-from lib.recorder.metrics_log import read_metrics
-from lib.trainer.mesh_head_trainer import MeshHeadTrainer
+from cgha.config import TrainConfig, load_config
+from cgha.dataset import MeshDataset
+from cgha.errors import CheckpointError
+from cgha.module.mesh_head import MeshHeadModule, blend_weights, pose_to_world, pretrain_sphere, world_to_canonical
+from cgha.recorder.metrics_log import read_metrics
+from cgha.trainer.mesh_head_trainer import MeshHeadTrainer
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = ROOT / "config" / "train_meshhead_synthetic_demo.yaml"

@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lib.network.embedding import PositionalEmbedding
-from lib.network.mlp import MLP
+from cgha.network.embedding import PositionalEmbedding
+from cgha.network.mlp import MLP
 
 
 def _gen(seed=0):

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lib.preprocess.check import check_subject
+from cgha.preprocess.check import check_subject
 
 ROOT = Path(__file__).resolve().parents[1]
 

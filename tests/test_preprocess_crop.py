@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from lib.preprocess.crop import (SquareCrop, centred_square_crop, crop_image, crop_resize, crop_resize_intrinsics,
+from cgha.preprocess.crop import (SquareCrop, centred_square_crop, crop_image, crop_resize, crop_resize_intrinsics,
                                  visible_mask)
-from lib.preprocess.plan import plan_frames
+from cgha.preprocess.plan import plan_frames
 
 
 def _project(K, world_2_cam, points):

@@ -6,10 +6,10 @@ import cv2
 import numpy as np
 import pytest
 
-from lib.preprocess.background_removal import MaskingOptions, remove_background
-from lib.preprocess.files import background_plate_path, write_jpeg
-from lib.preprocess.masks import _chi3_quantile, lab_distance, mask_iou, noise_scale, subtract_background
-from lib.preprocess.matting import MattingModelError, apply_matting, load_matting_model
+from cgha.preprocess.background_removal import MaskingOptions, remove_background
+from cgha.preprocess.files import background_plate_path, write_jpeg
+from cgha.preprocess.masks import _chi3_quantile, lab_distance, mask_iou, noise_scale, subtract_background
+from cgha.preprocess.matting import MattingModelError, apply_matting, load_matting_model
 
 SIZE = 160
 

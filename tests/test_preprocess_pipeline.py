@@ -1,7 +1,7 @@
 """Raw NeRSemble-style capture -> preprocess -> masks -> tracker outputs -> the datasets load, on CPU.
 
 The raw capture is the synthetic head rendered as one mp4 per camera over the studio background (portrait frames
-like NeRSemble's), with a BACKGROUND sequence and ground truth beside it (lib/synthetic/raw_capture.py).
+like NeRSemble's), with a BACKGROUND sequence and ground truth beside it (cgha/synthetic/raw_capture.py).
 """
 import importlib.util
 import json
@@ -12,17 +12,17 @@ import cv2
 import numpy as np
 import pytest
 
-from lib.config import DatasetConfig
-from lib.dataset import GaussianDataset, MeshDataset, Subject
-from lib.errors import DataError, exit_on_user_error
-from lib.preprocess.background_removal import MaskingOptions, remove_background
-from lib.preprocess.check import check_subject
-from lib.preprocess.extract import PreprocessOptions, preprocess_subject
-from lib.preprocess.mask_quality import mask_iou_report
-from lib.preprocess.plan import frame_sources, read_manifest
-from lib.preprocess.video import VideoReader
-from lib.synthetic import camera_rig
-from lib.synthetic.raw_capture import camera_serials, copy_tracker_outputs, generate_raw_capture
+from cgha.config import DatasetConfig
+from cgha.dataset import GaussianDataset, MeshDataset, Subject
+from cgha.errors import DataError, exit_on_user_error
+from cgha.preprocess.background_removal import MaskingOptions, remove_background
+from cgha.preprocess.check import check_subject
+from cgha.preprocess.extract import PreprocessOptions, preprocess_subject
+from cgha.preprocess.mask_quality import mask_iou_report
+from cgha.preprocess.plan import frame_sources, read_manifest
+from cgha.preprocess.video import VideoReader
+from cgha.synthetic import camera_rig
+from cgha.synthetic.raw_capture import camera_serials, copy_tracker_outputs, generate_raw_capture
 
 ROOT = Path(__file__).resolve().parents[1]
 SUBJECT, WIDTH, CAMS, FRAMES, SEQUENCE = "031", 128, 4, 4, "EXP-1-head"

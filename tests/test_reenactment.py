@@ -10,17 +10,17 @@ import numpy as np
 import pytest
 import torch
 
-from lib.apps.export_ply import PROPERTIES, SH_C0, export_gaussians_ply, read_gaussians_ply
-from lib.apps.reenactment import Reenactment, smooth_sequence
-from lib.compact.avatar_file import save_compact_avatar
-from lib.compact.quantizer import GroupedQuantizer
-from lib.config import ReenactConfig, TrainConfig, load_config
-from lib.errors import CheckpointError, DataError
-from lib.module.gaussian_head import GAUSSIAN_FEATURE_DIM, GaussianHeadModule
-from lib.module.super_resolution import SuperResolutionModule
-from lib.recorder.checkpoint import save_atomic
-from lib.trainer.gaussian_head_trainer import render_gaussians
-from lib.utils.image_io import read_rgb
+from cgha.apps.export_ply import PROPERTIES, SH_C0, export_gaussians_ply, read_gaussians_ply
+from cgha.apps.reenactment import Reenactment, smooth_sequence
+from cgha.compact.avatar_file import save_compact_avatar
+from cgha.compact.quantizer import GroupedQuantizer
+from cgha.config import ReenactConfig, TrainConfig, load_config
+from cgha.errors import CheckpointError, DataError
+from cgha.module.gaussian_head import GAUSSIAN_FEATURE_DIM, GaussianHeadModule
+from cgha.module.super_resolution import SuperResolutionModule
+from cgha.recorder.checkpoint import save_atomic
+from cgha.trainer.gaussian_head_trainer import render_gaussians
+from cgha.utils.image_io import read_rgb
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_CONFIG = ROOT / "config" / "train_gaussianhead_synthetic_demo.yaml"

@@ -1,4 +1,4 @@
-"""CPU tests of lib.render.gaussians (the pure-PyTorch twin) against an independent dense float64 reference."""
+"""CPU tests of cgha.render.gaussians (the pure-PyTorch twin) against an independent dense float64 reference."""
 from __future__ import annotations
 
 import math
@@ -7,15 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-import lib.render.gaussians as gaussians_module
-from lib.render.gaussians import rasterize_gaussians
+import cgha.render.gaussians as gaussians_module
+from cgha.render.gaussians import rasterize_gaussians
 
 NEAR = 0.01
 
 
 # ------------------------------------------------------------------------------------------------------------
 # Dense reference: every Gaussian x every pixel, numpy float64, written from gsplat 1.5.3's kernels
-# (ProjectionEWA3DGSFused.cu + persp_proj/add_blur, RasterizeToPixels3DGSFwd.cu), sharing no code with lib/.
+# (ProjectionEWA3DGSFused.cu + persp_proj/add_blur, RasterizeToPixels3DGSFwd.cu), sharing no code with cgha/.
 # ------------------------------------------------------------------------------------------------------------
 
 

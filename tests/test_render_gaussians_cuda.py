@@ -1,4 +1,4 @@
-"""GPU tests: the gsplat backend of lib.render.gaussians against the pure-PyTorch twin (float64 on the GPU)."""
+"""GPU tests: the gsplat backend of cgha.render.gaussians against the pure-PyTorch twin (float64 on the GPU)."""
 from __future__ import annotations
 
 import math
@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from lib.render.gaussians import gsplat_available, rasterize_gaussians
+from cgha.render.gaussians import gsplat_available, rasterize_gaussians
 
 pytestmark = pytest.mark.cuda
 

@@ -1,13 +1,13 @@
-"""Tests for lib.render.mesh.rasterize_mesh: the hard (z-buffer) path and the soft silhouette (CPU, fast)."""
+"""Tests for cgha.render.mesh.rasterize_mesh: the hard (z-buffer) path and the soft silhouette (CPU, fast)."""
 
 import math
 
 import pytest
 import torch
 
-from lib.render import mesh as mesh_mod
-from lib.utils.primitives import uv_sphere
-from lib.render.mesh import rasterize_mesh
+from cgha.render import mesh as mesh_mod
+from cgha.utils.primitives import uv_sphere
+from cgha.render.mesh import rasterize_mesh
 
 
 def _camera(width, height, focal, dtype=torch.float32):

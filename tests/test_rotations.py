@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from lib.utils.rotations import (
+from cgha.utils.rotations import (
     axis_angle_to_matrix,
     axis_angle_to_quaternion,
     matrix_to_axis_angle,
@@ -217,7 +217,7 @@ def test_gradients_on_generic_inputs():
 
 
 def test_quaternion_product_matrix_is_left_multiplication():
-    from lib.utils.rotations import quaternion_product_matrix
+    from cgha.utils.rotations import quaternion_product_matrix
 
     g = _gen(11)
     a = torch.randn(5, 4, generator=g, dtype=torch.float64)
@@ -228,7 +228,7 @@ def test_quaternion_product_matrix_is_left_multiplication():
 
 
 def test_unit_quaternion_to_matrix_matches_general_formula():
-    from lib.utils.rotations import unit_quaternion_to_matrix
+    from cgha.utils.rotations import unit_quaternion_to_matrix
 
     q = normalize_quaternion(torch.randn(40, 4, generator=_gen(12), dtype=torch.float64))
     torch.testing.assert_close(unit_quaternion_to_matrix(q), quaternion_to_matrix(q))

@@ -6,10 +6,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lib.config import SupResModuleConfig
-from lib.errors import CheckpointError
-from lib.module.super_resolution import SuperResolutionModule
-from lib.network.upsampler import InstanceNorm2d, Upsampler
+from cgha.config import SupResModuleConfig
+from cgha.errors import CheckpointError
+from cgha.module.super_resolution import SuperResolutionModule
+from cgha.network.upsampler import InstanceNorm2d, Upsampler
 
 GHA_KEYS = [
     "upsampler.inc.double_conv.0.weight",
@@ -299,8 +299,8 @@ def test_residual_network_learns_detail_beyond_the_upsampled_render():
 
 
 def test_residual_and_plain_checkpoints_do_not_mix(tmp_path):
-    from lib.recorder.checkpoint import save_atomic
-    from lib.trainer.gaussian_head_trainer import load_super_resolution
+    from cgha.recorder.checkpoint import save_atomic
+    from cgha.trainer.gaussian_head_trainer import load_super_resolution
 
     path = tmp_path / "supres_latest"
     save_atomic(_residual_module().state_dict(), path)
@@ -312,7 +312,7 @@ def test_residual_and_plain_checkpoints_do_not_mix(tmp_path):
 
 
 def test_residual_needs_at_least_as_many_input_channels_as_output_channels():
-    from lib.config import ConfigError, TrainConfig, load_config
+    from cgha.config import ConfigError, TrainConfig, load_config
 
     with pytest.raises(ConfigError, match="supresmodule.output_dim"):
         load_config(TrainConfig, None, ["supresmodule.residual=true", "supresmodule.output_dim=40"],

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from lib.synthetic import (
+from cgha.synthetic import (
     EXP_DIM,
     EXPRESSION_NAMES,
     DEFAULT_SCALE,
@@ -25,9 +25,9 @@ from lib.synthetic import (
     recommended_splits,
     render_views,
 )
-from lib.synthetic.capture import HEAD_CENTRE
-from lib.synthetic.trajectory import POSE_LIMITS_DEG, TRANSLATION_LIMIT
-from lib.utils.cameras import camera_center, project_points
+from cgha.synthetic.capture import HEAD_CENTRE
+from cgha.synthetic.trajectory import POSE_LIMITS_DEG, TRANSLATION_LIMIT
+from cgha.utils.cameras import camera_center, project_points
 
 REPO = Path(__file__).resolve().parents[1]
 RES, CAMS, FRAMES, LOWRES = 80, 4, 4, 32
@@ -222,7 +222,7 @@ def test_pose_trajectories_smooth_and_bounded():
     assert angles.max() > 3.0  # the head does move
     assert np.abs(pose[:, 3:]).max() <= TRANSLATION_LIMIT + 1e-6
     R = torch.from_numpy(pose[:, :3].astype(np.float64))
-    from lib.utils.rotations import axis_angle_to_matrix
+    from cgha.utils.rotations import axis_angle_to_matrix
 
     mats = axis_angle_to_matrix(R)
     rel = mats[1:] @ mats[:-1].transpose(1, 2)

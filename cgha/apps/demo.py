@@ -1,0 +1,218 @@
+"""The main job on the synthetic subjects: generate -> mesh head -> Gaussian head with compaction -> evaluate ->
+cross-identity free-view reenactment, with one summary at the end.
+
+Every stage reads the shipped configs of one scale (`config/*{suffix}.yaml`) with only `device` and the paths that
+chain the stages overridden, so each step can be re-run by hand with the same config (the summary prints the
+commands). Stages resume: an interrupted demo continues where it stopped, and a finished stage costs only its
+evaluation when the demo is run again.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from cgha.apps.evaluation import evaluate_avatar, run_file
+from cgha.apps.reenactment import Reenactment
+from cgha.apps.training import train_gaussian_head, train_mesh_head
+from cgha.config import ReenactConfig, TrainConfig, load_config
+from cgha.errors import ConfigError, DataError
+from cgha.synthetic import SubjectArgumentError, generate_subject
+from cgha.trainer.gaussian_head_trainer import COMPACT_FILE
+from cgha.utils.atomic import write_bytes_atomic
+from cgha.utils.image_io import read_rgb, write_image
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DemoScale:
+    """Subject sizes of one schedule; resolutions, networks and iteration counts live in the configs."""
+    name: str
+    config_suffix: str
+    cameras: int
+    frames: int          # identity 0, the avatar
+    driver_frames: int   # identity 1, whose expressions drive the video
+
+
+SCALES = {
+    "demo": DemoScale("demo", "_synthetic_demo", cameras=8, frames=20, driver_frames=48),
+    "full": DemoScale("full", "_synthetic", cameras=16, frames=40, driver_frames=80),
+}
+AVATAR_IDENTITY, DRIVER_IDENTITY = 0, 1
+STRIP_FRAMES = 4  # reenactment frames in the summary strip image
+
+
+def default_scale(device: torch.device) -> str:
+    """The CPU runs the demo schedule; a GPU runs the full one."""
+    return "full" if device.type == "cuda" else "demo"
+
+
+@dataclass
+class DemoConfigs:
+    mesh: TrainConfig
+    gaussian: TrainConfig
+    reenact: ReenactConfig
+    files: Dict[str, Path]           # stage -> YAML file
+    overrides: Dict[str, List[str]]  # stage -> the overrides the demo applied
+
+
+def load_demo_configs(config_dir: Path, scale: DemoScale, device: str) -> DemoConfigs:
+    """The three configs of `scale`, chained: the Gaussian head starts from this mesh head, and the video is
+    rendered from the Gaussian head's compact file."""
+    files = {stage: config_dir / f"{stage}{scale.config_suffix}.yaml"
+             for stage in ("train_meshhead", "train_gaussianhead", "reenactment")}
+    overrides = {stage: [f"device={device}"] for stage in files}
+    mesh = load_config(TrainConfig, files["train_meshhead"], overrides["train_meshhead"], stage="meshhead")
+    overrides["train_gaussianhead"].append(f"load_meshhead_checkpoint={run_file(mesh, 'meshhead_latest')}")
+    gaussian = load_config(TrainConfig, files["train_gaussianhead"], overrides["train_gaussianhead"],
+                           stage="gaussianhead")
+    if not gaussian.compact.enable:
+        raise ConfigError(f"{files['train_gaussianhead']}: the demo shows compaction; set compact.enable: true")
+    overrides["reenactment"] += [f"load_gaussianhead_checkpoint={run_file(gaussian, COMPACT_FILE)}",
+                                 "load_supres_checkpoint="]
+    reenact = load_config(ReenactConfig, files["reenactment"], overrides["reenactment"], stage="reenactment")
+    return DemoConfigs(mesh, gaussian, reenact, files, overrides)
+
+
+def _timed(step: Callable[[], Any]) -> Tuple[Any, float]:
+    start = time.perf_counter()
+    result = step()
+    return result, time.perf_counter() - start
+
+
+def _evaluation_overrides(cfg: TrainConfig) -> List[str]:
+    """Point the Gaussian-head config at its run's compact file and learnt pose offsets (the held-out cameras
+    use them)."""
+    delta = run_file(cfg, "delta_poses_latest")
+    return [f"load_gaussianhead_checkpoint={run_file(cfg, COMPACT_FILE)}", "load_supres_checkpoint=",
+            f"load_delta_poses_checkpoint={delta if delta.is_file() else ''}"]
+
+
+def _evaluate(cfgs: DemoConfigs, device: torch.device) -> Dict[str, Any]:
+    stage = "train_gaussianhead"
+    overrides = cfgs.overrides[stage] + _evaluation_overrides(cfgs.gaussian)
+    return evaluate_avatar(load_config(TrainConfig, cfgs.files[stage], overrides, stage="evaluate"), device)
+
+
+def write_strip(frames_dir: Path, count: int, out_path: Path) -> Path:
+    """`count` evenly spaced reenactment frames side by side in one JPEG (for the README and a quick look)."""
+    frames = sorted(frames_dir.glob("*.png"))
+    picks = np.linspace(0, len(frames) - 1, num=min(count, len(frames))).round().astype(int)
+    strip = np.concatenate([(read_rgb(frames[i]) * 255.0 + 0.5).astype(np.uint8) for i in picks], axis=1)
+    write_image(out_path, strip)
+    return out_path
+
+
+def run_demo(config_dir: Path, scale: DemoScale, device: torch.device, results_root: Path) -> Dict[str, Any]:
+    """Run every stage; returns the summary (also written to `{results_root}/demo_{scale}/summary.json`)."""
+    cfgs = load_demo_configs(config_dir, scale, str(device))
+    times: Dict[str, float] = {}
+    subjects = [Path(cfgs.gaussian.dataset.dataroot), Path(cfgs.reenact.dataset.dataroot)]
+
+    def generate() -> None:
+        resolution = cfgs.gaussian.dataset.original_resolution
+        identities = ((AVATAR_IDENTITY, scale.frames, subjects[0], cfgs.files["train_gaussianhead"]),
+                      (DRIVER_IDENTITY, scale.driver_frames, subjects[1], cfgs.files["reenactment"]))
+        for identity, frames, root, config in identities:
+            log.info("synthetic identity %d -> %s", identity, root)
+            existed = root.exists()
+            try:
+                generate_subject(root, identity=identity, frames=frames, cameras=scale.cameras,
+                                 resolution=resolution, seed=identity, device=device)
+            except SubjectArgumentError:
+                if not existed:
+                    raise
+                # Never overwrite data the demo did not write with these arguments; say what the demo wanted.
+                raise DataError(f"{root} exists but is not the demo's synthetic identity {identity} ({frames} frames, "
+                                f"{scale.cameras} cameras at {resolution}^2): delete it to regenerate it, or set "
+                                f"dataset.dataroot in {config} to another folder") from None
+
+    _, times["generate"] = _timed(generate)
+    log.info("stage 1/4: mesh head")
+    mesh_metrics, times["mesh_head"] = _timed(lambda: train_mesh_head(cfgs.mesh, device))
+    log.info("stage 2/4: Gaussian head with compaction")
+    gaussian_metrics, times["gaussian_head"] = _timed(lambda: train_gaussian_head(cfgs.gaussian, device))
+    log.info("stage 3/4: evaluation of the compact avatar")
+    evaluation, times["evaluate"] = _timed(lambda: _evaluate(cfgs, device))
+    log.info("stage 4/4: free-view reenactment")
+    video, times["reenact"] = _timed(lambda: Reenactment(cfgs.reenact, device).run())
+
+    out_dir = results_root / f"demo_{scale.name}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    strip = write_strip(Path(video["frames_dir"]), STRIP_FRAMES, out_dir / "reenactment_strip.jpg")
+    report = json.loads(run_file(cfgs.gaussian, "compact_report.json").read_text())
+    summary = {
+        "scale": scale.name,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "torch_threads": torch.get_num_threads(),
+        "seconds": {**times, "total": sum(times.values())},
+        "mesh_head": mesh_metrics,
+        "held_out": {split: {"psnr": entry["output"]["psnr"], "ssim": entry["output"]["ssim"],
+                             "psnr_masked": entry["output"]["psnr_masked"], "images": entry["num_images"],
+                             "resolution": entry["output_resolution"]}
+                     for split, entry in evaluation["splits"].items() if entry.get("num_images")},
+        "training_eval": gaussian_metrics,
+        "size": {"raw_mb": report["raw_bytes"] / 1e6, "compact_mb": report["compact_bytes"] / 1e6,
+                 "ratio": report["ratio"], "num_gaussians": report["num_gaussians"],
+                 "codebook_sizes": report["codebook_sizes"]},
+        "fps": {"evaluation": evaluation["speed"]["fps"], "reenactment": video["fps"]},
+        "paths": {"video": str(video["video"]), "frames": str(video["frames_dir"]), "strip": str(strip),
+                  "compact_avatar": str(run_file(cfgs.gaussian, COMPACT_FILE)),
+                  "evaluation": str(evaluation["path"]), "preview": str(subjects[0] / "preview.jpg")},
+        "commands": _commands(cfgs),
+    }
+    summary_path = out_dir / "summary.json"
+    summary["paths"]["summary"] = str(summary_path)
+    write_bytes_atomic(summary_path, (json.dumps(summary, indent=2) + "\n").encode())
+    return summary
+
+
+def _commands(cfgs: DemoConfigs) -> List[str]:
+    """The entry-script commands that redo each stage with the same configs."""
+    def command(script: str, stage: str, extra: Sequence[str] = ()) -> str:
+        return " ".join([f"python {script} --config {cfgs.files[stage]}", *cfgs.overrides[stage], *extra])
+
+    return [command("train_meshhead.py", "train_meshhead"),
+            command("train_gaussianhead.py", "train_gaussianhead"),
+            command("evaluate.py", "train_gaussianhead", _evaluation_overrides(cfgs.gaussian)),
+            command("reenactment.py", "reenactment")]
+
+
+def _minutes(seconds: float) -> str:
+    return f"{int(seconds // 60)}m{seconds % 60:04.1f}s"
+
+
+def format_summary(summary: Dict[str, Any]) -> str:
+    """The summary as aligned plain-text rows."""
+    rows: List[Tuple[str, str]] = []
+    for split, entry in summary["held_out"].items():
+        rows.append((f"held-out {split.replace('test_', '')}",
+                     f"PSNR {entry['psnr']:.2f} dB, SSIM {entry['ssim']:.4f} (masked PSNR {entry['psnr_masked']:.2f}) "
+                     f"over {entry['images']} images at {entry['resolution']}^2"))
+    mesh = summary["mesh_head"]
+    if mesh:
+        rows.append(("mesh head (held-out)", f"mask IoU {mesh['mask_iou']:.4f}, PSNR {mesh['psnr']:.2f} dB"))
+    size = summary["size"]
+    rows.append(("avatar size", f"raw {size['raw_mb']:.2f} MB -> compact {size['compact_mb']:.2f} MB "
+                                f"({size['ratio']:.1f}x smaller), {size['num_gaussians']} Gaussians"))
+    fps = summary["fps"]
+    rows.append(("speed", f"{fps['reenactment']:.1f} FPS reenactment, {fps['evaluation']:.1f} FPS evaluation "
+                          f"({summary['device']})"))
+    seconds = summary["seconds"]
+    rows.append(("wall time", f"{_minutes(seconds['total'])} (generate {seconds['generate']:.0f} s, mesh head "
+                              f"{seconds['mesh_head']:.0f} s, Gaussian head {seconds['gaussian_head']:.0f} s, "
+                              f"evaluate {seconds['evaluate']:.0f} s, reenact {seconds['reenact']:.0f} s)"))
+    for name in ("video", "strip", "compact_avatar", "evaluation", "summary"):
+        rows.append((name.replace("_", " "), summary["paths"][name]))
+    width = max(len(name) for name, _ in rows)
+    lines = [f"{name:<{width}}  {value}" for name, value in rows]
+    lines.append("re-run a stage:")
+    lines += [f"  {command}" for command in summary["commands"]]
+    return "\n".join(lines)

@@ -1,0 +1,241 @@
+"""Held-out evaluation of an avatar (raw checkpoints or a compact file): image metrics, bytes on disk and speed.
+
+    results = evaluate_avatar(cfg, device)   # also writes {result_path}/{name}/evaluation.json
+    print(format_table(results))
+
+Per split of `eval.splits` (test_cameras: training frames seen from held-out cameras; test_frames: held-out
+frames seen from training cameras; all): PSNR and SSIM at the render resolution (first 3 channels of the coarse
+render vs `images_coarse`) and at the output resolution (super-resolved vs `images`), each over the full image and
+masked; LPIPS when asked for and available; the warm, synchronised time of generate + render + super-resolution.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import torch
+
+from cgha.compact.codec import is_compact_file
+from cgha.config import TrainConfig
+from cgha.dataset import GaussianDataset
+from cgha.dataset.gaussian_dataset import COARSE_FACTOR
+from cgha.dataset.loader import evenly_spaced_indices
+from cgha.errors import CheckpointError, ConfigError
+from cgha.module.gaussian_head import GaussianHeadModule
+from cgha.module.super_resolution import SuperResolutionModule
+from cgha.trainer.gaussian_head_trainer import (COMPACT_FILE, generate_and_render, load_avatar_files,
+                                              load_delta_poses)
+from cgha.utils.atomic import write_bytes_atomic
+from cgha.utils.device import synchronize
+from cgha.utils.metrics import composite_on_white, masked_psnr, masked_ssim, psnr, ssim
+
+log = logging.getLogger(__name__)
+
+WARMUP_PASSES = 2  # untimed passes first: CUDA context, cuDNN autotuning and allocator caches settle
+RESULT_FILE = "evaluation.json"
+
+
+# ------------------------------------------------------------------------------------------------- metrics
+def load_lpips(enabled: bool, device: torch.device) -> Tuple[Optional[Callable], str]:
+    """(LPIPS-VGG network or None, status): status is "ok", "disabled" (eval.lpips is false) or
+    "unavailable: <reason>" when the optional `lpips` package or its downloaded weights cannot be loaded."""
+    if not enabled:
+        return None, "disabled"
+    try:
+        import lpips
+
+        network = lpips.LPIPS(net="vgg", verbose=False).to(device).eval().requires_grad_(False)
+    except Exception as error:  # an ImportError, or the VGG weights cannot be downloaded offline
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else "no message"
+        return None, f"unavailable: {type(error).__name__}: {reason}"
+    return network, "ok"
+
+
+# ------------------------------------------------------------------------------------------------- loading
+def run_file(cfg: TrainConfig, name: str) -> Path:
+    """A file in the checkpoint folder of `cfg`'s run."""
+    return Path(cfg.recorder.checkpoint_path) / cfg.recorder.name / name
+
+
+def resolve_avatar_path(cfg: TrainConfig) -> Path:
+    """`load_gaussianhead_checkpoint`, else this run's compact file, else its `gaussianhead_latest`."""
+    if cfg.load_gaussianhead_checkpoint:
+        path = Path(cfg.load_gaussianhead_checkpoint)
+        if not path.is_file():
+            raise CheckpointError(f"Gaussian-head checkpoint not found: {path} (load_gaussianhead_checkpoint)")
+        return path
+    for candidate in (run_file(cfg, COMPACT_FILE), run_file(cfg, "gaussianhead_latest")):
+        if candidate.is_file():
+            return candidate
+    raise CheckpointError(f"no avatar to evaluate: load_gaussianhead_checkpoint is empty and neither "
+                          f"{run_file(cfg, COMPACT_FILE)} nor {run_file(cfg, 'gaussianhead_latest')} exists")
+
+
+def load_avatar(cfg: TrainConfig, device: torch.device
+                ) -> Tuple[GaussianHeadModule, SuperResolutionModule, Optional[Path], Dict[str, Any]]:
+    """(Gaussian head, super-resolution net, delta-poses file or None, source) in eval mode on `device`.
+
+    A compact file carries both networks; raw checkpoints need a super-resolution checkpoint
+    (`load_supres_checkpoint`, else the run's `supres_latest`). `source` = {"kind": "compact" | "raw",
+    "files": {part: path}, "bytes": {part: size on disk}, "total_bytes": sum}."""
+    path = resolve_avatar_path(cfg)
+    supres_path = None
+    if is_compact_file(path):
+        files = {"compact": path}
+    else:
+        configured = cfg.load_supres_checkpoint
+        supres_path = Path(configured) if configured else run_file(cfg, "supres_latest")
+        if not supres_path.is_file():
+            raise CheckpointError(f"super-resolution checkpoint not found: {supres_path} (load_supres_checkpoint); "
+                                  f"a raw Gaussian head needs one")
+        files = {"gaussianhead": path, "supres": supres_path}
+    module, supres = load_avatar_files(cfg, path, supres_path, device)
+    delta_path = Path(cfg.load_delta_poses_checkpoint) if cfg.load_delta_poses_checkpoint else None
+    if delta_path is not None and not delta_path.is_file():
+        raise CheckpointError(f"delta-poses checkpoint not found: {delta_path} (load_delta_poses_checkpoint)")
+    sizes = {part: os.path.getsize(file) for part, file in files.items()}
+    source = {"kind": "compact" if "compact" in files else "raw", "files": {k: str(v) for k, v in files.items()},
+              "bytes": sizes, "total_bytes": sum(sizes.values())}
+    return module, supres, delta_path, source
+
+
+# ---------------------------------------------------------------------------------------------- evaluation
+def _mean(values: List[torch.Tensor]) -> float:
+    return float(torch.cat(values).mean())
+
+
+def _speed(times_ms: List[float]) -> Dict[str, Any]:
+    median = statistics.median(times_ms)
+    return {"ms_per_frame": median, "fps": 1000.0 / max(median, 1e-9),
+            "timed_frames": len(times_ms)}
+
+
+@torch.no_grad()
+def _evaluate_split(module: GaussianHeadModule, supres: SuperResolutionModule, dataset: GaussianDataset,
+                    indices: List[int], delta_poses: Optional[torch.Tensor], backend: str, device: torch.device,
+                    lpips_net: Optional[Callable], warm: bool) -> Tuple[Dict[str, Any], List[float]]:
+    """Metrics of one split and the per-frame times in ms of generate + render + super-resolution."""
+    sums: Dict[str, List[torch.Tensor]] = {}
+    times: List[float] = []
+
+    def add(key: str, value: torch.Tensor) -> None:
+        sums.setdefault(key, []).append(value.detach().float().cpu())
+
+    for position, index in enumerate(indices):
+        batch = {key: value[None].to(device) for key, value in dataset[index].items()}
+        passes = WARMUP_PASSES + 1 if position == 0 and not warm else 1
+        for _ in range(passes):  # only the last pass of the first frame is timed
+            synchronize(device)
+            start = time.perf_counter()
+            _, render = generate_and_render(module, batch, delta_poses, backend)
+            output = supres(render)
+            synchronize(device)
+            elapsed = (time.perf_counter() - start) * 1000.0
+        times.append(elapsed)
+        coarse = render[:, :3].clamp(0, 1).float()
+        output = output.clamp(0, 1).float()
+        for level, predicted, target, mask in (("render", coarse, batch["images_coarse"], batch["masks_coarse"]),
+                                               ("output", output, batch["images"], batch["masks"])):
+            add(f"{level}.psnr", psnr(predicted, target))
+            add(f"{level}.ssim", ssim(predicted, target))
+            add(f"{level}.psnr_masked", masked_psnr(predicted, target, mask))
+            add(f"{level}.ssim_masked", masked_ssim(predicted, target, mask))
+        if lpips_net is not None:
+            add("output.lpips", lpips_net(output, batch["images"], normalize=True).flatten())
+            add("output.lpips_masked", lpips_net(composite_on_white(output, batch["masks"]),
+                                                 composite_on_white(batch["images"], batch["masks"]),
+                                                 normalize=True).flatten())
+    metrics: Dict[str, Any] = {"render": {}, "output": {}}
+    for key, values in sums.items():
+        level, name = key.split(".")
+        metrics[level][name] = _mean(values)
+    return metrics, times
+
+
+def evaluate_avatar(cfg: TrainConfig, device: torch.device) -> Dict[str, Any]:
+    """Evaluate the configured avatar on every split of `cfg.eval.splits`; writes and returns the results.
+
+    Pose offsets (`load_delta_poses_checkpoint`, optional) are applied on test_cameras, whose frames were trained
+    on, never on test_frames (no offset was learnt for them); on `all` they are applied as in training.
+    Masked PSNR is the MSE over mask pixels only; masked SSIM is the SSIM of both images composited with the mask
+    on white. Returns {"name", "device", "render_backend", "avatar": {kind, files, bytes, total_bytes},
+    "num_gaussians", "lpips", "splits": {split: {num_images, render_resolution, output_resolution, pose_offsets,
+    render: {psnr, ssim, psnr_masked, ssim_masked}, output: {same (+ lpips, lpips_masked)}, speed: {ms_per_frame,
+    fps, timed_frames}}}, "speed": over all evaluated frames, "path": the JSON file}.
+    """
+    if device.type == "cuda":
+        # Fixed-size super-resolution input: autotuned convolutions, as in training.
+        torch.backends.cudnn.benchmark = True
+    module, supres, delta_path, source = load_avatar(cfg, device)
+    lpips_net, lpips_status = load_lpips(cfg.eval.lpips, device)
+    subject = None
+    delta_poses: Optional[torch.Tensor] = None
+    splits: Dict[str, Any] = {}
+    all_times: List[float] = []
+    for split in cfg.eval.splits:
+        dataset = GaussianDataset(cfg.dataset, split=split, views="all", expected_exp_dim=module.cfg.exp_coeffs_dim,
+                                  exp_dim_key="gaussianheadmodule.exp_coeffs_dim", subject=subject)
+        subject = dataset.subject
+        if delta_path is not None and delta_poses is None:
+            delta_poses = load_delta_poses(delta_path, dataset.num_frames).to(device)
+        indices = evenly_spaced_indices(len(dataset), cfg.eval.max_images)
+        if not indices:
+            log.warning("split %s is empty (no held-out cameras/frames configured); skipped", split)
+            splits[split] = {"num_images": 0}
+            continue
+        offsets = delta_poses if split != "test_frames" else None
+        metrics, times = _evaluate_split(module, supres, dataset, indices, offsets, cfg.render.backend, device,
+                                         lpips_net, warm=bool(all_times))
+        all_times += times
+        resolution = dataset.resolution
+        splits[split] = {"num_images": len(indices), "render_resolution": resolution // COARSE_FACTOR,
+                         "output_resolution": resolution, "pose_offsets": offsets is not None,
+                         **metrics, "speed": _speed(times)}
+    if not all_times:
+        raise ConfigError(f"nothing to evaluate: the splits {cfg.eval.splits} are empty; set dataset.eval_camera_ids "
+                          f"/ dataset.eval_frame_ids (or dataset.split_from_meta=true), or eval.splits=[all]")
+    out_dir = Path(cfg.recorder.result_path) / cfg.recorder.name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / RESULT_FILE
+    results = {"name": cfg.recorder.name, "device": str(device), "render_backend": cfg.render.backend,
+               "avatar": source, "num_gaussians": module.num_gaussians, "lpips": lpips_status,
+               "splits": splits, "speed": _speed(all_times), "path": str(path)}
+    write_bytes_atomic(path, (json.dumps(results, indent=2) + "\n").encode())
+    return results
+
+
+# -------------------------------------------------------------------------------------------------- table
+def format_table(results: Dict[str, Any]) -> str:
+    """Plain-text table: one row per split (render / output PSNR and SSIM, full and masked, LPIPS, speed)."""
+    header = ["split", "images", "render", "PSNR", "SSIM", "PSNR-m", "SSIM-m", "output", "PSNR", "SSIM", "PSNR-m",
+              "SSIM-m", "LPIPS", "ms", "FPS"]
+    rows = [header]
+    for split, entry in results["splits"].items():
+        if not entry.get("num_images"):
+            rows.append([split, "0"] + ["-"] * (len(header) - 2))
+            continue
+        row = [split, str(entry["num_images"])]
+        for level, size in (("render", entry["render_resolution"]), ("output", entry["output_resolution"])):
+            values = entry[level]
+            row += [f"{size}^2", f"{values['psnr']:.2f}", f"{values['ssim']:.4f}", f"{values['psnr_masked']:.2f}",
+                    f"{values['ssim_masked']:.4f}"]
+        lpips_value = entry["output"].get("lpips")
+        row += [f"{lpips_value:.4f}" if lpips_value is not None else "-", f"{entry['speed']['ms_per_frame']:.1f}",
+                f"{entry['speed']['fps']:.1f}"]
+        rows.append(row)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.rjust(width) for cell, width in zip(row, widths)) for row in rows]
+    avatar = results["avatar"]
+    parts = ", ".join(f"{part} {size / 1e6:.3f} MB" for part, size in avatar["bytes"].items())
+    lines.append("(PSNR/SSIM after each resolution are at that resolution; -m: masked)")
+    lines.append(f"avatar: {avatar['kind']}, {avatar['total_bytes'] / 1e6:.3f} MB on disk ({parts}); "
+                 f"{results['num_gaussians']} Gaussians; LPIPS {results['lpips']}")
+    speed = results["speed"]
+    lines.append(f"speed (generate + render + super-resolution, median over {speed['timed_frames']} frames on "
+                 f"{results['device']}): {speed['ms_per_frame']:.1f} ms/frame, {speed['fps']:.1f} FPS")
+    return "\n".join(lines)

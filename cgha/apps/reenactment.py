@@ -1,0 +1,193 @@
+"""Reenactment: drive a trained avatar (raw or compact file) with another sequence's expression and pose codes.
+
+Per frame: the Gaussian head's `generate()` with the driver's (smoothed) parameters, a 32-channel render at a
+quarter of `dataset.resolution` over a white background, and the super-resolution net up to `dataset.resolution`.
+Outputs under `{recorder.result_path}/{recorder.name}/`: `frames/000000.png`, ... (side by side with the driver's
+image when `dataset.image_files` is set) and `{name}.mp4`.
+
+Temporal smoothing follows GHA's `lib/apps/Reenactment.py`: an exponential moving average
+`s_t = w * s_{t-1} + (1 - w) * x_t` with GHA's fixed `w = 0.5`, here `dataset.smoothing` (0 = off). It applies to
+`exp_coeff`, and to the head `pose` without free view. With free view GHA sets the head pose to zero (identity
+rotation, no translation; the scale is kept) so the head sits where the orbit camera looks; we do the same.
+The pose MLPs' input (`pose_code`) is `dataset.pose_code_path`'s pose when given, else the frame's pose, unsmoothed.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+import imageio.v2 as imageio
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from cgha.apps.export_ply import export_gaussians_ply
+from cgha.compact.codec import is_compact_file
+from cgha.config import ReenactConfig
+from cgha.dataset.gaussian_dataset import COARSE_FACTOR
+from cgha.dataset.reenactment_dataset import ReenactmentDataset
+from cgha.errors import CheckpointError, ConfigError, DataError
+from cgha.module.gaussian_head import GaussianHeadModule
+from cgha.module.super_resolution import SuperResolutionModule
+from cgha.trainer.gaussian_head_trainer import load_avatar_files, render_gaussians
+from cgha.utils.device import synchronize
+from cgha.utils.image_io import write_image
+
+log = logging.getLogger(__name__)
+
+
+def load_avatar(cfg: ReenactConfig, device: torch.device) -> Tuple[GaussianHeadModule, SuperResolutionModule]:
+    """The Gaussian head and super-resolution net: both from a compact file, else from the two raw checkpoints."""
+    head_path = cfg.load_gaussianhead_checkpoint
+    if not head_path:
+        raise CheckpointError("no avatar given: set load_gaussianhead_checkpoint (a raw or compact file)")
+    if not Path(head_path).is_file():
+        raise CheckpointError(f"load_gaussianhead_checkpoint not found: {head_path}")
+    supres_path = cfg.load_supres_checkpoint
+    if not is_compact_file(head_path):
+        if not supres_path:
+            raise CheckpointError(f"{head_path} is a raw checkpoint: set load_supres_checkpoint too "
+                                  f"(only a compact file holds the super-resolution net)")
+        if not Path(supres_path).is_file():
+            raise CheckpointError(f"load_supres_checkpoint not found: {supres_path}")
+    return load_avatar_files(cfg, head_path, supres_path, device)
+
+
+def smooth_sequence(values: torch.Tensor, weight: float) -> torch.Tensor:
+    """Exponential moving average along frames: [F, D] -> [F, D], s_0 = x_0, s_t = w s_{t-1} + (1 - w) x_t."""
+    if weight == 0.0 or values.shape[0] < 2:
+        return values.clone()
+    out = values.clone()
+    for frame in range(1, values.shape[0]):
+        out[frame] = weight * out[frame - 1] + (1.0 - weight) * values[frame]
+    return out
+
+
+class Reenactment:
+    """Drive an avatar with `cfg.dataset`'s parameter sequence; see the module docstring for what is written.
+
+    The avatar is loaded before the driver when it is a compact file (its own config decides the expression
+    dimension), the driver first otherwise (the YAML's `gaussianheadmodule.exp_coeffs_dim` decides it), so a
+    mismatching driver fails with the dataset's one-line error either way.
+    """
+
+    def __init__(self, cfg: ReenactConfig, device: torch.device):
+        self.cfg = cfg
+        self.device = device
+        if cfg.dataset.resolution % COARSE_FACTOR:
+            raise ConfigError(f"'dataset.resolution' is {cfg.dataset.resolution}: it must be a multiple of "
+                              f"{COARSE_FACTOR} (the super-resolution net upsamples a 1/{COARSE_FACTOR} render)")
+        if not 0.0 <= cfg.dataset.smoothing < 1.0:
+            raise ConfigError(f"'dataset.smoothing' is {cfg.dataset.smoothing}: expected a value in [0, 1)")
+        head_path = cfg.load_gaussianhead_checkpoint
+        if head_path and Path(head_path).is_file() and is_compact_file(head_path):
+            self.module, self.supres = load_avatar(cfg, device)
+            self.dataset = ReenactmentDataset(cfg.dataset, expected_exp_dim=self.module.cfg.exp_coeffs_dim,
+                                              exp_dim_key=f"the exp_coeffs_dim of {head_path}")
+        else:
+            self.dataset = ReenactmentDataset(cfg.dataset, expected_exp_dim=cfg.gaussianheadmodule.exp_coeffs_dim,
+                                              exp_dim_key="gaussianheadmodule.exp_coeffs_dim")
+            self.module, self.supres = load_avatar(cfg, device)
+        self.supres.amp = cfg.render.amp  # only takes effect on CUDA tensors
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        if self.supres.input_dim != self.module.color_dim:
+            raise CheckpointError(f"the super-resolution net takes {self.supres.input_dim} channels but the Gaussian "
+                                  f"head renders {self.module.color_dim}")
+        self.render_size = cfg.dataset.resolution // COARSE_FACTOR
+        self.driving = self._driving_parameters()
+        self.output_dir = Path(cfg.recorder.result_path) / cfg.recorder.name
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def _driving_parameters(self) -> Dict[str, torch.Tensor]:
+        """Per-frame generate() inputs after smoothing: exp_coeff [F, D], pose [F, 6], scale [F, 1]."""
+        weight = self.cfg.dataset.smoothing
+        exp_coeff = smooth_sequence(self.dataset.exp_coeff.float(), weight)
+        if self.cfg.dataset.freeview:
+            pose = torch.zeros_like(self.dataset.pose.float())
+        else:
+            pose = smooth_sequence(self.dataset.pose.float(), weight)
+        return {"exp_coeff": exp_coeff, "pose": pose, "scale": self.dataset.scale.float().reshape(-1, 1)}
+
+    def _check_index(self, index: int) -> int:
+        if not 0 <= index < len(self.dataset):
+            raise DataError(f"frame {index} does not exist: the driver has {len(self.dataset)} frames (0.."
+                            f"{len(self.dataset) - 1})")
+        return index
+
+    @torch.no_grad()
+    def generate(self, index: int) -> Dict[str, torch.Tensor]:
+        """Posed Gaussians of frame `index` (batch of 1): GaussianHeadModule.generate()'s dict, [1, N, ...]."""
+        item = self.dataset[self._check_index(index)]
+        exp_coeff, pose, scale = (self.driving[key][index:index + 1].to(self.device)
+                                  for key in ("exp_coeff", "pose", "scale"))
+        pose_code = item["pose_code"][None].float().to(self.device)
+        return self.module.generate(exp_coeff, pose, scale, pose_code=pose_code)
+
+    @torch.no_grad()
+    def render_frame(self, index: int) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        """Frame `index` at the output resolution R: -> (image [1, 3, R, R] in [0, 1], generated Gaussians)."""
+        item = self.dataset[self._check_index(index)]
+        generated = self.generate(index)
+        viewmat = item["viewmat"][None].float().to(self.device)
+        intrinsics = item["intrinsics"][None].float().to(self.device).clone()
+        # The dataset's K is in pixels of the output image; the render is COARSE_FACTOR times smaller.
+        intrinsics[:, :2] *= self.render_size / self.cfg.dataset.resolution
+        render = render_gaussians(generated, viewmat, intrinsics, self.render_size, self.cfg.render.backend)
+        return self.supres(render).clamp(0.0, 1.0), generated
+
+    def export_ply(self, index: int, path: Optional[str | os.PathLike] = None) -> Path:
+        """Write frame `index`'s posed Gaussians as a 3DGS `.ply` (default `{output}/frame_{index:06d}.ply`)."""
+        path = Path(path) if path is not None else self.output_dir / f"frame_{index:06d}.ply"
+        return export_gaussians_ply(path, self.generate(index))
+
+    def run(self, export_ply: Optional[int] = None, progress: bool = True) -> Dict[str, Any]:
+        """Render every frame, write the PNGs and the mp4 (and frame `export_ply`'s `.ply` when given).
+
+        Returns frames (count), frames_dir, video, ply (or None), fps (frames per second of generate + render +
+        super-resolution, without the first, warm-up frame, synchronised on CUDA; image writing excluded).
+        """
+        if export_ply is not None:
+            self._check_index(export_ply)
+        frames_dir = self.output_dir / "frames"
+        frames_dir.mkdir(parents=True, exist_ok=True)
+        video_path = self.output_dir / f"{self.cfg.recorder.name}.mp4"
+        # ffmpeg picks the container from the extension, so the temporary file keeps `.mp4`; renamed when complete.
+        partial = video_path.with_name(f".{video_path.stem}.partial.mp4")
+        times = []
+        writer = imageio.get_writer(partial, format="FFMPEG", mode="I", fps=self.cfg.video_fps, codec="libx264",
+                                    quality=8, macro_block_size=1, ffmpeg_log_level="error")
+        try:
+            for index in tqdm(range(len(self.dataset)), desc="reenactment", unit="frame", disable=not progress):
+                synchronize(self.device)
+                start = time.perf_counter()
+                image, _ = self.render_frame(index)
+                synchronize(self.device)
+                times.append(time.perf_counter() - start)
+                frame = self._compose(index, image)
+                write_image(frames_dir / f"{index:06d}.png", frame)
+                writer.append_data(frame)
+        except BaseException:
+            writer.close()
+            partial.unlink(missing_ok=True)
+            raise
+        writer.close()
+        os.replace(partial, video_path)
+        ply = self.export_ply(export_ply) if export_ply is not None else None
+        timed = times[1:] or times
+        fps = len(timed) / sum(timed) if sum(timed) > 0 else float("inf")
+        log.info("reenactment: %d frames at %.1f FPS -> %s", len(times), fps, video_path)
+        return {"frames": len(times), "frames_dir": frames_dir, "video": video_path, "ply": ply, "fps": fps}
+
+    def _compose(self, index: int, image: torch.Tensor) -> np.ndarray:
+        """[1, 3, R, R] output -> uint8 [R, R, 3], or [R, 2R, 3] with the driver's image on the left."""
+        output = image[0]
+        if self.dataset.image_paths:
+            driver = self.dataset[index]["images"].to(output.device, output.dtype)
+            output = torch.cat([driver, output], dim=2)
+        return (output.permute(1, 2, 0).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)

@@ -1,0 +1,208 @@
+"""Vector quantisers of per-Gaussian attribute groups (Compact3D k-means codebooks, straight-through estimator).
+
+The continuous parameters of GaussianHeadModule stay the optimised quantities; the forward pass substitutes
+`codebook[index]` for them with a straight-through estimator, so gradients reach the continuous values unchanged.
+Codebook rows follow their members (`refresh`, every step) and members change codebook rows only at
+`reassign` (every `assign_every` steps), as in the original compacted GHA.
+"""
+from __future__ import annotations
+
+from typing import Dict, Iterable, Mapping, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cgha.compact.kmeans import DEFAULT_CHUNK_SIZE, assign, cluster_means, kmeans, segment_plan
+
+GROUPS = ("scale_rot", "scale", "rotation", "feature")
+
+
+class VectorQuantizer(nn.Module):
+    """A k-means codebook for the rows of one attribute group.
+
+    Buffers (persistent, so `state_dict` and resume restore them exactly): codebook [K, D] and index [N] int64.
+    Both are empty until `initialise`; loading a state dict resizes them to the stored shapes.
+    """
+
+    def __init__(self, num_codes: int, kmeans_iters: int = 5, seed: int = 0,
+                 chunk_size: int = DEFAULT_CHUNK_SIZE):
+        super().__init__()
+        if num_codes < 1:
+            raise ValueError(f"num_codes must be >= 1, got {num_codes}")
+        self.num_codes = num_codes
+        self.kmeans_iters = kmeans_iters
+        self.seed = seed
+        self.chunk_size = chunk_size
+        self.register_buffer("codebook", torch.zeros(0, 0))
+        self.register_buffer("index", torch.zeros(0, dtype=torch.int64))
+        self._plan = None  # segment_plan of the index, and the index state it belongs to
+        self._plan_key = None
+
+    @property
+    def initialised(self) -> bool:
+        return self.index.numel() > 0
+
+    def _check(self, x: torch.Tensor) -> None:
+        if not self.initialised:
+            raise RuntimeError("VectorQuantizer used before initialise()")
+        if x.ndim != 2 or x.shape[0] != self.index.shape[0] or x.shape[1] != self.codebook.shape[1]:
+            raise ValueError(f"expected rows [{self.index.shape[0]}, {self.codebook.shape[1]}], got {list(x.shape)}")
+
+    @torch.no_grad()
+    def initialise(self, x: torch.Tensor) -> None:
+        """Run seeded k-means on x [N, D] (K clamped to N) and store codebook [K, D] and index [N]."""
+        generator = torch.Generator().manual_seed(self.seed)
+        centers, idx = kmeans(x.detach(), self.num_codes, self.kmeans_iters, generator, self.chunk_size)
+        self.codebook = centers.to(x.dtype)
+        self.index = idx
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Straight-through quantisation of x [N, D]: the value is codebook[index], the gradient w.r.t. x is
+        the identity. Returns [N, D]."""
+        self._check(x)
+        quantized = self.codebook[self.index].to(x.dtype)
+        # Same estimator as x + (q - x).detach(), but the value is exactly q (x - x is exactly 0 in floating
+        # point, whereas x + (q - x) can round away from q), so the rendered attributes are the codebook rows.
+        return quantized + (x - x.detach())
+
+    @torch.no_grad()
+    def refresh(self, x: torch.Tensor) -> None:
+        """Set every codebook row to the mean of its members in x [N, D]; rows without members keep their value
+        (no host sync, so this is cheap enough for every step)."""
+        self._check(x)
+        means, counts = cluster_means(x.detach(), self.index, self.codebook.shape[0], self._segment_plan())
+        self.codebook.copy_(torch.where(counts[:, None] > 0, means.to(self.codebook.dtype), self.codebook))
+
+    def _segment_plan(self):
+        """segment_plan(index), rebuilt only when the index changed (re-assignment, initialise, loading, any
+        in-place edit: each changes the tensor's storage or its version counter): it is kept across the steps in
+        between, which saves a sort and a host synchronisation per refresh."""
+        index = self.index
+        key = (index.data_ptr(), index._version, index.shape[0], index.device, self.codebook.shape[0])
+        if key != self._plan_key:
+            self._plan, self._plan_key = segment_plan(index, self.codebook.shape[0]), key
+        return self._plan
+
+    @torch.no_grad()
+    def reassign(self, x: torch.Tensor) -> None:
+        """Point every row of x [N, D] at its nearest codebook row."""
+        self._check(x)
+        self.index.copy_(assign(x.detach(), self.codebook, self.chunk_size))
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        # The shapes are only known after initialise(); adopt the stored ones so a fresh module can resume.
+        for name in ("codebook", "index"):
+            key = prefix + name
+            if key in state_dict:
+                stored = state_dict[key]
+                setattr(self, name, torch.empty(stored.shape, dtype=stored.dtype, device=getattr(self, name).device))
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+
+
+def group_inputs(attributes: Mapping[str, torch.Tensor], groups: Iterable[str]) -> Dict[str, torch.Tensor]:
+    """Rows each group quantises, from GaussianHeadModule.canonical_attributes().
+
+    scale_rot = [scales (log) [N, 3], rotation normalised [N, 4]] -> [N, 7]; scale [N, 3]; rotation (normalised)
+    [N, 4]; feature [N, F]. The rotation is normalised first because only its direction matters to the renderer,
+    so codebook rows should not spend capacity on its length.
+    """
+    out = {}
+    for group in groups:
+        if group == "scale_rot":
+            out[group] = torch.cat([attributes["scales"], F.normalize(attributes["rotation"], dim=-1)], -1)
+        elif group == "scale":
+            out[group] = attributes["scales"]
+        elif group == "rotation":
+            out[group] = F.normalize(attributes["rotation"], dim=-1)
+        elif group == "feature":
+            out[group] = attributes["feature"]
+        else:
+            raise ValueError(f"unknown compact group '{group}', expected one of {GROUPS}")
+    return out
+
+
+def split_groups(values: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Inverse of `group_inputs`: group rows back to GaussianHeadModule attribute names (scales, rotation,
+    feature)."""
+    out = {}
+    for group, value in values.items():
+        if group == "scale_rot":
+            out["scales"], out["rotation"] = value[:, :3], value[:, 3:]
+        elif group == "scale":
+            out["scales"] = value
+        elif group == "rotation":
+            out["rotation"] = value
+        elif group == "feature":
+            out["feature"] = value
+        else:
+            raise ValueError(f"unknown compact group '{group}', expected one of {GROUPS}")
+    return out
+
+
+class GroupedQuantizer(nn.Module):
+    """One VectorQuantizer per configured attribute group of a GaussianHeadModule.
+
+    groups: names from GROUPS ('scale_rot' excludes 'scale' and 'rotation'); codebook size of a group:
+    `codebook_sizes.get(group, codebook_size)`, clamped to the number of Gaussians at initialise().
+    Each group's k-means is seeded with `seed + position of the group in GROUPS`.
+    """
+
+    def __init__(self, groups: Iterable[str], codebook_size: int = 2000,
+                 codebook_sizes: Optional[Mapping[str, int]] = None, kmeans_iters: int = 5, seed: int = 0,
+                 chunk_size: int = DEFAULT_CHUNK_SIZE):
+        super().__init__()
+        groups = list(groups)
+        for group in groups:
+            if group not in GROUPS:
+                raise ValueError(f"unknown compact group '{group}', expected one of {GROUPS}")
+        if len(set(groups)) != len(groups):
+            raise ValueError(f"compact groups listed twice: {groups}")
+        if "scale_rot" in groups and {"scale", "rotation"} & set(groups):
+            raise ValueError("'scale_rot' already quantises scale and rotation; use it or scale/rotation")
+        sizes = dict(codebook_sizes or {})
+        self.groups = groups
+        self.quantizers = nn.ModuleDict({
+            group: VectorQuantizer(sizes.get(group, codebook_size), kmeans_iters, seed + GROUPS.index(group),
+                                   chunk_size)
+            for group in groups})
+
+    @classmethod
+    def from_config(cls, compact, seed: int = 0) -> "GroupedQuantizer":
+        """Build from a cgha.config.CompactSection."""
+        return cls(compact.groups, compact.codebook_size, compact.codebook_sizes, compact.kmeans_iters, seed)
+
+    @property
+    def initialised(self) -> bool:
+        return all(q.initialised for q in self.quantizers.values())
+
+    def codebook_sizes(self) -> Dict[str, int]:
+        """Rows of every group's codebook (after clamping to N; the configured size before initialise)."""
+        return {g: (q.codebook.shape[0] if q.initialised else q.num_codes) for g, q in self.quantizers.items()}
+
+    def initialise(self, attributes: Mapping[str, torch.Tensor]) -> None:
+        """K-means every group on the current attributes (GaussianHeadModule.canonical_attributes())."""
+        for group, rows in group_inputs(attributes, self.groups).items():
+            self.quantizers[group].initialise(rows)
+
+    def refresh(self, attributes: Mapping[str, torch.Tensor]) -> None:
+        """Codebook rows := means of their members, for every group."""
+        for group, rows in group_inputs(attributes, self.groups).items():
+            self.quantizers[group].refresh(rows)
+
+    def reassign(self, attributes: Mapping[str, torch.Tensor]) -> None:
+        """Indices := nearest codebook rows, for every group."""
+        for group, rows in group_inputs(attributes, self.groups).items():
+            self.quantizers[group].reassign(rows)
+
+    def quantized_attributes(self, attributes: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """Straight-through quantised substitutes for generate(attributes=...): only the keys the groups cover
+        (of scales [N, 3], rotation [N, 4], feature [N, F]); gradients flow to the continuous attributes."""
+        rows = group_inputs(attributes, self.groups)
+        return split_groups({group: self.quantizers[group](value) for group, value in rows.items()})
+
+    def decoded_attributes(self) -> Dict[str, torch.Tensor]:
+        """The quantised attribute values codebook[index] of every group (no gradient), e.g. to export."""
+        return split_groups({g: q.codebook[q.index] for g, q in self.quantizers.items()})

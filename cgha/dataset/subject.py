@@ -1,0 +1,252 @@
+"""One subject folder: frames, cameras, splits, validated per-frame parameters and cameras.
+
+Building a `Subject` checks everything the training stages will read, once, and fails with one `DataError`
+listing the problems (missing or unreadable files, wrong array shapes, NaN/inf values, an expression dimension
+that does not match the config). Parameters and cameras are small, so they are loaded here once and kept in
+memory; datasets then only decode images per item.
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+
+from cgha.config import DatasetConfig
+from cgha.dataset.arrays import CAMERA_SHAPES, PARAMS_SHAPES, read_npy_rows, read_npz
+from cgha.dataset.layout import SubjectLayout
+from cgha.errors import DataError
+from cgha.utils.image_io import jpeg_problem
+from cgha.utils.rotations import axis_angle_to_matrix
+
+SPLITS = ("train", "test_cameras", "test_frames", "all")
+# iBUG-68, or the 66 points Multiview-3DMM-Fitting (GHA's tracker) writes: iBUG-68 without the mouth corners
+# 48 and 54. Both keep the mouth at rows 48..65, which is all the models index by position.
+LANDMARK_COUNTS = (66, 68)
+VERTEX_STRIDE = 100  # GHA supervises landmarks + every 100th tracked vertex
+_MAX_LISTED = 8
+
+
+def read_landmarks(path: Path) -> np.ndarray:
+    """A frame's 3D landmarks [K, 3], K in LANDMARK_COUNTS."""
+    landmarks = read_npy_rows(path, (None, 3))
+    if landmarks.shape[0] not in LANDMARK_COUNTS:
+        raise DataError(f"{path}: shape {list(landmarks.shape)}, expected [68, 3] (iBUG-68) or [66, 3] "
+                        f"(Multiview-3DMM-Fitting's iBUG-68 without the mouth corners)")
+    return landmarks
+
+
+@dataclass(frozen=True)
+class Split:
+    """Which frames and cameras a dataset iterates over."""
+    frames: Tuple[str, ...]
+    cameras: Tuple[str, ...]
+
+
+class _Problems:
+    """Collects data problems and raises them as one readable error."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.items: List[str] = []
+
+    def add(self, path: Path | str, what: str) -> None:
+        self.items.append(f"{self._short(path)}: {what}")
+
+    def add_error(self, error: DataError) -> None:
+        self.items.append(str(error).replace(str(self.root) + os.sep, ""))
+
+    def _short(self, path: Path | str) -> str:
+        try:
+            return str(Path(path).relative_to(self.root))
+        except ValueError:
+            return str(path)
+
+    def raise_if_any(self) -> None:
+        if not self.items:
+            return
+        listed = "; ".join(self.items[:_MAX_LISTED])
+        more = f"; and {len(self.items) - _MAX_LISTED} more" if len(self.items) > _MAX_LISTED else ""
+        raise DataError(f"subject {self.root}: {len(self.items)} problem(s): {listed}{more}")
+
+
+class Subject:
+    """A validated subject folder.
+
+    Attributes (F = all frames, C = all cameras of the subject, D = expression dim, K = landmarks + vertices):
+        frames: sorted frame names, F of them; `frame_index[name]` is the stable per-frame id (GHA's exp_id).
+        cameras: camera ids in use (config's camera_ids, or all found) plus held-out ones.
+        pose [F, 6], scale [F, 1], exp_coeff [F, D], landmarks [F, K, 3] (float32 numpy).
+        intrinsics: {(frame, camera): [3, 3]} pixels at original_resolution; extrinsics: same keys, [3, 4].
+    """
+
+    def __init__(self, cfg: DatasetConfig, expected_exp_dim: Optional[int] = None,
+                 exp_dim_key: str = "the config", lowres: bool = False, check_images: bool = True):
+        if not cfg.dataroot:
+            raise DataError("dataset.dataroot is empty: set it to a subject folder")
+        self.cfg = cfg
+        self.layout = SubjectLayout(Path(cfg.dataroot))
+        self.lowres = lowres
+        self.frames = self.layout.frames()
+        self.frame_index = {name: i for i, name in enumerate(self.frames)}
+        found_cameras = self.layout.cameras_in(self.frames[0])
+        if not found_cameras:
+            raise DataError(f"{self.layout.frame_dir(self.frames[0])} has no image_*.jpg files")
+        self.train_cameras, self.eval_cameras = self._camera_split(found_cameras)
+        self.train_frames, self.eval_frames = self._frame_split()
+        self.cameras = tuple(self.train_cameras) + tuple(self.eval_cameras)
+
+        problems = _Problems(self.layout.root)
+        self._check_files(problems, check_images)
+        problems.raise_if_any()
+        self._load_params(problems, expected_exp_dim, exp_dim_key)
+        self._load_cameras(problems)
+        problems.raise_if_any()
+
+    # ----------------------------------------------------------------------------------------- splits
+    def _meta_split(self, key: str) -> List[str]:
+        meta = self.layout.meta() if self.cfg.split_from_meta else None
+        if not meta:
+            return []
+        values = meta.get("splits", {}).get(key, [])
+        return [str(v) for v in values]
+
+    def _camera_split(self, found: List[str]) -> Tuple[List[str], List[str]]:
+        pool = list(self.cfg.camera_ids) or found
+        unknown = [c for c in pool if c not in found]
+        held_out = list(self.cfg.eval_camera_ids) or self._meta_split("eval_camera_ids")
+        unknown += [c for c in held_out if c not in found]
+        if unknown:
+            raise DataError(f"{self.layout.frame_dir(self.frames[0])}: no images for camera(s) {unknown} "
+                            f"(dataset.camera_ids / eval_camera_ids); available: {found}")
+        train = [c for c in pool if c not in held_out]
+        if not train:
+            raise DataError(f"every camera is held out (dataset.eval_camera_ids={held_out}); nothing to train on")
+        return train, held_out
+
+    def _frame_split(self) -> Tuple[List[str], List[str]]:
+        held_out = [self._frame_name(f) for f in (list(self.cfg.eval_frame_ids) or self._meta_split("eval_frame_ids"))]
+        unknown = [f for f in held_out if f not in self.frame_index]
+        if unknown:
+            raise DataError(f"dataset.eval_frame_ids names frame(s) {unknown} that are not under "
+                            f"{self.layout.root / 'images'} (first frames: {self.frames[:3]})")
+        train = [f for f in self.frames if f not in held_out]
+        if not train:
+            raise DataError("every frame is held out (dataset.eval_frame_ids); nothing to train on")
+        return train, held_out
+
+    def _frame_name(self, frame: str) -> str:
+        """A frame id as its folder name; YAML reads an unquoted 0036 as the number 36, which names '0036'."""
+        if frame in self.frame_index or not frame.isdigit():
+            return frame
+        matches = [name for name in self.frames if name.isdigit() and int(name) == int(frame)]
+        return matches[0] if len(matches) == 1 else frame
+
+    def split(self, name: str) -> Split:
+        """Frames x cameras of a named split: train, test_cameras, test_frames or all."""
+        if name == "train":
+            return Split(tuple(self.train_frames), tuple(self.train_cameras))
+        if name == "test_cameras":
+            return Split(tuple(self.train_frames), tuple(self.eval_cameras))
+        if name == "test_frames":
+            return Split(tuple(self.eval_frames), tuple(self.train_cameras))
+        if name == "all":
+            return Split(tuple(self.frames), tuple(self.cameras))
+        raise DataError(f"unknown split '{name}'; expected one of {', '.join(SPLITS)}")
+
+    # ------------------------------------------------------------------------------------------ checks
+    def _check_files(self, problems: _Problems, check_images: bool) -> None:
+        """Every file the stage will read exists; JPEGs are checked for truncation without decoding them."""
+        required: List[Path] = []
+        for frame in self.frames:
+            for camera in self.cameras:
+                required += [self.layout.image(frame, camera, self.lowres), self.layout.mask(frame, camera, self.lowres)]
+        if check_images:
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                for path, problem in zip(required, pool.map(jpeg_problem, required)):
+                    if problem is not None:
+                        problems.add(path, problem)
+        for frame in self.frames:
+            paths = [self.layout.params(frame), self.layout.landmarks(frame), self.layout.vertices(frame)]
+            paths += [self.layout.camera(frame, camera) for camera in self.cameras]
+            for path in paths:
+                if not path.is_file():
+                    problems.add(path, "missing")
+
+    def _load_params(self, problems: _Problems, expected_exp_dim: Optional[int], exp_dim_key: str) -> None:
+        poses, scales, exps, landmarks = [], [], [], []
+        exp_dim = expected_exp_dim
+        for frame in self.frames:
+            try:
+                params = read_npz(self.layout.params(frame), PARAMS_SHAPES)
+                lmk = read_landmarks(self.layout.landmarks(frame))
+                verts = read_npy_rows(self.layout.vertices(frame), (None, 3), stride=VERTEX_STRIDE)
+            except DataError as error:
+                problems.add_error(error)
+                continue
+            exp = params["exp_coeff"]
+            if exp_dim is None:
+                exp_dim = exp.shape[1]
+            if exp.shape[1] != exp_dim:
+                origin = exp_dim_key if expected_exp_dim is not None else f"frame {self.frames[0]}"
+                problems.add(self.layout.params(frame),
+                             f"exp_coeff has {exp.shape[1]} coefficients but {origin} expects {exp_dim}")
+                continue
+            poses.append(params["pose"][0])
+            scales.append(params["scale"])
+            exps.append(exp[0])
+            landmarks.append(np.concatenate([lmk, verts], 0))
+        problems.raise_if_any()
+        counts = {len(item) for item in landmarks}
+        if len(counts) != 1:
+            problems.add(self.layout.root / "params", f"vertices.npy differ in length between frames ({sorted(counts)})")
+            problems.raise_if_any()
+        self.pose = np.stack(poses).astype(np.float32)
+        self.scale = np.stack(scales).astype(np.float32)
+        self.exp_coeff = np.stack(exps).astype(np.float32)
+        self.landmarks = np.stack(landmarks).astype(np.float32)
+        self.exp_dim = int(self.exp_coeff.shape[1])
+
+    def _load_cameras(self, problems: _Problems) -> None:
+        keys = [(frame, camera) for frame in self.frames for camera in self.cameras]
+        paths = [self.layout.camera(frame, camera) for frame, camera in keys]
+        def read(path: Path) -> Optional[Dict[str, np.ndarray]]:
+            try:
+                return read_npz(path, CAMERA_SHAPES)
+            except DataError as error:
+                problems.add_error(error)
+                return None
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            loaded = list(pool.map(read, paths))
+        self.intrinsics: Dict[Tuple[str, str], np.ndarray] = {}
+        self.extrinsics: Dict[Tuple[str, str], np.ndarray] = {}
+        for key, path, arrays in zip(keys, paths, loaded):
+            if arrays is None:
+                continue
+            rotation = arrays["extrinsic"][:, :3].astype(np.float64)
+            if not np.allclose(rotation @ rotation.T, np.eye(3), atol=1e-3) or np.linalg.det(rotation) < 0:
+                problems.add(path, "extrinsic[:, :3] is not a rotation matrix")
+                continue
+            self.intrinsics[key] = arrays["intrinsic"].astype(np.float32)
+            self.extrinsics[key] = arrays["extrinsic"].astype(np.float32)
+
+    # --------------------------------------------------------------------------------------- accessors
+    def camera_matrices(self, frame: str, camera: str, resolution: int) -> Tuple[np.ndarray, np.ndarray]:
+        """(K [3, 3] in pixels of a `resolution`^2 image, world-to-camera viewmat [4, 4])."""
+        scale = resolution / self.cfg.original_resolution
+        intrinsic = self.intrinsics[(frame, camera)].copy()
+        intrinsic[:2] *= scale
+        viewmat = np.eye(4, dtype=np.float32)
+        viewmat[:3] = self.extrinsics[(frame, camera)]
+        return intrinsic, viewmat
+
+    def neutral_landmarks(self) -> np.ndarray:
+        """First frame's landmarks mapped back to canonical space: S^-1 R^T (x - T). Shape [K, 3]."""
+        rotation = axis_angle_to_matrix(torch.from_numpy(self.pose[0, :3]).double()).numpy()
+        centred = self.landmarks[0].astype(np.float64) - self.pose[0, 3:]
+        return ((centred @ rotation) / self.scale[0]).astype(np.float32)
