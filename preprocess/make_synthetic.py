@@ -45,8 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resolution", type=_positive(16), default=512,
                         help="image side in pixels (default 512)")
     parser.add_argument("--seed", type=_positive(0), default=0, help="trajectory seed (default 0)")
-    parser.add_argument("--lowres", type=_positive(8), default=256,
-                        help="side of the image_lowres/mask_lowres copies (default 256)")
+    parser.add_argument("--lowres", type=_positive(8), default=None,
+                        help="side of the image_lowres/mask_lowres copies, at most --resolution "
+                             "(default 256, or --resolution when smaller)")
     parser.add_argument("--raw-capture", action="store_true",
                         help="write a NeRSemble-style raw capture (videos, camera_params.json, BACKGROUND) instead")
     parser.add_argument("--subject-id", default="000", help="raw capture: participant folder name (default 000)")

@@ -50,6 +50,11 @@ class SubjectLayout:
     def meta_path(self) -> Path:
         return self.root / "meta.json"
 
+    @property
+    def preprocess_manifest_path(self) -> Path:
+        """Written by preprocess/preprocess_nersemble.py (cgha/preprocess/plan.py's MANIFEST_NAME)."""
+        return self.root / "preprocess.json"
+
     def frames(self) -> List[str]:
         """Sorted names of the frame folders under images/."""
         images = self.root / "images"

@@ -7,7 +7,6 @@ memory; datasets then only decode images per item.
 """
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,10 +16,10 @@ import numpy as np
 import torch
 
 from cgha.config import DatasetConfig
-from cgha.dataset.arrays import CAMERA_SHAPES, PARAMS_SHAPES, read_npy_rows, read_npz
+from cgha.dataset.arrays import CAMERA_SHAPES, read_npy_rows, read_npz
 from cgha.dataset.layout import SubjectLayout
+from cgha.dataset.validation import Problems, add_jpeg_problems, check_original_resolution, read_params
 from cgha.errors import DataError
-from cgha.utils.image_io import jpeg_problem
 from cgha.utils.rotations import axis_angle_to_matrix
 
 SPLITS = ("train", "test_cameras", "test_frames", "all")
@@ -28,7 +27,6 @@ SPLITS = ("train", "test_cameras", "test_frames", "all")
 # 48 and 54. Both keep the mouth at rows 48..65, which is all the models index by position.
 LANDMARK_COUNTS = (66, 68)
 VERTEX_STRIDE = 100  # GHA supervises landmarks + every 100th tracked vertex
-_MAX_LISTED = 8
 
 
 def read_landmarks(path: Path) -> np.ndarray:
@@ -45,33 +43,6 @@ class Split:
     """Which frames and cameras a dataset iterates over."""
     frames: Tuple[str, ...]
     cameras: Tuple[str, ...]
-
-
-class _Problems:
-    """Collects data problems and raises them as one readable error."""
-
-    def __init__(self, root: Path):
-        self.root = root
-        self.items: List[str] = []
-
-    def add(self, path: Path | str, what: str) -> None:
-        self.items.append(f"{self._short(path)}: {what}")
-
-    def add_error(self, error: DataError) -> None:
-        self.items.append(str(error).replace(str(self.root) + os.sep, ""))
-
-    def _short(self, path: Path | str) -> str:
-        try:
-            return str(Path(path).relative_to(self.root))
-        except ValueError:
-            return str(path)
-
-    def raise_if_any(self) -> None:
-        if not self.items:
-            return
-        listed = "; ".join(self.items[:_MAX_LISTED])
-        more = f"; and {len(self.items) - _MAX_LISTED} more" if len(self.items) > _MAX_LISTED else ""
-        raise DataError(f"subject {self.root}: {len(self.items)} problem(s): {listed}{more}")
 
 
 class Subject:
@@ -100,12 +71,14 @@ class Subject:
         self.train_frames, self.eval_frames = self._frame_split()
         self.cameras = tuple(self.train_cameras) + tuple(self.eval_cameras)
 
-        problems = _Problems(self.layout.root)
+        problems = Problems(self.layout.root)
         self._check_files(problems, check_images)
         problems.raise_if_any()
         self._load_params(problems, expected_exp_dim, exp_dim_key)
         self._load_cameras(problems)
         problems.raise_if_any()
+        check_original_resolution(cfg.original_resolution, self.intrinsics.values(), f"subject {self.layout.root}",
+                                  self.layout.root)
 
     # ----------------------------------------------------------------------------------------- splits
     def _meta_split(self, key: str) -> List[str]:
@@ -159,17 +132,14 @@ class Subject:
         raise DataError(f"unknown split '{name}'; expected one of {', '.join(SPLITS)}")
 
     # ------------------------------------------------------------------------------------------ checks
-    def _check_files(self, problems: _Problems, check_images: bool) -> None:
+    def _check_files(self, problems: Problems, check_images: bool) -> None:
         """Every file the stage will read exists; JPEGs are checked for truncation without decoding them."""
         required: List[Path] = []
         for frame in self.frames:
             for camera in self.cameras:
                 required += [self.layout.image(frame, camera, self.lowres), self.layout.mask(frame, camera, self.lowres)]
         if check_images:
-            with ThreadPoolExecutor(max_workers=8) as pool:
-                for path, problem in zip(required, pool.map(jpeg_problem, required)):
-                    if problem is not None:
-                        problems.add(path, problem)
+            add_jpeg_problems(problems, required)
         for frame in self.frames:
             paths = [self.layout.params(frame), self.layout.landmarks(frame), self.layout.vertices(frame)]
             paths += [self.layout.camera(frame, camera) for camera in self.cameras]
@@ -177,12 +147,13 @@ class Subject:
                 if not path.is_file():
                     problems.add(path, "missing")
 
-    def _load_params(self, problems: _Problems, expected_exp_dim: Optional[int], exp_dim_key: str) -> None:
+    def _load_params(self, problems: Problems, expected_exp_dim: Optional[int], exp_dim_key: str) -> None:
         poses, scales, exps, landmarks = [], [], [], []
         exp_dim = expected_exp_dim
+        origin = exp_dim_key if expected_exp_dim is not None else f"frame {self.frames[0]}"
         for frame in self.frames:
             try:
-                params = read_npz(self.layout.params(frame), PARAMS_SHAPES)
+                params = read_params(self.layout.params(frame), exp_dim, origin)
                 lmk = read_landmarks(self.layout.landmarks(frame))
                 verts = read_npy_rows(self.layout.vertices(frame), (None, 3), stride=VERTEX_STRIDE)
             except DataError as error:
@@ -191,11 +162,6 @@ class Subject:
             exp = params["exp_coeff"]
             if exp_dim is None:
                 exp_dim = exp.shape[1]
-            if exp.shape[1] != exp_dim:
-                origin = exp_dim_key if expected_exp_dim is not None else f"frame {self.frames[0]}"
-                problems.add(self.layout.params(frame),
-                             f"exp_coeff has {exp.shape[1]} coefficients but {origin} expects {exp_dim}")
-                continue
             poses.append(params["pose"][0])
             scales.append(params["scale"])
             exps.append(exp[0])
@@ -211,7 +177,7 @@ class Subject:
         self.landmarks = np.stack(landmarks).astype(np.float32)
         self.exp_dim = int(self.exp_coeff.shape[1])
 
-    def _load_cameras(self, problems: _Problems) -> None:
+    def _load_cameras(self, problems: Problems) -> None:
         keys = [(frame, camera) for frame in self.frames for camera in self.cameras]
         paths = [self.layout.camera(frame, camera) for frame, camera in keys]
         def read(path: Path) -> Optional[Dict[str, np.ndarray]]:

@@ -36,6 +36,7 @@ __all__ = ["GENERATOR", "GENERATOR_VERSION", "SubjectArgumentError", "generate_s
 GENERATOR = "cgha.synthetic"
 GENERATOR_VERSION = "1.0.0"
 _JPEG_QUALITY = 95
+DEFAULT_LOWRES = 256  # GHA's image_lowres side, used when the images are at least this large
 _PREVIEW_THUMB = 128
 
 
@@ -84,14 +85,27 @@ def check_int(name: str, value, low: int, high: int | None = None) -> int:
 
 
 def _arguments(identity, frames, cameras, resolution, seed, lowres) -> dict:
+    resolution = check_int("resolution", resolution, 16, 8192)
     return {
         "identity": check_int("identity", identity, 0),
         "frames": check_int("frames", frames, 1, 100000),
         "cameras": check_int("cameras", cameras, 1, 100),
-        "resolution": check_int("resolution", resolution, 16, 8192),
+        "resolution": resolution,
         "seed": check_int("seed", seed, 0, 2**32 - 1),
-        "lowres": check_int("lowres", lowres, 8, 8192),
+        "lowres": _lowres(lowres, resolution),
     }
+
+
+def _lowres(lowres, resolution: int) -> int:
+    """The side of the low-res copies: DEFAULT_LOWRES or the image side when smaller; never above the image side,
+    since a "low-res" copy larger than its image only costs disk and time and upsamples nothing useful."""
+    if lowres is None:
+        return min(DEFAULT_LOWRES, resolution)
+    lowres = check_int("lowres", lowres, 8, 8192)
+    if lowres > resolution:
+        raise SubjectArgumentError(f"lowres {lowres} is larger than resolution {resolution}: low-res copies are "
+                                   f"never larger than the images (omit it for min({DEFAULT_LOWRES}, resolution))")
+    return lowres
 
 
 def _existing_meta(out_dir: Path) -> dict | None:
@@ -168,7 +182,7 @@ def _contact_sheet(thumbs: dict, frames: list[int], cams: list[int], frame_names
 
 
 def generate_subject(out_dir, identity: int = 0, frames: int = 40, cameras: int = 16, resolution: int = 512,
-                     seed: int = 0, lowres: int = 256, progress: bool = True, force: bool = False,
+                     seed: int = 0, lowres: int | None = None, progress: bool = True, force: bool = False,
                      device="cpu") -> Path:
     """Generate (or reuse) a synthetic subject.
 
@@ -178,7 +192,7 @@ def generate_subject(out_dir, identity: int = 0, frames: int = 40, cameras: int 
         frames, cameras: numbers of frames and cameras.
         resolution: image side in pixels (intrinsics are in these pixels).
         seed: seed of the expression and pose trajectories.
-        lowres: side of the ``*_lowres_*`` copies.
+        lowres: side of the ``*_lowres_*`` copies, at most ``resolution``; None = min(256, resolution).
         progress: show a tqdm bar.
         force: regenerate even if a matching subject exists, and replace a non-matching folder.
         device: torch device for rendering.

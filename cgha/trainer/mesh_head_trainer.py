@@ -17,6 +17,7 @@ from cgha.recorder.images import grid, normals_to_image, overlay_mask
 from cgha.render.multiview import render_mesh_views
 from cgha.trainer.base import Trainer
 from cgha.trainer.mesh_losses import laplacian_loss, soft_iou_loss
+from cgha.trainer.progress import check_mesh_progress, check_silhouette_overlap
 from cgha.utils.mesh_io import write_obj, write_ply
 from cgha.utils.metrics import mask_iou, psnr
 
@@ -30,7 +31,11 @@ def load_mesh_head(module: MeshHeadModule, path: str | Path) -> None:
 
 
 class MeshHeadTrainer(Trainer):
-    """Owns the module, optimiser, data and outputs of one mesh-head run; `fit()` trains, resumable."""
+    """Owns the module, optimiser, data and outputs of one mesh-head run; `fit()` trains, resumable.
+
+    A run that cannot make progress stops with cgha/trainer/progress.py's NoProgressError: before its first step
+    when no rendered silhouette meets a mask, and at its first evaluation when the held-out mask IoU is 0.
+    """
 
     stage = "meshhead"
 
@@ -45,6 +50,7 @@ class MeshHeadTrainer(Trainer):
                                            {"params": networks, "lr": cfg.lr_net}])
         self.loader = make_loader(dataset, cfg.batch_size, shuffle=True, num_workers=cfg.dataset.num_workers,
                                   seed=cfg.train.seed, device=device)
+        self.progress_unchecked = True
         if not self.try_resume():
             self._initialise()
 
@@ -86,6 +92,23 @@ class MeshHeadTrainer(Trainer):
         losses["lap"] = laplacian_loss(recon["verts"], recon["faces"])
         return losses, renders
 
+    def fit(self) -> Dict[str, float]:
+        self.check_silhouettes_meet_masks()
+        return super().fit()
+
+    @torch.no_grad()
+    def check_silhouettes_meet_masks(self) -> None:
+        """Before training: render every training view of the first training frame; when no silhouette meets its
+        mask, stop. Deterministic (no random views), so resuming a run reproduces the uninterrupted one. A mesh
+        without faces (an SDF not yet crossing zero) is no evidence: the landmark loss can still pull a surface out."""
+        batch = self.to_device({key: value[None] for key, value in self.dataset.all_views(0).items()})
+        recon = self.module.reconstruct(batch["exp_coeff"], batch["pose"], batch["scale"])
+        if recon["faces"].shape[0] == 0:
+            return
+        renders = render_mesh_views(recon["verts"], recon["faces"], recon["colors"], batch["viewmats"],
+                                    batch["intrinsics"], self.cfg.dataset.resolution, soft=False)
+        check_silhouette_overlap(renders["masks"], batch["masks"], self.iteration)
+
     def save_grid(self, batch, renders, name: str) -> None:
         """Ground truth, render, normals and silhouette overlay for up to four views of the first frame."""
         views = min(4, batch["images"].shape[1])
@@ -119,5 +142,9 @@ class MeshHeadTrainer(Trainer):
                                         batch["intrinsics"], self.cfg.dataset.resolution, soft=False)
             ious.append(mask_iou(renders["masks"][0, :, 0], batch["masks"][0, :, 0]))
             psnrs.append(psnr(renders["images"][0, :, :3], batch["images"][0]))
-        return {"mask_iou": float(torch.cat(ious).mean()), "psnr": float(torch.cat(psnrs).mean()),
-                "views": int(sum(len(x) for x in ious))}
+        metrics = {"mask_iou": float(torch.cat(ious).mean()), "psnr": float(torch.cat(psnrs).mean()),
+                   "views": int(sum(len(x) for x in ious))}
+        if self.progress_unchecked:
+            self.progress_unchecked = False
+            check_mesh_progress(metrics, self.iteration)
+        return metrics
