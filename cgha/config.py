@@ -18,6 +18,7 @@ import dataclasses
 import difflib
 import json
 import math
+import re
 import os
 import typing
 from dataclasses import dataclass, field
@@ -187,6 +188,25 @@ class RenderSection:
     mesh_sigma: float = _option(1.0, "soft-silhouette falloff of the mesh rasterizer in pixels", min=0.0,
                                 min_exclusive=True)
     amp: bool = _option(True, "reenactment/evaluation on CUDA: bf16 channels-last super-resolution (1.2x faster)")
+class _ConfigLoader(yaml.SafeLoader):
+    """YAML 1.1 safe loading, except that a plain scalar becomes an int only when it is written as one would write
+    that int (`-?(0|[1-9][0-9]*)`). YAML 1.1 reads `0036` as octal 30, `0038` as a string, `1:30` as 90 and `1_000`
+    as 1000; ids (frames, cameras) written like that must stay the text written, and an int key given such a value
+    fails naming the key instead of taking a number the user did not write."""
+
+
+_ConfigLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:int"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_ConfigLoader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(r"^-?(?:0|[1-9][0-9]*)$"),
+                                    list("-0123456789"))
+
+
+def _load_yaml_text(text: str) -> Any:
+    """Parse config YAML (a file or an override's value) with `_ConfigLoader`."""
+    return yaml.load(text, Loader=_ConfigLoader)
+
+
 
 
 @dataclass
@@ -263,7 +283,7 @@ def _read_yaml(path: Path) -> Dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = _load_yaml_text(path.read_text())
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
@@ -320,7 +340,9 @@ def _convert(value: Any, kind: Any, key: str, source: str) -> Any:
     if kind is bool:
         if isinstance(value, bool):
             return value
-        raise wrong
+        # YAML turns unquoted yes/no/on/off into booleans and 1.5 into a number: not the text that was written.
+        raise ConfigError(f"{source}: '{key}' must be a string, got {value!r}; quote the value to keep the text "
+                          f"as written (e.g. '0036', \"on\")")
     if kind is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
@@ -385,7 +407,7 @@ def _apply_override(config: Any, item: str) -> None:
     dotted, _, text = item.partition("=")
     parts = dotted.strip().split(".")
     try:
-        value = yaml.safe_load(text) if text.strip() else ""
+        value = _load_yaml_text(text) if text.strip() else ""
     except yaml.YAMLError:
         raise ConfigError(f"{source}: cannot parse the value {text!r}") from None
     node, prefix = config, ""

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import re
 import struct
 import zlib
 
@@ -11,6 +12,7 @@ import torch
 
 from cgha.compact import (FORMAT_VERSION, GroupedQuantizer, VectorQuantizer, assign, bits_for, encoded_sizes,
                          is_compact_file, kmeans, read_compact, update, write_compact)
+from cgha.compact.codec import MAGIC
 from cgha.compact.kmeans import init_centers
 from cgha.errors import CheckpointError
 
@@ -336,6 +338,87 @@ def test_cuda_kmeans_and_quantizer():
     g = torch.Generator().manual_seed(0)
     x, c = torch.randn(5003, 7, generator=g).cuda(), torch.randn(97, 7, generator=g).cuda()
     idx = assign(x, c, chunk_size=1000)
+_PREFIX_SIZE = 20  # magic, version, flags, header_len, payload_len
+_HEADER_NUMBERS = (b"0", b"-1", b"3", b"65535", b"4294967296", b"1e308", b"99999999999999999999", b"2.5", b"NaN")
+_HEADER_STRINGS = (b'"raw"', b'"fp16"', b'"fp32"', b'"bitpacked"', b'"uint8_unit"', b'"float64"', b'"object"',
+                   b'"<U4"', b'"int8"', b'"float16"', b'""', b'null', b'[]', b'{}', b'[1,-2]')
+
+
+def _with_checksum(body: bytes) -> bytes:
+    """A whole file from everything before the checksum, with the checksum recomputed: the file passes the
+    integrity check, so only the structural checks stand between the mutation and the caller."""
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def _replace_header_token(body: bytes, rng, pattern: bytes, choices) -> bytes:
+    """Replace one random regex match inside the JSON header and fix header_len in the prefix."""
+    header_len = struct.unpack_from("<I", body, 12)[0]
+    header = body[_PREFIX_SIZE:_PREFIX_SIZE + header_len]
+    matches = list(re.finditer(pattern, header))
+    match = matches[rng.integers(len(matches))]
+    header = header[:match.start()] + choices[rng.integers(len(choices))] + header[match.end():]
+    prefix = bytearray(body[:_PREFIX_SIZE])
+    struct.pack_into("<I", prefix, 12, len(header))
+    return bytes(prefix) + header + body[_PREFIX_SIZE + header_len:]
+
+
+def _mutate(blob: bytes, rng) -> bytes:
+    body = bytearray(blob[:-4])
+    header_len = struct.unpack_from("<I", body, 12)[0]
+    payload_start = _PREFIX_SIZE + header_len
+    kind = rng.integers(5)
+    if kind == 0:  # a few flipped bytes anywhere after the magic
+        for position in rng.integers(len(MAGIC), len(body), rng.integers(1, 9)):
+            body[position] ^= int(rng.integers(1, 256))
+    elif kind == 1:  # a run of random payload bytes
+        start = int(rng.integers(payload_start, len(body)))
+        run = bytes(rng.integers(0, 256, int(rng.integers(1, 64)), dtype=np.uint8))
+        body[start:start + len(run)] = run[:len(body) - start]
+    elif kind == 2:  # a run of 0xff: NaN in fp16/fp32, 255 in uint8/bit-packed indices
+        start = int(rng.integers(payload_start, len(body)))
+        end = min(len(body), start + int(rng.integers(1, 16)))
+        body[start:end] = b"\xff" * (end - start)
+    elif kind == 3:  # a number in the header: shapes, offsets, lengths, num_codes, bits
+        return _with_checksum(_replace_header_token(bytes(body), rng, rb"-?\d+(?:\.\d+)?", _HEADER_NUMBERS))
+    else:  # a string in the header: encodings, dtypes, names
+        return _with_checksum(_replace_header_token(bytes(body), rng, rb'"[A-Za-z0-9_.]*"', _HEADER_STRINGS))
+    return _with_checksum(bytes(body))
+
+
+def test_fuzz_with_recomputed_checksum_never_yields_non_finite_data(tmp_path):
+    # Mutations whose checksum is recomputed get past the integrity check; the structural checks must then reject
+    # them with the codec's one-line error, or the file must decode to finite arrays of the announced shapes.
+    path = tmp_path / "fuzz.cgha"
+    write_compact(path, _sample_arrays(), {"model": {"num_gaussians": 37}, "note": "ok"})
+    blob = path.read_bytes()
+    bad = tmp_path / "bad.cgha"
+    rng = np.random.default_rng(2024)
+    rejected = accepted = 0
+    for _ in range(600):
+        bad.write_bytes(_mutate(blob, rng))
+        try:
+            arrays, _ = read_compact(bad)
+        except CheckpointError as error:
+            message = str(error)
+            assert "bad.cgha" in message and "\n" not in message and "checksum" not in message
+            rejected += 1
+            continue
+        accepted += 1
+        for name, array in arrays.items():
+            if np.issubdtype(array.dtype, np.floating):
+                assert np.all(np.isfinite(array)), f"mutation loaded non-finite values into '{name}'"
+    assert rejected > 100 and accepted > 50, (rejected, accepted)
+
+
+def test_writer_refuses_values_beyond_the_stored_precision(tmp_path):
+    # fp16 tops out at 65504: a larger weight would be written as inf, which the reader then refuses.
+    with pytest.raises(ValueError, match="non-finite"):
+        write_compact(tmp_path / "a.cgha", {"w": (np.array([1e5], np.float32), "fp16")}, {})
+    with pytest.raises(ValueError, match="non-finite"):
+        write_compact(tmp_path / "a.cgha", {"w": (np.array([np.nan], np.float32), "raw")}, {})
+    assert not (tmp_path / "a.cgha").exists()
+
+
     assert idx.device == x.device
     dist = torch.cdist(x.double(), c.double()) ** 2
     # Near-ties may resolve differently from float64, so compare the distances, not the indices.

@@ -164,3 +164,43 @@ def test_config_reference_doc_is_current():
 
     assert (ROOT / "docs" / "config.md").read_text() == config_reference_markdown(), (
         "docs/config.md is stale; regenerate it with the command at its top")
+
+
+@pytest.mark.parametrize("written, expected", [
+    ("[0036, 0037]", ["0036", "0037"]),   # YAML 1.1: octal 30, 31
+    ("[0038, 0012]", ["0038", "0012"]),   # 0038 is no octal literal: YAML 1.1 mixes strings and numbers
+    ("[1:30, 1_000]", ["1:30", "1_000"]),  # sexagesimal 90 and 1000 in YAML 1.1
+    ("[220700191, cam03]", ["220700191", "cam03"]),  # NeRSemble serials: plain integers keep their digits
+])
+def test_id_lists_are_the_text_written(tmp_path, written, expected):
+    path = write(tmp_path, f"""
+        dataset:
+          camera_ids: {written}
+          eval_camera_ids: {written}
+          eval_frame_ids: {written}
+        """)
+    from_file = load_config(TrainConfig, path)
+    from_override = load_config(TrainConfig, None, [f"dataset.{key}={written}" for key in
+                                                    ("camera_ids", "eval_camera_ids", "eval_frame_ids")])
+    for cfg in (from_file, from_override):
+        assert cfg.dataset.camera_ids == cfg.dataset.eval_camera_ids == cfg.dataset.eval_frame_ids == expected
+
+
+def test_ids_written_as_text_round_trip_through_the_saved_config(tmp_path):
+    cfg = load_config(TrainConfig, None, ["dataset.eval_frame_ids=[0036, 0037]"])
+    save_config(cfg, tmp_path / "config.yaml")
+    assert load_config(TrainConfig, tmp_path / "config.yaml").dataset.eval_frame_ids == ["0036", "0037"]
+
+
+@pytest.mark.parametrize("written", ["[on, cam01]", "[1.5]"])
+def test_ids_that_yaml_turns_into_other_types_say_to_quote_them(written):
+    with pytest.raises(ConfigError, match=r"'dataset.eval_camera_ids\[0\]' must be a string, got .*quote"):
+        load_config(TrainConfig, None, [f"dataset.eval_camera_ids={written}"])
+
+
+@pytest.mark.parametrize("written", ["0100", "1_000", "1:30"])
+def test_integers_not_written_as_plain_decimals_are_refused(written, tmp_path):
+    with pytest.raises(ConfigError, match=f"'train.max_iters' must be an integer, got '{written}'"):
+        load_config(TrainConfig, None, [f"train.max_iters={written}"])
+    with pytest.raises(ConfigError, match="'train.max_iters' must be an integer"):
+        load_config(TrainConfig, write(tmp_path, f"train:\n  max_iters: {written}\n"))

@@ -91,6 +91,57 @@ def test_split_from_meta(tiny_subject):
     assert list(subject.eval_cameras) == [str(c) for c in meta["splits"]["eval_camera_ids"]]
 
 
+def subject_with_meta(broken: Path, meta) -> Path:
+    """The damageable copy of the tiny subject with its meta.json replaced (None: removed)."""
+    if meta is None:
+        (broken / "meta.json").unlink()
+    else:
+        (broken / "meta.json").write_text(json.dumps(meta))
+    return broken
+
+
+@pytest.mark.parametrize("meta", [
+    {"split": {"test_cameras": ["cam02"], "test_frames": ["0003"]}},
+    {"splits": {"test_cameras": ["cam02"], "test_frames": [3]}},
+    {"test_camera_ids": ["cam02"], "test_frame_ids": ["0003"], "name": "id0"},
+])
+def test_split_from_meta_reads_the_common_forms(broken, meta):
+    subject = Subject(dataset_cfg(subject_with_meta(broken, meta), split_from_meta=True))
+    assert subject.eval_cameras == ["cam02"] and subject.eval_frames == ["0003"]
+
+
+def test_split_from_meta_fills_only_the_empty_lists(broken):
+    root = subject_with_meta(broken, {"split": {"test_cameras": ["cam02"], "test_frames": ["0003"]}})
+    subject = Subject(dataset_cfg(root, split_from_meta=True, eval_camera_ids=["cam01"]))
+    assert subject.eval_cameras == ["cam01"] and subject.eval_frames == ["0003"]
+
+
+@pytest.mark.parametrize("meta, message", [
+    ({"holdout": {"cams": ["cam02"]}, "generator": "x"}, r"no held-out split under a known key \(it has: "
+                                                          r"holdout.cams, generator"),
+    ({"splits": {"eval_camera_ids": [], "eval_frame_ids": []}}, "held-out split is empty"),
+    ({"split": {"test_cameras": "cam02"}}, "'split.test_cameras' must be a list of ids"),
+    (None, "meta.json does not exist"),
+])
+def test_split_from_meta_that_finds_nothing_is_an_error(broken, meta, message):
+    with pytest.raises(DataError, match=message):
+        Subject(dataset_cfg(subject_with_meta(broken, meta), split_from_meta=True))
+
+
+def test_explicit_held_out_lists_need_no_meta(broken):
+    root = subject_with_meta(broken, None)
+    subject = Subject(dataset_cfg(root, split_from_meta=True, eval_camera_ids=["cam02"], eval_frame_ids=["0003"]))
+    assert subject.eval_frames == ["0003"]
+
+
+def test_octal_looking_frame_ids_are_not_renumbered(tiny_subject):
+    # YAML 1.1 reads 0010 as octal 8; the error must name the frame the user wrote.
+    bad = load_config(TrainConfig, None, [f"dataset.dataroot={tiny_subject}", "dataset.eval_frame_ids=[0010]",
+                                          "dataset.original_resolution=64", "dataset.resolution=32"])
+    with pytest.raises(DataError, match=r"names frame\(s\) \['0010'\]"):
+        Subject(bad.dataset)
+
+
 def test_neutral_landmarks_invert_the_head_pose(tiny_subject):
     dataset = MeshDataset(dataset_cfg(tiny_subject))
     subject = dataset.subject
@@ -232,9 +283,10 @@ def test_reenactment_errors(tiny_subject):
 
 
 def test_unquoted_numeric_frame_ids_name_zero_padded_folders(tiny_subject):
-    cfg = load_config(TrainConfig, None, [f"dataset.dataroot={tiny_subject}", "dataset.eval_frame_ids=[0003, 2]"])
-    assert cfg.dataset.eval_frame_ids == ["3", "2"]  # what YAML makes of them
-    assert Subject(cfg.dataset).eval_frames == ["0003", "0002"]
+    cfg = load_config(TrainConfig, None, [f"dataset.dataroot={tiny_subject}", "dataset.eval_frame_ids=[0003, 2]",
+                                          "dataset.original_resolution=64", "dataset.resolution=32"])
+    assert cfg.dataset.eval_frame_ids == ["0003", "2"]  # the text written (YAML 1.1 would read 0003 as octal 3)
+    assert Subject(cfg.dataset).eval_frames == ["0003", "0002"]  # 2 names the one frame folder numbered 2
 
 
 def test_subject_accepts_the_trackers_66_landmarks_and_rejects_other_counts(broken):

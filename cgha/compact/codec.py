@@ -33,9 +33,10 @@ from typing import Any, Dict, Mapping, Tuple
 import numpy as np
 
 from cgha.errors import CheckpointError
+from cgha.recorder.file_kind import COMPACT_MAGIC, describe_file_kind
 from cgha.utils.atomic import write_bytes_atomic
 
-MAGIC = b"CGHA"
+MAGIC = COMPACT_MAGIC
 FORMAT_VERSION = 1
 _PREFIX = struct.Struct("<4sHHIQ")
 _CRC = struct.Struct("<I")
@@ -80,7 +81,8 @@ def _encode(name: str, array: np.ndarray, encoding: str, options: Mapping[str, A
             raise ValueError(f"array '{name}': {encoding} encoding needs a floating array, got {array.dtype}")
         entry["dtype"] = "float32"
         stored = "<f2" if encoding == "fp16" else "<f4"
-        data = np.ascontiguousarray(array, dtype=stored).tobytes()
+        with np.errstate(over="ignore"):  # an overflow becomes inf, refused below with the array's name
+            data = np.ascontiguousarray(array, dtype=stored).tobytes()
     elif encoding == "bitpacked":
         if not np.issubdtype(array.dtype, np.integer):
             raise ValueError(f"array '{name}': bitpacked encoding needs integers, got {array.dtype}")
@@ -100,8 +102,18 @@ def _encode(name: str, array: np.ndarray, encoding: str, options: Mapping[str, A
         data = np.ascontiguousarray(np.rint(values * 255.0), dtype=np.uint8).tobytes()
     else:
         raise ValueError(f"array '{name}': unknown encoding '{encoding}', expected one of {ENCODINGS}")
+    _check_encoded_finite(name, encoding, entry, data)
     entry["length"] = len(data)
     return data, entry
+
+
+def _check_encoded_finite(name: str, encoding: str, entry: Mapping[str, Any], data: bytes) -> None:
+    """The reader rejects NaN/inf, so the writer must not produce them (e.g. a weight beyond fp16's 65504)."""
+    if encoding in ("fp16", "fp32") or (encoding == "raw" and entry["dtype"].startswith("float")):
+        stored = {"fp16": "<f2", "fp32": "<f4"}.get(encoding) or np.dtype(entry["dtype"]).newbyteorder("<")
+        if not np.all(np.isfinite(np.frombuffer(data, dtype=stored))):
+            raise ValueError(f"array '{name}': non-finite values after {encoding} encoding (NaN, inf, or beyond the "
+                             f"range of the stored precision)")
 
 
 def write_compact(path: str | os.PathLike, arrays: Mapping[str, tuple], metadata: Mapping[str, Any]) -> Dict[str, int]:
@@ -165,6 +177,19 @@ def _decode(entry: Mapping[str, Any], data: bytes) -> np.ndarray:
     raise ValueError(f"unknown encoding '{encoding}'")
 
 
+def _reject_non_finite_constant(name: str) -> None:
+    """json.loads accepts NaN and Infinity, which the writer never emits (allow_nan=False): a damaged header."""
+    raise ValueError(f"non-finite number {name} in the header")
+
+
+def _check_finite(name: str, array: np.ndarray) -> None:
+    """Floating arrays must be finite: the writer only stores finite weights, so NaN/inf means a damaged file (a
+    checksum recomputed over changed bytes, or a buggy writer), and would otherwise reach the renderer."""
+    if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
+        bad = int(np.count_nonzero(~np.isfinite(array)))
+        raise ValueError(f"array '{name}' holds {bad} non-finite value(s)")
+
+
 def _parse(path: Path) -> Tuple[Dict[str, Any], bytes]:
     """Validated (header dict, payload bytes) of a compact file; every failure is a one-line CheckpointError."""
     try:
@@ -174,9 +199,9 @@ def _parse(path: Path) -> Tuple[Dict[str, Any], bytes]:
     except OSError as error:
         raise CheckpointError(f"cannot read compact avatar file {path}: {error.strerror or error}") from None
     if len(blob) < len(MAGIC) or blob[:len(MAGIC)] != MAGIC:
-        if len(blob) < len(MAGIC) and MAGIC.startswith(blob):
+        if 0 < len(blob) < len(MAGIC) and MAGIC.startswith(blob):
             raise CheckpointError(f"{path} is truncated ({len(blob)} bytes): not a complete compact avatar file")
-        raise CheckpointError(f"{path} is not a compact avatar file (wrong magic bytes)")
+        raise CheckpointError(f"{path} is not a compact avatar file: it is {describe_file_kind(path)}")
     if len(blob) < _PREFIX.size + _CRC.size:
         raise CheckpointError(f"{path} is truncated ({len(blob)} bytes, shorter than the fixed header)")
     _, version, flags, header_len, payload_len = _PREFIX.unpack_from(blob)
@@ -196,7 +221,8 @@ def _parse(path: Path) -> Tuple[Dict[str, Any], bytes]:
     if flags != 0:
         raise CheckpointError(f"{path} uses unknown format flags {flags:#x}")
     try:
-        header = json.loads(body[_PREFIX.size:_PREFIX.size + header_len].decode("utf-8"))
+        header = json.loads(body[_PREFIX.size:_PREFIX.size + header_len].decode("utf-8"),
+                            parse_constant=_reject_non_finite_constant)
         if not isinstance(header, dict) or not isinstance(header.get("arrays"), list) \
                 or not isinstance(header.get("metadata"), dict):
             raise ValueError("header lacks 'arrays' or 'metadata'")
@@ -221,6 +247,7 @@ def read_compact(path: str | os.PathLike) -> Tuple[Dict[str, np.ndarray], Dict[s
             if length != _expected_length(entry) or offset < 0 or offset + length > len(payload):
                 raise ValueError(f"array '{name}' does not fit the payload")
             arrays[name] = _decode(entry, payload[offset:offset + length])
+            _check_finite(name, arrays[name])
         except (KeyError, TypeError, ValueError) as error:
             raise CheckpointError(f"{path} has a malformed array entry: {error}") from None
     return arrays, header["metadata"]

@@ -27,6 +27,15 @@ SPLITS = ("train", "test_cameras", "test_frames", "all")
 # 48 and 54. Both keep the mouth at rows 48..65, which is all the models index by position.
 LANDMARK_COUNTS = (66, 68)
 VERTEX_STRIDE = 100  # GHA supervises landmarks + every 100th tracked vertex
+# Where meta.json keeps the recommended held-out sets: ours is {"splits": {"eval_camera_ids": [...], ...}}; other
+# tools write {"split": {"test_cameras": [...], "test_frames": [...]}} or put the lists at the top level. Containers
+# are searched in this order (None = the top level), and in each the first alias present wins.
+_META_SPLIT_CONTAINERS = ("splits", "split", None)
+_META_SPLIT_ALIASES = {
+    "eval_camera_ids": ("eval_camera_ids", "test_cameras", "test_camera_ids", "eval_cameras", "held_out_cameras"),
+    "eval_frame_ids": ("eval_frame_ids", "test_frames", "test_frame_ids", "eval_frames", "held_out_frames"),
+}
+_META_KEYS_LISTED = 12
 
 
 def read_landmarks(path: Path) -> np.ndarray:
@@ -36,6 +45,31 @@ def read_landmarks(path: Path) -> np.ndarray:
         raise DataError(f"{path}: shape {list(landmarks.shape)}, expected [68, 3] (iBUG-68) or [66, 3] "
                         f"(Multiview-3DMM-Fitting's iBUG-68 without the mouth corners)")
     return landmarks
+
+
+def _find_meta_list(meta: Dict, key: str, path: Path) -> Optional[List[str]]:
+    """The list meta.json gives for `key` (eval_camera_ids / eval_frame_ids) under any known form, else None."""
+    for container in _META_SPLIT_CONTAINERS:
+        node = meta if container is None else meta.get(container)
+        if not isinstance(node, dict):
+            continue
+        for alias in _META_SPLIT_ALIASES[key]:
+            if alias in node:
+                values = node[alias]
+                where = alias if container is None else f"{container}.{alias}"
+                if not isinstance(values, list) or not all(isinstance(v, (str, int)) for v in values):
+                    raise DataError(f"{path}: '{where}' must be a list of ids, got {values!r}")
+                return [str(v) for v in values]
+    return None
+
+
+def _describe_keys(meta: Dict) -> str:
+    """meta.json's keys, one level of nesting deep (e.g. 'name, split.test_cams, split.train_cams')."""
+    keys: List[str] = []
+    for name, value in meta.items():
+        keys += [f"{name}.{sub}" for sub in value] if isinstance(value, dict) and value else [name]
+    listed = ", ".join(keys[:_META_KEYS_LISTED])
+    return listed + (f" and {len(keys) - _META_KEYS_LISTED} more" if len(keys) > _META_KEYS_LISTED else "") or "none"
 
 
 @dataclass(frozen=True)
@@ -67,8 +101,10 @@ class Subject:
         found_cameras = self.layout.cameras_in(self.frames[0])
         if not found_cameras:
             raise DataError(f"{self.layout.frame_dir(self.frames[0])} has no image_*.jpg files")
+        self.meta_split = self._read_meta_split()
         self.train_cameras, self.eval_cameras = self._camera_split(found_cameras)
         self.train_frames, self.eval_frames = self._frame_split()
+        self._check_meta_split_not_empty()
         self.cameras = tuple(self.train_cameras) + tuple(self.eval_cameras)
 
         problems = Problems(self.layout.root)
@@ -81,12 +117,41 @@ class Subject:
                                   self.layout.root)
 
     # ----------------------------------------------------------------------------------------- splits
+    def _read_meta_split(self) -> Dict[str, List[str]]:
+        """Held-out lists from meta.json for the config's empty eval_*_ids, when dataset.split_from_meta is on.
+
+        A subject whose meta.json keeps no split under a known key is an error naming the keys it has: reading
+        nothing would train on every view and leave evaluation nothing to measure, without a word."""
+        wanted = [key for key in _META_SPLIT_ALIASES if not getattr(self.cfg, key)]
+        if not (self.cfg.split_from_meta and wanted):
+            return {}
+        meta = self.layout.meta()
+        path = self.layout.meta_path
+        if meta is None:
+            raise DataError(f"dataset.split_from_meta is true but {path} does not exist: set dataset.eval_camera_ids "
+                            f"and dataset.eval_frame_ids, or dataset.split_from_meta=false")
+        if not isinstance(meta, dict):
+            raise DataError(f"{path}: expected a JSON object, got {type(meta).__name__}")
+        found = {key: _find_meta_list(meta, key, path) for key in wanted}
+        if all(values is None for values in found.values()):
+            expected = " or ".join(f"{container}.{_META_SPLIT_ALIASES['eval_camera_ids'][i]} / "
+                                   f"{container}.{_META_SPLIT_ALIASES['eval_frame_ids'][i]}"
+                                   for container, i in (("splits", 0), ("split", 1)))
+            raise DataError(f"dataset.split_from_meta is true but {path} has no held-out split under a known key "
+                            f"(it has: {_describe_keys(meta)}; expected {expected}): set dataset.eval_camera_ids / "
+                            f"eval_frame_ids instead")
+        return {key: values for key, values in found.items() if values is not None}
+
     def _meta_split(self, key: str) -> List[str]:
-        meta = self.layout.meta() if self.cfg.split_from_meta else None
-        if not meta:
-            return []
-        values = meta.get("splits", {}).get(key, [])
-        return [str(v) for v in values]
+        return list(self.meta_split.get(key, []))
+
+    def _check_meta_split_not_empty(self) -> None:
+        """Held-out sets were asked for (split_from_meta), so ending up with none is an error, not a silent
+        training on everything."""
+        if self.cfg.split_from_meta and not self.eval_cameras and not self.eval_frames:
+            raise DataError(f"dataset.split_from_meta is true but the held-out split is empty: {self.layout.meta_path} "
+                            f"lists no held-out cameras or frames; set dataset.eval_camera_ids / eval_frame_ids, or "
+                            f"dataset.split_from_meta=false to train on every view")
 
     def _camera_split(self, found: List[str]) -> Tuple[List[str], List[str]]:
         pool = list(self.cfg.camera_ids) or found
@@ -113,7 +178,9 @@ class Subject:
         return train, held_out
 
     def _frame_name(self, frame: str) -> str:
-        """A frame id as its folder name; YAML reads an unquoted 0036 as the number 36, which names '0036'."""
+        """A frame id as its folder name. Config ids are the text written (cgha/config.py keeps an unquoted 0036 as
+        '0036', never the octal number 30); an id without its leading zeros (36, or a number in meta.json) names the
+        one frame folder with that number ('0036')."""
         if frame in self.frame_index or not frame.isdigit():
             return frame
         matches = [name for name in self.frames if name.isdigit() and int(name) == int(frame)]

@@ -1,12 +1,15 @@
 """Where one training run writes: GHA-named checkpoints, metrics.jsonl, images and the resolved config."""
 from __future__ import annotations
 
+import fcntl
+import os
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import IO, Any, Dict, Optional
 
 import numpy as np
 
 from cgha.config import RecorderConfig, save_config
+from cgha.errors import ConfigError
 from cgha.recorder.checkpoint import save_atomic
 from cgha.recorder.metrics_log import MetricsLog
 from cgha.utils.image_io import write_image
@@ -23,6 +26,7 @@ class RunRecorder:
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         self.result_dir.mkdir(parents=True, exist_ok=True)
         self.metrics = MetricsLog(cfg.logdir)
+        self._lock: Optional[_RunLock] = _RunLock.acquire(self.checkpoint_dir)
         if config is not None:
             save_config(config, self.checkpoint_dir / "config.yaml")
 
@@ -47,3 +51,51 @@ class RunRecorder:
 
     def close(self) -> None:
         self.metrics.close()
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+
+class _RunLock:
+    """An exclusive `fcntl.flock` on `{checkpoint folder}/.lock`, so that a second training into the same folder
+    fails at once instead of interleaving its checkpoints and logs with the first one's.
+
+    The kernel drops the lock when its process exits, however it exits (crash, SIGKILL), so a stale lock cannot
+    block the next run. Recorders of one process share the lock (counted), since a process that resumes a run it
+    is still holding (tests do) is one writer, not two."""
+
+    _held: Dict[Path, "_RunLock"] = {}
+    FILE_NAME = ".lock"
+
+    def __init__(self, folder: Path, handle: IO[str]):
+        self.folder, self.handle, self.users = folder, handle, 1
+
+    @classmethod
+    def acquire(cls, folder: Path) -> "_RunLock":
+        key = folder.resolve()
+        held = cls._held.get(key)
+        if held is not None:
+            held.users += 1
+            return held
+        handle = open(folder / cls.FILE_NAME, "a+")
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            owner = handle.read().strip()
+            handle.close()
+            raise ConfigError(f"another training is writing to {folder}{f' ({owner})' if owner else ''}: wait for "
+                              f"it to finish or choose another recorder.name") from None
+        handle.truncate(0)
+        handle.write(f"pid {os.getpid()}\n")
+        handle.flush()
+        lock = cls._held[key] = cls(key, handle)
+        return lock
+
+    def release(self) -> None:
+        """Give the lock up when the last recorder of this process that holds it closes."""
+        self.users -= 1
+        if self.users == 0:
+            self._held.pop(self.folder, None)
+            fcntl.flock(self.handle.fileno(), fcntl.LOCK_UN)
+            self.handle.close()
