@@ -85,6 +85,17 @@ def test_without_meta_json_the_principal_point_tells_the_resolution(broken, tmp_
     assert "dataset.original_resolution is 256" in line and "principal point" in line and str(broken) in line
 
 
+def test_a_nersemble_preprocessed_subject_is_checked_against_its_preprocess_json(broken, tmp_path):
+    """preprocess/preprocess_nersemble.py writes no meta.json; its preprocess.json records the intrinsics' size.
+    Twice the true resolution would leave a centred principal point at 0.25 of the side: the record decides."""
+    (broken / "meta.json").unlink()
+    (broken / "preprocess.json").write_text(json.dumps({"version": 1, "settings": {"size": TINY_RESOLUTION}}))
+    line = error_line(train_meshhead(broken, tmp_path, "dataset.split_from_meta=false",
+                                     f"dataset.original_resolution={2 * TINY_RESOLUTION}"))
+    assert f"records {TINY_RESOLUTION} (preprocess.json settings.size)" in line
+    assert f"dataset.original_resolution={TINY_RESOLUTION}" in line
+
+
 # --------------------------------------------------------------------------- 24.2: a stage that makes no progress
 def test_meshhead_with_cameras_in_the_wrong_convention_stops_with_the_likely_causes(broken, tmp_path):
     """Camera-to-world matrices where world-to-camera ones belong: no view sees the head, so nothing can be learnt."""

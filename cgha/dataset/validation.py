@@ -20,10 +20,11 @@ from cgha.utils.image_io import jpeg_problem
 
 _MAX_LISTED = 8
 # Without a recorded resolution, the principal point decides: in pixels of the image the intrinsics belong to, it
-# sits near the centre (GHA's NeRSemble crop puts it at ~0.43 of the side, our centred crop at ~0.5). A wrong
-# original_resolution moves it proportionally: 2x too large puts it near 0.25, 4x too large near 0.125, too small
-# past the image edge. Outside this band the intrinsics cannot belong to an original_resolution^2 image.
-PRINCIPAL_POINT_BAND = (0.25, 0.75)
+# sits near the centre (GHA's NeRSemble crop puts it at ~0.43 of the side, our centred crop and the synthetic rig at
+# ~0.5). A wrong original_resolution moves it proportionally: 2x too large puts a centred one at 0.25, 4x at 0.125,
+# 2x too small at 1.0. Outside this band (as a fraction of original_resolution) the intrinsics cannot belong to an
+# original_resolution^2 image; inside it, a principal point up to 20 % of the side off centre is accepted.
+PRINCIPAL_POINT_BAND = (0.3, 0.7)
 
 
 class Problems:
