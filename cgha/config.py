@@ -18,8 +18,8 @@ import dataclasses
 import difflib
 import json
 import math
-import re
 import os
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -188,25 +188,6 @@ class RenderSection:
     mesh_sigma: float = _option(1.0, "soft-silhouette falloff of the mesh rasterizer in pixels", min=0.0,
                                 min_exclusive=True)
     amp: bool = _option(True, "reenactment/evaluation on CUDA: bf16 channels-last super-resolution (1.2x faster)")
-class _ConfigLoader(yaml.SafeLoader):
-    """YAML 1.1 safe loading, except that a plain scalar becomes an int only when it is written as one would write
-    that int (`-?(0|[1-9][0-9]*)`). YAML 1.1 reads `0036` as octal 30, `0038` as a string, `1:30` as 90 and `1_000`
-    as 1000; ids (frames, cameras) written like that must stay the text written, and an int key given such a value
-    fails naming the key instead of taking a number the user did not write."""
-
-
-_ConfigLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:int"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-_ConfigLoader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(r"^-?(?:0|[1-9][0-9]*)$"),
-                                    list("-0123456789"))
-
-
-def _load_yaml_text(text: str) -> Any:
-    """Parse config YAML (a file or an override's value) with `_ConfigLoader`."""
-    return yaml.load(text, Loader=_ConfigLoader)
-
-
 
 
 @dataclass
@@ -279,6 +260,25 @@ def load_config(schema: Type[T], path: Optional[str | os.PathLike], overrides: S
     return config
 
 
+class _ConfigLoader(yaml.SafeLoader):
+    """YAML 1.1 safe loading, except that a plain scalar becomes an int only when it is written as one would write
+    that int (`-?(0|[1-9][0-9]*)`). YAML 1.1 reads `0036` as octal 30, `0038` as a string, `1:30` as 90 and `1_000`
+    as 1000; ids (frames, cameras) written like that must stay the text written, and an int key given such a value
+    fails naming the key instead of taking a number the user did not write."""
+
+
+_ConfigLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:int"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_ConfigLoader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(r"^-?(?:0|[1-9][0-9]*)$"),
+                                    list("-0123456789"))
+
+
+def _load_yaml_text(text: str) -> Any:
+    """Parse config YAML (a file or an override's value) with `_ConfigLoader`."""
+    return yaml.load(text, Loader=_ConfigLoader)
+
+
 def _read_yaml(path: Path) -> Dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
@@ -340,9 +340,7 @@ def _convert(value: Any, kind: Any, key: str, source: str) -> Any:
     if kind is bool:
         if isinstance(value, bool):
             return value
-        # YAML turns unquoted yes/no/on/off into booleans and 1.5 into a number: not the text that was written.
-        raise ConfigError(f"{source}: '{key}' must be a string, got {value!r}; quote the value to keep the text "
-                          f"as written (e.g. '0036', \"on\")")
+        raise wrong
     if kind is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
@@ -370,7 +368,9 @@ def _convert(value: Any, kind: Any, key: str, source: str) -> Any:
             return str(value)  # unquoted camera serials such as 220700191
         if value is None:
             return ""
-        raise wrong
+        # YAML turns unquoted yes/no/on/off into booleans and 1.5 into a number: not the text that was written.
+        raise ConfigError(f"{source}: '{key}' must be a string, got {value!r}; quote the value to keep the text "
+                          f"as written (e.g. '0036', \"on\")")
     raise TypeError(f"unsupported config type {kind!r} for '{key}'")
 
 

@@ -333,11 +333,6 @@ def test_tampered_header_with_valid_checksum(tmp_path):
         read_compact(bad)
 
 
-@pytest.mark.cuda
-def test_cuda_kmeans_and_quantizer():
-    g = torch.Generator().manual_seed(0)
-    x, c = torch.randn(5003, 7, generator=g).cuda(), torch.randn(97, 7, generator=g).cuda()
-    idx = assign(x, c, chunk_size=1000)
 _PREFIX_SIZE = 20  # magic, version, flags, header_len, payload_len
 _HEADER_NUMBERS = (b"0", b"-1", b"3", b"65535", b"4294967296", b"1e308", b"99999999999999999999", b"2.5", b"NaN")
 _HEADER_STRINGS = (b'"raw"', b'"fp16"', b'"fp32"', b'"bitpacked"', b'"uint8_unit"', b'"float64"', b'"object"',
@@ -419,6 +414,11 @@ def test_writer_refuses_values_beyond_the_stored_precision(tmp_path):
     assert not (tmp_path / "a.cgha").exists()
 
 
+@pytest.mark.cuda
+def test_cuda_kmeans_and_quantizer():
+    g = torch.Generator().manual_seed(0)
+    x, c = torch.randn(5003, 7, generator=g).cuda(), torch.randn(97, 7, generator=g).cuda()
+    idx = assign(x, c, chunk_size=1000)
     assert idx.device == x.device
     dist = torch.cdist(x.double(), c.double()) ** 2
     # Near-ties may resolve differently from float64, so compare the distances, not the indices.

@@ -24,9 +24,9 @@ class RunRecorder:
         self.checkpoint_dir = Path(cfg.checkpoint_path) / cfg.name
         self.result_dir = Path(cfg.result_path) / cfg.name
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        self._lock: Optional[_RunLock] = _RunLock.acquire(self.checkpoint_dir)
         self.result_dir.mkdir(parents=True, exist_ok=True)
         self.metrics = MetricsLog(cfg.logdir)
-        self._lock: Optional[_RunLock] = _RunLock.acquire(self.checkpoint_dir)
         if config is not None:
             save_config(config, self.checkpoint_dir / "config.yaml")
 
@@ -54,7 +54,6 @@ class RunRecorder:
         if self._lock is not None:
             self._lock.release()
             self._lock = None
-
 
 class _RunLock:
     """An exclusive `fcntl.flock` on `{checkpoint folder}/.lock`, so that a second training into the same folder
