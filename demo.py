@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 from cgha.apps.cli import setup_logging
-from cgha.apps.demo import SCALES, default_scale, format_summary, run_demo
+from cgha.demo import SCALES, default_scale, format_summary, run_demo
 from cgha.errors import exit_on_user_error
 from cgha.utils.device import resolve_device
 

@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from cgha.apps.cli import config_parser, parse_config
-from cgha.apps.training import train_gaussian_head
+from cgha.trainer.stages import train_gaussian_head
 from cgha.config import TrainConfig
 from cgha.errors import exit_on_user_error
 

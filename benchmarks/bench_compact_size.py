@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 from benchmarks.common import gha_scale_head  # noqa: E402
 from cgha.compact.avatar_file import save_compact_avatar, write_report  # noqa: E402
-from cgha.compact.quantizer import GroupedQuantizer  # noqa: E402
+from cgha.compact.quantizer import GroupedQuantizer, GroupSpec  # noqa: E402
+from cgha.recorder.run_files import RunFiles  # noqa: E402
 from cgha.config import TrainConfig, load_config  # noqa: E402
 from cgha.module.super_resolution import SuperResolutionModule  # noqa: E402
 from cgha.recorder.checkpoint import save_atomic  # noqa: E402
@@ -36,16 +37,17 @@ def main() -> None:
     generator = torch.Generator().manual_seed(0)
     module = gha_scale_head(cfg, args.gaussians, generator)
     supres = SuperResolutionModule(cfg.supresmodule)
-    quantizer = GroupedQuantizer.from_config(cfg.compact)
+    quantizer = GroupedQuantizer.from_config(cfg.compact, GroupSpec.of(module))
     quantizer.initialise({key: value.detach() for key, value in module.canonical_attributes().items()})
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
-        raw = {"gaussianhead": folder / "gaussianhead_latest", "supres": folder / "supres_latest"}
+        files = RunFiles(folder)
+        raw = {"gaussianhead": files.checkpoint("gaussianhead"), "supres": files.checkpoint("supres")}
         save_atomic(module.state_dict(), raw["gaussianhead"])
         save_atomic(supres.state_dict(), raw["supres"])
-        compact = folder / "gaussianhead_compact.cgha"
-        save_compact_avatar(compact, module, supres, quantizer, cfg.compact)
-        report = write_report(folder / "compact_report.json", compact, raw,
+        compact = files.compact
+        save_compact_avatar(compact, module, supres, quantizer, cfg.compact.store)
+        report = write_report(files.compact_report, compact, raw,
                               {"num_gaussians": module.num_gaussians, "codebook_sizes": quantizer.codebook_sizes(),
                                "groups": cfg.compact.groups, "store": vars(cfg.compact.store)})
     print(f"{report['num_gaussians']} Gaussians, groups {report['codebook_sizes']}: raw {report['raw_bytes'] / 1e6:.2f} MB"

@@ -23,20 +23,20 @@ ROOT = Path(__file__).resolve().parents[1]
 
 from benchmarks.common import gha_scale_head  # noqa: E402
 from cgha.compact.avatar_file import load_compact_avatar, save_compact_avatar  # noqa: E402
-from cgha.compact.quantizer import GroupedQuantizer  # noqa: E402
+from cgha.compact.quantizer import GroupedQuantizer, GroupSpec  # noqa: E402
 from cgha.config import TrainConfig, load_config  # noqa: E402
 from cgha.utils.device import use_fast_training_kernels  # noqa: E402
 from cgha.module.super_resolution import SuperResolutionModule  # noqa: E402
-from cgha.trainer.gaussian_head_trainer import render_gaussians  # noqa: E402
+from cgha.avatar.inference import render_frame  # noqa: E402
 
 
 def frame_time(module, supres, output: int, repeats: int, warmup: int, device) -> float:
-    """Median ms of one reenactment frame (generate + render + super-resolution), synchronised."""
-    coarse = output // 4
-    focal = 2.1 * coarse
+    """Median ms of one reenactment frame (generate + render + super-resolution: the inference path reenactment
+    uses, cgha.avatar.inference.render_frame), synchronised."""
+    focal = 2.1 * output
     viewmat = torch.eye(4, device=device)
     viewmat[1, 1], viewmat[2, 2], viewmat[2, 3] = -1.0, -1.0, 1.0
-    K = torch.tensor([[focal, 0, coarse / 2], [0, focal, coarse / 2], [0, 0, 1]], device=device)
+    K = torch.tensor([[focal, 0, output / 2], [0, focal, output / 2], [0, 0, 1]], device=device)
     generator = torch.Generator().manual_seed(1)
     exp_dim = module.cfg.exp_coeffs_dim
     times = []
@@ -46,9 +46,8 @@ def frame_time(module, supres, output: int, repeats: int, warmup: int, device) -
             pose = torch.zeros(1, 6, device=device)
             torch.cuda.synchronize()
             start = time.perf_counter()
-            generated = module.generate(exp, pose, torch.full((1, 1), 0.125, device=device))
-            render = render_gaussians(generated, viewmat[None], K[None], coarse, "gsplat")
-            supres(render)
+            render_frame(module, supres, exp, pose, torch.full((1, 1), 0.125, device=device), viewmat[None], K[None],
+                         output, "gsplat")
             torch.cuda.synchronize()
             if step >= warmup:
                 times.append((time.perf_counter() - start) * 1000)
@@ -70,11 +69,11 @@ def main() -> None:
     generator = torch.Generator().manual_seed(0)
     raw = gha_scale_head(cfg, args.gaussians, generator).to(device).eval()
     supres = SuperResolutionModule(cfg.supresmodule).to(device).eval()
-    quantizer = GroupedQuantizer.from_config(cfg.compact).to(device)
+    quantizer = GroupedQuantizer.from_config(cfg.compact, GroupSpec.of(raw)).to(device)
     quantizer.initialise({key: value.detach() for key, value in raw.canonical_attributes().items()})
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "avatar.cgha"
-        save_compact_avatar(path, raw, supres, quantizer, cfg.compact)
+        save_compact_avatar(path, raw, supres, quantizer, cfg.compact.store)
         compact, compact_supres, _ = load_compact_avatar(path, device)
     compact.eval()
     compact_supres.eval()

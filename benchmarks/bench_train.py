@@ -24,12 +24,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 from benchmarks.common import gha_scale_head  # noqa: E402
-from cgha.compact.quantizer import GroupedQuantizer  # noqa: E402
+from cgha.avatar.inference import render_batch, render_gaussians  # noqa: E402
+from cgha.compact.quantizer import GroupedQuantizer, GroupSpec  # noqa: E402
 from cgha.config import TrainConfig, load_config  # noqa: E402
 from cgha.utils.device import use_fast_training_kernels  # noqa: E402
 from cgha.module.super_resolution import SuperResolutionModule  # noqa: E402
-from cgha.trainer.gaussian_head_trainer import (generate_and_render, make_optimizer, render_gaussians,  # noqa: E402
-                                              stage2_losses)
+from cgha.trainer.gaussian_head_trainer import make_optimizer, stage2_losses  # noqa: E402
 from cgha.trainer.augment import random_scale_crop  # noqa: E402
 
 
@@ -116,7 +116,7 @@ def main() -> None:
     rng = random.Random(0)
     quantizer = None
     if args.compact:
-        quantizer = GroupedQuantizer.from_config(cfg.compact, seed=0).to(device)
+        quantizer = GroupedQuantizer.from_config(cfg.compact, GroupSpec.of(module), seed=0).to(device)
         quantizer.initialise(detached_attributes(module))
 
     def step():
@@ -187,7 +187,7 @@ def main() -> None:
     names = ["generate", "render", "supres_and_loss", "backward", "optimizer"]
     breakdown = {name: statistics.median(p[i] for p in phases) for i, name in enumerate(names)}
     with torch.no_grad():
-        _, render = generate_and_render(module, batch, None, "gsplat")
+        _, render = render_batch(module, supres, batch, None, "gsplat")
     result = {
         "device": torch.cuda.get_device_name(),
         "torch": torch.__version__,

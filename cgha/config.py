@@ -13,7 +13,6 @@ and removes a dependency; the schema itself is the same typed, structured config
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import difflib
 import json
@@ -21,23 +20,33 @@ import math
 import os
 import re
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Type, TypeVar
 
 import yaml
 
+from cgha.avatar.config import ModelSection
+from cgha.avatar.model import model_config
+from cgha.compact.config import CompactSection, CompactStoreConfig
 from cgha.errors import ConfigError
+from cgha.module.gaussian_head import GaussianHeadModuleConfig
+from cgha.module.mesh_head import MeshHeadModuleConfig, meshhead_exp_dim, meshhead_feature_dim
+from cgha.module.super_resolution import SupResModuleConfig
+from cgha.options import (GAUSSIAN_ATTRIBUTE_DIM, GAUSSIAN_FEATURE_DIM, POSE_DIM, embedding_dim, option,
+                          section)
 from cgha.utils.atomic import write_bytes_atomic
 
 T = TypeVar("T")
 
-# Dimensions GHA fixes in its module code rather than its config; configs are checked against them.
-GAUSSIAN_FEATURE_DIM = 128
-POSE_DIM = 6
-GAUSSIAN_ATTRIBUTE_DIM = 8  # scale (3) + rotation (4) + opacity (1) offsets
+# The sections each component owns (declared beside the component, re-exported here for callers).
+__all__ = ["CompactSection", "CompactStoreConfig", "DatasetConfig", "EvalSection", "GaussianHeadModuleConfig",
+           "MeshHeadModuleConfig", "ModelSection", "ReenactConfig", "RecorderConfig", "RenderSection",
+           "SupResModuleConfig", "TrainConfig", "TrainSection", "GAUSSIAN_ATTRIBUTE_DIM", "GAUSSIAN_FEATURE_DIM",
+           "POSE_DIM", "embedding_dim", "meshhead_exp_dim", "meshhead_feature_dim", "load_config", "validate",
+           "loss_weights", "config_from_dict", "config_to_dict", "save_config", "describe_schema",
+           "config_reference_markdown"]
 
-COMPACT_GROUPS = ("scale_rot", "scale", "rotation", "feature")
 # Loss weights of each stage (GHA's values); `train.loss_weights` overrides any of them by name.
 LOSS_WEIGHTS = {
     "meshhead": {"rgb": 0.1, "sil": 0.1, "def": 1.0, "offset": 0.01, "lmk": 0.1, "lap": 100.0},
@@ -46,197 +55,116 @@ LOSS_WEIGHTS = {
 STAGES = ("meshhead", "gaussianhead", "reenactment", "evaluate")
 
 
-def _option(default: Any, help: str = "", *, min: Optional[float] = None, max: Optional[float] = None,
-            choices: Optional[Sequence[Any]] = None, min_exclusive: bool = False) -> Any:
-    """A dataclass field carrying its documentation and range/choice constraints as metadata."""
-    metadata = {"help": help, "min": min, "max": max, "choices": choices, "min_exclusive": min_exclusive}
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
-    if dataclasses.is_dataclass(default):
-        return field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
-    return field(default=default, metadata=metadata)
-
-
-def _section(cls: Type[Any]) -> Any:
-    return field(default_factory=cls)
-
-
 # --------------------------------------------------------------------------------------------- schema: sections
 @dataclass
 class DatasetConfig:
     """Training/evaluation data (GHA keys + splits and loading)."""
-    dataroot: str = _option("", "root of the subject folder (GHA / NeRSemble-preprocessed layout)")
-    camera_ids: List[str] = _option([], "cameras to use; empty = every camera of the subject")
-    original_resolution: int = _option(2048, "resolution the intrinsics are given at", min=1)
-    resolution: int = _option(512, "working image resolution", min=4)
-    num_sample_view: int = _option(8, "views per frame in a mesh-head step", min=1)
-    eval_camera_ids: List[str] = _option([], "held-out cameras: never trained on, used by evaluation")
-    eval_frame_ids: List[str] = _option([], "held-out frames (folder names under images/)")
-    split_from_meta: bool = _option(False, "take empty held-out lists from the subject's meta.json splits")
-    num_workers: int = _option(2, "data-loader worker processes (0 = load in the main process)", min=0)
+    dataroot: str = option("", "root of the subject folder (GHA / NeRSemble-preprocessed layout)")
+    camera_ids: List[str] = option([], "cameras to use; empty = every camera of the subject")
+    original_resolution: int = option(2048, "resolution the intrinsics are given at", min=1)
+    resolution: int = option(512, "working image resolution", min=4)
+    num_sample_view: int = option(8, "views per frame in a mesh-head step", min=1)
+    eval_camera_ids: List[str] = option([], "held-out cameras: never trained on, used by evaluation")
+    eval_frame_ids: List[str] = option([], "held-out frames (folder names under images/)")
+    split_from_meta: bool = option(False, "take empty held-out lists from the subject's meta.json splits")
+    num_workers: int = option(2, "data-loader worker processes (0 = load in the main process)", min=0)
     # Reenactment (GHA's config_reenactment keys).
-    image_files: str = _option("", "reenactment: glob of the driver's images, relative to dataroot")
-    param_files: str = _option("params/*/params.npz", "reenactment: glob of the driver's params, relative to dataroot")
-    camera_path: str = _option("", "reenactment: a camera .npz to render from; empty = GHA's frontal camera")
-    pose_code_path: str = _option("", "reenactment: params.npz whose pose is fed to the pose MLPs")
-    freeview: bool = _option(False, "reenactment: orbit the camera around the head")
-    smoothing: float = _option(0.5, "reenactment: temporal smoothing of exp_coeff (and pose without freeview): "
+    image_files: str = option("", "reenactment: glob of the driver's images, relative to dataroot")
+    param_files: str = option("params/*/params.npz", "reenactment: glob of the driver's params, relative to dataroot")
+    camera_path: str = option("", "reenactment: a camera .npz to render from; empty = GHA's frontal camera")
+    pose_code_path: str = option("", "reenactment: params.npz whose pose is fed to the pose MLPs")
+    freeview: bool = option(False, "reenactment: orbit the camera around the head")
+    smoothing: float = option(0.5, "reenactment: temporal smoothing of exp_coeff (and pose without freeview): "
                                "exponential moving average weight of the previous frame, in [0, 1); "
                                "0 = off, 0.5 = GHA", min=0.0, max=0.999)
 
 
 @dataclass
-class MeshHeadModuleConfig:
-    """Stage-1 mesh head (GHA keys)."""
-    geo_mlp: List[int] = _option([27, 256, 256, 256, 256, 256, 132], "geometry MLP dims: pos-emb -> sdf+deform+feature")
-    exp_color_mlp: List[int] = _option([192, 256, 256, 32], "expression color MLP dims: feature+exp -> color")
-    pose_color_mlp: List[int] = _option([182, 128, 32], "pose color MLP dims: feature+pose-emb -> color")
-    exp_deform_mlp: List[int] = _option([91, 256, 256, 256, 256, 256, 3], "expression deform MLP: pos-emb+exp -> xyz")
-    pose_deform_mlp: List[int] = _option([81, 256, 256, 3], "pose deform MLP dims: pos-emb+pose-emb -> xyz")
-    pos_freq: int = _option(4, "positional-encoding frequencies", min=0)
-    model_bbox: List[List[float]] = _option([[-1.6, 1.6], [-1.7, 1.8], [-2.5, 1.0]], "canonical bbox [[x0,x1],[y0,y1],[z0,z1]]")
-    dist_threshold_near: float = _option(0.1, "landmark distance below which expression MLPs act fully", min=0.0)
-    dist_threshold_far: float = _option(0.25, "landmark distance beyond which pose MLPs act fully", min=0.0)
-    deform_scale: float = _option(0.3, "scale of the deformation MLP outputs", min=0.0)
-    subdivide: bool = _option(False, "subdivide the tet grid once (GHA: 128 -> 256)")
-    tet_resolution: int = _option(128, "tet grid resolution (DMTet naming: the longest bbox side gets resolution/2 cubes, 6 tets each)", min=4)
-
-
-@dataclass
-class SupResModuleConfig:
-    """Super-resolution network (GHA keys)."""
-    input_dim: int = _option(32, "channels of the rendered feature image", min=1)
-    output_dim: int = _option(3, "channels of the output image", min=1)
-    network_capacity: int = _option(64, "channels of the last conv layer", min=1)
-    residual: bool = _option(False, "not in GHA: predict a correction to the bilinearly upsampled RGB channels of "
-                                     "the render (trains much faster; GHA checkpoints need false)")
-
-
-@dataclass
-class GaussianHeadModuleConfig:
-    """Stage-2 Gaussian head (GHA keys)."""
-    num_add_mouth_points: int = _option(3000, "points added around the mouth landmarks at initialisation", min=0)
-    exp_color_mlp: List[int] = _option([192, 256, 256, 32], "feature+exp -> color")
-    pose_color_mlp: List[int] = _option([182, 128, 32], "feature+pose-emb -> color")
-    exp_attributes_mlp: List[int] = _option([192, 256, 256, 256, 8], "feature+exp -> attribute offsets")
-    pose_attributes_mlp: List[int] = _option([182, 128, 128, 8], "feature+pose-emb -> attribute offsets")
-    exp_deform_mlp: List[int] = _option([91, 256, 256, 256, 256, 256, 3], "pos-emb+exp -> xyz offset")
-    pose_deform_mlp: List[int] = _option([81, 256, 256, 3], "pos-emb+pose-emb -> xyz offset")
-    exp_coeffs_dim: int = _option(64, "dimension of the expression coefficients", min=1)
-    pos_freq: int = _option(4, "positional-encoding frequencies", min=0)
-    dist_threshold_near: float = _option(0.1, "landmark distance below which expression MLPs act fully", min=0.0)
-    dist_threshold_far: float = _option(0.25, "landmark distance beyond which pose MLPs act fully", min=0.0)
-    deform_scale: float = _option(0.3, "scale of the position offsets", min=0.0)
-    attributes_scale: float = _option(0.2, "scale of the attribute offsets", min=0.0)
-
-
-@dataclass
 class RecorderConfig:
     """Where outputs go (GHA keys); outputs of a run land under `{path}/{name}/`."""
-    name: str = _option("avatar", "run name")
-    logdir: str = _option("log", "metrics.jsonl and tensorboard logs")
-    checkpoint_path: str = _option("checkpoints", "checkpoint root")
-    result_path: str = _option("results", "image/video root")
-    save_freq: int = _option(1000, "iterations between checkpoints", min=1)
-    show_freq: int = _option(100, "iterations between image grids", min=1)
-    log_freq: int = _option(10, "iterations between metrics.jsonl lines", min=1)
+    name: str = option("avatar", "run name")
+    logdir: str = option("log", "metrics.jsonl and tensorboard logs")
+    checkpoint_path: str = option("checkpoints", "checkpoint root")
+    result_path: str = option("results", "image/video root")
+    save_freq: int = option(1000, "iterations between checkpoints", min=1)
+    show_freq: int = option(100, "iterations between image grids", min=1)
+    log_freq: int = option(10, "iterations between metrics.jsonl lines", min=1)
 
 
 @dataclass
 class TrainSection:
     """Training length and reproducibility."""
-    epochs: int = _option(1000, "passes over the frames (GHA's meaning); 0 = no epoch limit", min=0)
-    max_iters: int = _option(0, "iteration limit; 0 = none. Whichever of epochs/max_iters comes first stops", min=0)
-    seed: int = _option(0, "random seed", min=0)
-    resume: bool = _option(True, "continue from {checkpoint_path}/{name}/*_latest when present")
-    amp: bool = _option(False, "bf16 autocast on CUDA for the super-resolution network and the Gaussian head's "
+    epochs: int = option(1000, "passes over the frames (GHA's meaning); 0 = no epoch limit", min=0)
+    max_iters: int = option(0, "iteration limit; 0 = none. Whichever of epochs/max_iters comes first stops", min=0)
+    seed: int = option(0, "random seed", min=0)
+    resume: bool = option(True, "continue from {checkpoint_path}/{name}/*_latest when present")
+    amp: bool = option(False, "bf16 autocast on CUDA for the super-resolution network and the Gaussian head's "
                                "MLPs (per-Gaussian attributes, rasterisation, losses and Adam stay fp32)")
-    cuda_graphs: bool = _option(True, "Gaussian head on CUDA: replay generate()'s networks and the super-resolution "
+    cuda_graphs: bool = option(True, "Gaussian head on CUDA: replay generate()'s networks and the super-resolution "
                                 "net from CUDA graphs in training steps (fewer kernel launches; same result)")
-    loss_weights: Dict[str, float] = _option({}, "overrides of the stage's loss weights by name (see LOSS_WEIGHTS)")
-    pretrain_sphere_iters: int = _option(300, "mesh head: SDF sphere pre-training steps on a fresh start", min=0)
-    eval_every: int = _option(0, "iterations between held-out evaluations during training; 0 = only at the end", min=0)
-
-
-@dataclass
-class CompactStoreConfig:
-    """Precisions of the compressed avatar file."""
-    positions: str = _option("fp16", "Gaussian positions", choices=("fp32", "fp16"))
-    codebooks: str = _option("fp16", "codebook rows", choices=("fp32", "fp16"))
-    network: str = _option("fp16", "MLP and super-resolution weights", choices=("fp32", "fp16"))
-    opacity: str = _option("uint8", "opacity", choices=("fp32", "fp16", "uint8"))
-
-
-@dataclass
-class CompactSection:
-    """K-means codebook quantisation of per-Gaussian attributes (Compact3D)."""
-    enable: bool = _option(False, "quantise attributes and write the compressed avatar")
-    start_epoch: int = _option(100, "epoch at which quantisation starts", min=0)
-    start_iter: int = _option(-1, "iteration at which quantisation starts; overrides start_epoch when >= 0", min=-1)
-    codebook_size: int = _option(2000, "codebook rows of every group without its own size", min=2)
-    codebook_sizes: Dict[str, int] = _option({}, "per-group codebook sizes, e.g. {feature: 4096}")
-    groups: List[str] = _option(["scale_rot", "feature"], f"attribute groups, from {COMPACT_GROUPS}")
-    kmeans_iters: int = _option(5, "Lloyd iterations of the initial k-means", min=1)
-    assign_every: int = _option(100, "iterations between index re-assignments", min=1)
-    store: CompactStoreConfig = _section(CompactStoreConfig)
+    loss_weights: Dict[str, float] = option({}, "overrides of the stage's loss weights by name (see LOSS_WEIGHTS)")
+    pretrain_sphere_iters: int = option(300, "mesh head: SDF sphere pre-training steps on a fresh start", min=0)
+    eval_every: int = option(0, "iterations between held-out evaluations during training; 0 = only at the end", min=0)
 
 
 @dataclass
 class RenderSection:
     """Gaussian rasterisation."""
-    backend: str = _option("auto", "auto (gsplat on CUDA, else torch), gsplat or torch", choices=("auto", "gsplat", "torch"))
-    mesh_sigma: float = _option(1.0, "soft-silhouette falloff of the mesh rasterizer in pixels", min=0.0,
+    backend: str = option("auto", "auto (gsplat on CUDA, else torch), gsplat or torch", choices=("auto", "gsplat", "torch"))
+    mesh_sigma: float = option(1.0, "soft-silhouette falloff of the mesh rasterizer in pixels", min=0.0,
                                 min_exclusive=True)
-    amp: bool = _option(True, "reenactment/evaluation on CUDA: bf16 channels-last super-resolution (1.2x faster)")
+    amp: bool = option(True, "reenactment/evaluation on CUDA: bf16 channels-last super-resolution (1.2x faster)")
 
 
 @dataclass
 class EvalSection:
     """Evaluation (evaluate.py)."""
-    splits: List[str] = _option(["test_cameras", "test_frames"], "which held-out sets to evaluate")
-    max_images: int = _option(0, "cap on evaluated images per split; 0 = all", min=0)
-    lpips: bool = _option(False, "report LPIPS (needs the optional lpips package and its weights)")
+    splits: List[str] = option(["test_cameras", "test_frames"], "which held-out sets to evaluate")
+    max_images: int = option(0, "cap on evaluated images per split; 0 = all", min=0)
+    lpips: bool = option(False, "report LPIPS (needs the optional lpips package and its weights)")
 
 
 # ------------------------------------------------------------------------------------------- schema: top level
 @dataclass
 class TrainConfig:
     """Configuration of train_meshhead.py, train_gaussianhead.py and evaluate.py (GHA's config_train + new)."""
-    gpu_id: int = _option(0, "CUDA device index (GHA); used when device is auto or cuda", min=0)
-    device: str = _option("auto", "auto (CUDA if present), cpu, cuda or cuda:N")
-    load_meshhead_checkpoint: str = _option("", "mesh-head checkpoint to start from")
-    load_gaussianhead_checkpoint: str = _option("", "Gaussian-head checkpoint (raw or compact) to start from")
-    load_supres_checkpoint: str = _option("", "super-resolution checkpoint to start from")
-    load_delta_poses_checkpoint: str = _option("", "per-frame pose offsets to start from")
-    lr_net: float = _option(1e-3, "learning rate of networks", min=0.0)
-    lr_lmk: float = _option(1e-4, "learning rate of the neutral landmarks", min=0.0)
-    lr_pose: float = _option(1e-5, "learning rate of the per-frame pose offsets", min=0.0)
-    batch_size: int = _option(1, "frames per step", min=1)
-    optimize_pose: bool = _option(False, "optimise per-frame head-pose offsets")
-    dataset: DatasetConfig = _section(DatasetConfig)
-    meshheadmodule: MeshHeadModuleConfig = _section(MeshHeadModuleConfig)
-    supresmodule: SupResModuleConfig = _section(SupResModuleConfig)
-    gaussianheadmodule: GaussianHeadModuleConfig = _section(GaussianHeadModuleConfig)
-    recorder: RecorderConfig = _section(RecorderConfig)
-    train: TrainSection = _section(TrainSection)
-    compact: CompactSection = _section(CompactSection)
-    render: RenderSection = _section(RenderSection)
-    eval: EvalSection = _section(EvalSection)
+    gpu_id: int = option(0, "CUDA device index (GHA); used when device is auto or cuda", min=0)
+    device: str = option("auto", "auto (CUDA if present), cpu, cuda or cuda:N")
+    load_meshhead_checkpoint: str = option("", "mesh-head checkpoint to start from")
+    load_gaussianhead_checkpoint: str = option("", "Gaussian-head checkpoint (raw or compact) to start from")
+    load_supres_checkpoint: str = option("", "super-resolution checkpoint to start from")
+    load_delta_poses_checkpoint: str = option("", "per-frame pose offsets to start from")
+    lr_net: float = option(1e-3, "learning rate of networks", min=0.0)
+    lr_lmk: float = option(1e-4, "learning rate of the neutral landmarks", min=0.0)
+    lr_pose: float = option(1e-5, "learning rate of the per-frame pose offsets", min=0.0)
+    batch_size: int = option(1, "frames per step", min=1)
+    optimize_pose: bool = option(False, "optimise per-frame head-pose offsets")
+    dataset: DatasetConfig = section(DatasetConfig)
+    meshheadmodule: MeshHeadModuleConfig = section(MeshHeadModuleConfig)
+    supresmodule: SupResModuleConfig = section(SupResModuleConfig)
+    gaussianheadmodule: GaussianHeadModuleConfig = section(GaussianHeadModuleConfig)
+    model: ModelSection = section(ModelSection)
+    recorder: RecorderConfig = section(RecorderConfig)
+    train: TrainSection = section(TrainSection)
+    compact: CompactSection = section(CompactSection)
+    render: RenderSection = section(RenderSection)
+    eval: EvalSection = section(EvalSection)
 
 
 @dataclass
 class ReenactConfig:
     """Configuration of reenactment.py (GHA's config_reenactment + new)."""
-    gpu_id: int = _option(0, "CUDA device index (GHA); used when device is auto or cuda", min=0)
-    device: str = _option("auto", "auto (CUDA if present), cpu, cuda or cuda:N")
-    load_gaussianhead_checkpoint: str = _option("", "Gaussian-head checkpoint (raw or compact)")
-    load_supres_checkpoint: str = _option("", "super-resolution checkpoint (unused with a compact file)")
-    dataset: DatasetConfig = _section(DatasetConfig)
-    supresmodule: SupResModuleConfig = _section(SupResModuleConfig)
-    gaussianheadmodule: GaussianHeadModuleConfig = _section(GaussianHeadModuleConfig)
-    recorder: RecorderConfig = _section(RecorderConfig)
-    render: RenderSection = _section(RenderSection)
-    video_fps: float = _option(25.0, "reenactment: frame rate of the written mp4", min=0.0, min_exclusive=True)
+    gpu_id: int = option(0, "CUDA device index (GHA); used when device is auto or cuda", min=0)
+    device: str = option("auto", "auto (CUDA if present), cpu, cuda or cuda:N")
+    load_gaussianhead_checkpoint: str = option("", "Gaussian-head checkpoint (raw or compact)")
+    load_supres_checkpoint: str = option("", "super-resolution checkpoint (unused with a compact file)")
+    dataset: DatasetConfig = section(DatasetConfig)
+    model: ModelSection = section(ModelSection)
+    supresmodule: SupResModuleConfig = section(SupResModuleConfig)
+    gaussianheadmodule: GaussianHeadModuleConfig = section(GaussianHeadModuleConfig)
+    recorder: RecorderConfig = section(RecorderConfig)
+    render: RenderSection = section(RenderSection)
+    video_fps: float = option(25.0, "reenactment: frame rate of the written mp4", min=0.0, min_exclusive=True)
 
 
 # ------------------------------------------------------------------------------------------------- loading
@@ -324,6 +252,8 @@ def _unknown_key_message(prefix: str, key: str, valid: List[str]) -> str:
 
 def _convert(value: Any, kind: Any, key: str, source: str) -> Any:
     """Convert a YAML value to the annotated type `kind`, or raise ConfigError naming `key`."""
+    if kind is Any:  # free-form options (model.options), checked by the section that owns them
+        return value
     origin = typing.get_origin(kind)
     wrong = ConfigError(f"{source}: '{key}' must be {_type_name(kind)}, got {value!r}")
     if origin is list:
@@ -439,28 +369,26 @@ def _apply_override(config: Any, item: str) -> None:
 
 # ---------------------------------------------------------------------------------------------- validation
 def validate(config: Any, stage: Optional[str] = None) -> None:
-    """Cross-key checks; `stage` selects which modules must be consistent. Raises ConfigError."""
+    """Cross-key checks; `stage` selects which components must be consistent. Each component's section checks
+    itself (`check()`); the avatar model checks its own section against the rest. Raises ConfigError."""
     if stage is not None and stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; expected one of {STAGES}")
     _check_device(config.device)
     if isinstance(config, TrainConfig):
         _check_dataset(config.dataset)
-        _check_compact(config.compact)
         if config.train.epochs == 0 and config.train.max_iters == 0 and stage in ("meshhead", "gaussianhead"):
             raise ConfigError("'train.epochs' and 'train.max_iters' are both 0: training would never stop")
         if stage in ("meshhead", "gaussianhead"):
-            check_meshhead_dims(config.meshheadmodule)
             _check_loss_weights(config.train.loss_weights, stage)
-        if stage in ("gaussianhead", "evaluate"):
-            check_gaussianhead_dims(config.gaussianheadmodule, config.supresmodule)
-        if stage == "gaussianhead":
-            mesh_exp = meshhead_exp_dim(config.meshheadmodule)
-            if mesh_exp != config.gaussianheadmodule.exp_coeffs_dim:
-                raise ConfigError(
-                    f"'gaussianheadmodule.exp_coeffs_dim' is {config.gaussianheadmodule.exp_coeffs_dim} but the mesh "
-                    f"head's MLPs take {mesh_exp} expression coefficients (meshheadmodule.exp_deform_mlp[0])")
-    if isinstance(config, ReenactConfig) or stage == "reenactment":
-        check_gaussianhead_dims(config.gaussianheadmodule, config.supresmodule)
+        if stage == "meshhead" or (stage == "gaussianhead" and config.model.kind == "gha"):
+            config.meshheadmodule.check()
+    cls, model_cfg = model_config(config)
+    if isinstance(config, TrainConfig):
+        config.compact.check(cls.compact_groups)
+    if stage in ("gaussianhead", "evaluate", "reenactment") or isinstance(config, ReenactConfig):
+        if config.model.post_render == "super_resolution":
+            config.supresmodule.check()
+        cls.check_config(model_cfg, config, stage)
 
 
 def _check_loss_weights(weights: Dict[str, float], stage: str) -> None:
@@ -492,109 +420,6 @@ def _check_dataset(dataset: DatasetConfig) -> None:
         values = getattr(dataset, key)
         if len(set(values)) != len(values):
             raise ConfigError(f"'dataset.{key}' lists an entry twice: {values}")
-
-
-def _check_compact(compact: CompactSection) -> None:
-    for group in compact.groups:
-        if group not in COMPACT_GROUPS:
-            close = difflib.get_close_matches(group, COMPACT_GROUPS, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise ConfigError(f"'compact.groups' has unknown group '{group}'{hint}; valid: {', '.join(COMPACT_GROUPS)}")
-    if len(set(compact.groups)) != len(compact.groups):
-        raise ConfigError(f"'compact.groups' lists a group twice: {compact.groups}")
-    if "scale_rot" in compact.groups and ({"scale", "rotation"} & set(compact.groups)):
-        raise ConfigError("'compact.groups': 'scale_rot' already quantises scale and rotation jointly; "
-                          "use either scale_rot or scale/rotation")
-    for group, size in compact.codebook_sizes.items():
-        if group not in compact.groups:
-            raise ConfigError(f"'compact.codebook_sizes.{group}' names a group not in compact.groups {compact.groups}")
-        if size < 2:
-            raise ConfigError(f"'compact.codebook_sizes.{group}' must be >= 2, got {size}")
-
-
-def embedding_dim(in_dim: int, num_freqs: int) -> int:
-    """Output width of the positional embedding [x, sin(2^k x), cos(2^k x)] for k < num_freqs."""
-    return in_dim * (1 + 2 * num_freqs)
-
-
-def _check_mlp(key: str, dims: List[int], in_dim: Optional[int] = None, out_dim: Optional[int] = None,
-               explain: str = "") -> None:
-    if len(dims) < 2 or any(d < 1 for d in dims):
-        raise ConfigError(f"'{key}' must list at least two positive layer widths, got {dims}")
-    if in_dim is not None and dims[0] != in_dim:
-        raise ConfigError(f"'{key}' starts with {dims[0]} but its input is {in_dim} wide ({explain})")
-    if out_dim is not None and dims[-1] != out_dim:
-        raise ConfigError(f"'{key}' ends with {dims[-1]} but must output {out_dim}")
-
-
-def meshhead_exp_dim(module: MeshHeadModuleConfig) -> int:
-    """Expression dimension implied by `exp_deform_mlp[0]` (GHA keeps it implicit for the mesh head)."""
-    return module.exp_deform_mlp[0] - embedding_dim(3, module.pos_freq)
-
-
-def meshhead_feature_dim(module: MeshHeadModuleConfig) -> int:
-    """Per-point feature width: geo_mlp outputs sdf (1) + deformation (3) + feature."""
-    return module.geo_mlp[-1] - 4
-
-
-def check_meshhead_dims(module: MeshHeadModuleConfig, prefix: str = "meshheadmodule") -> None:
-    """Check that the mesh head's MLP widths agree with each other and with pos_freq."""
-    pos = embedding_dim(3, module.pos_freq)
-    pose = embedding_dim(POSE_DIM, module.pos_freq)
-    _check_mlp(f"{prefix}.geo_mlp", module.geo_mlp, pos, explain=f"xyz embedded with pos_freq={module.pos_freq}")
-    feature = meshhead_feature_dim(module)
-    if feature < 1:
-        raise ConfigError(f"'{prefix}.geo_mlp' must end with > 4 (sdf + xyz deformation + feature), got {module.geo_mlp[-1]}")
-    exp = meshhead_exp_dim(module)
-    if exp < 1:
-        raise ConfigError(f"'{prefix}.exp_deform_mlp' starts with {module.exp_deform_mlp[0]}, which leaves no room for "
-                          f"expression coefficients after the {pos}-wide position embedding")
-    _check_mlp(f"{prefix}.exp_deform_mlp", module.exp_deform_mlp, out_dim=3)
-    _check_mlp(f"{prefix}.pose_deform_mlp", module.pose_deform_mlp, pos + pose, 3,
-               f"embedded xyz {pos} + embedded pose {pose}")
-    _check_mlp(f"{prefix}.exp_color_mlp", module.exp_color_mlp, feature + exp, explain=f"feature {feature} + expression {exp}")
-    _check_mlp(f"{prefix}.pose_color_mlp", module.pose_color_mlp, feature + pose, module.exp_color_mlp[-1],
-               f"feature {feature} + embedded pose {pose}")
-    _check_bbox(f"{prefix}.model_bbox", module.model_bbox)
-    if module.dist_threshold_near >= module.dist_threshold_far:
-        raise ConfigError(f"'{prefix}.dist_threshold_near' ({module.dist_threshold_near}) must be smaller than "
-                          f"'{prefix}.dist_threshold_far' ({module.dist_threshold_far})")
-
-
-def check_gaussianhead_dims(module: GaussianHeadModuleConfig, supres: SupResModuleConfig,
-                            prefix: str = "gaussianheadmodule") -> None:
-    """Check the Gaussian head's MLP widths against exp_coeffs_dim, pos_freq and the super-resolution input."""
-    pos = embedding_dim(3, module.pos_freq)
-    pose = embedding_dim(POSE_DIM, module.pos_freq)
-    feature, exp = GAUSSIAN_FEATURE_DIM, module.exp_coeffs_dim
-    channels = supres.input_dim
-    _check_mlp(f"{prefix}.exp_color_mlp", module.exp_color_mlp, feature + exp, channels,
-               f"feature {feature} + exp_coeffs_dim {exp}")
-    _check_mlp(f"{prefix}.pose_color_mlp", module.pose_color_mlp, feature + pose, channels,
-               f"feature {feature} + embedded pose {pose}")
-    _check_mlp(f"{prefix}.exp_attributes_mlp", module.exp_attributes_mlp, feature + exp, GAUSSIAN_ATTRIBUTE_DIM,
-               f"feature {feature} + exp_coeffs_dim {exp}")
-    _check_mlp(f"{prefix}.pose_attributes_mlp", module.pose_attributes_mlp, feature + pose, GAUSSIAN_ATTRIBUTE_DIM,
-               f"feature {feature} + embedded pose {pose}")
-    _check_mlp(f"{prefix}.exp_deform_mlp", module.exp_deform_mlp, pos + exp, 3,
-               f"embedded xyz {pos} + exp_coeffs_dim {exp}")
-    _check_mlp(f"{prefix}.pose_deform_mlp", module.pose_deform_mlp, pos + pose, 3,
-               f"embedded xyz {pos} + embedded pose {pose}")
-    if module.dist_threshold_near >= module.dist_threshold_far:
-        raise ConfigError(f"'{prefix}.dist_threshold_near' ({module.dist_threshold_near}) must be smaller than "
-                          f"'{prefix}.dist_threshold_far' ({module.dist_threshold_far})")
-    if supres.residual and supres.output_dim > supres.input_dim:
-        raise ConfigError(f"'supresmodule.residual' adds the render's first output_dim channels to the output: "
-                          f"'supresmodule.output_dim' ({supres.output_dim}) must be <= 'supresmodule.input_dim' "
-                          f"({supres.input_dim})")
-
-
-def _check_bbox(key: str, bbox: List[List[float]]) -> None:
-    if len(bbox) != 3 or any(len(axis) != 2 for axis in bbox):
-        raise ConfigError(f"'{key}' must be [[x0, x1], [y0, y1], [z0, z1]], got {bbox}")
-    for axis, (low, high) in zip("xyz", bbox):
-        if not low < high:
-            raise ConfigError(f"'{key}' has an empty {axis} range [{low}, {high}]")
 
 
 # ---------------------------------------------------------------------------------------------- utilities

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from cgha.compact import (FORMAT_VERSION, GroupedQuantizer, VectorQuantizer, assign, bits_for, encoded_sizes,
+from cgha.compact import (FORMAT_VERSION, GroupedQuantizer, GroupSpec, VectorQuantizer, assign, bits_for, encoded_sizes,
                          is_compact_file, kmeans, read_compact, update, write_compact)
 from cgha.compact.codec import MAGIC
 from cgha.compact.kmeans import init_centers
@@ -158,6 +158,11 @@ def test_uninitialised_use_raises():
         VectorQuantizer(4)(torch.zeros(3, 2))
 
 
+# GHA's quantisable groups; the quantizer itself knows no model.
+GHA = GroupSpec(groups={"scale_rot": ("scales", "rotation"), "scale": ("scales",), "rotation": ("rotation",),
+                        "feature": ("feature",)}, unit_norm=("rotation",))
+
+
 def _attributes(n=150, f=16, seed=0):
     g = torch.Generator().manual_seed(seed)
     return {"xyz": torch.randn(n, 3, generator=g), "feature": torch.randn(n, f, generator=g),
@@ -167,7 +172,7 @@ def _attributes(n=150, f=16, seed=0):
 
 def test_grouped_quantizer_joint_and_separate():
     attrs = _attributes()
-    joint = GroupedQuantizer(["scale_rot", "feature"], codebook_size=10, codebook_sizes={"feature": 500},
+    joint = GroupedQuantizer(["scale_rot", "feature"], GHA, codebook_size=10, codebook_sizes={"feature": 500},
                              kmeans_iters=2)
     joint.initialise(attrs)
     assert joint.codebook_sizes() == {"scale_rot": 10, "feature": 150}  # feature clamped to N
@@ -178,27 +183,27 @@ def test_grouped_quantizer_joint_and_separate():
     # feature with K = N: every row is its own code.
     assert torch.allclose(out["feature"], attrs["feature"], atol=1e-5)
 
-    separate = GroupedQuantizer(["scale", "rotation"], codebook_size=6, kmeans_iters=2)
+    separate = GroupedQuantizer(["scale", "rotation"], GHA, codebook_size=6, kmeans_iters=2)
     separate.initialise(attrs)
     out = separate.quantized_attributes(attrs)
     assert set(out) == {"scales", "rotation"}
     assert torch.unique(out["rotation"], dim=0).shape[0] <= 6
 
     with pytest.raises(ValueError):
-        GroupedQuantizer(["scale_rot", "scale"])
+        GroupedQuantizer(["scale_rot", "scale"], GHA)
     with pytest.raises(ValueError):
-        GroupedQuantizer(["colour"])
+        GroupedQuantizer(["colour"], GHA)
 
 
 def test_grouped_quantizer_gradients_and_resume():
     attrs = {k: v.clone().requires_grad_(True) for k, v in _attributes().items()}
-    quant = GroupedQuantizer(["scale_rot", "feature"], codebook_size=12, kmeans_iters=2)
+    quant = GroupedQuantizer(["scale_rot", "feature"], GHA, codebook_size=12, kmeans_iters=2)
     quant.initialise(attrs)
     out = quant.quantized_attributes(attrs)
     (out["scales"].sum() + out["feature"].sum()).backward()
     assert torch.equal(attrs["scales"].grad, torch.ones(150, 3))
     assert torch.equal(attrs["feature"].grad, torch.ones(150, 16))
-    resumed = GroupedQuantizer(["scale_rot", "feature"], codebook_size=12)
+    resumed = GroupedQuantizer(["scale_rot", "feature"], GHA, codebook_size=12)
     resumed.load_state_dict(quant.state_dict())
     assert resumed.initialised
     for name, value in resumed.quantized_attributes(attrs).items():
@@ -427,7 +432,7 @@ def test_cuda_kmeans_and_quantizer():
     b = kmeans(x, 50, 3, torch.Generator().manual_seed(3))
     assert a[0].device == x.device and torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     attrs = {k: v.cuda().requires_grad_(True) for k, v in _attributes().items()}
-    quant = GroupedQuantizer(["scale", "rotation", "feature"], codebook_size=16, kmeans_iters=2).cuda()
+    quant = GroupedQuantizer(["scale", "rotation", "feature"], GHA, codebook_size=16, kmeans_iters=2).cuda()
     quant.initialise(attrs)
     quant.refresh(attrs)
     quant.reassign(attrs)

@@ -89,7 +89,7 @@ def test_misspelled_top_level_and_override_keys():
     ("compact.store.opacity=int4", r"'compact\.store\.opacity' must be one of"),
     ("device=gpu", r"'device' must be auto, cpu, cuda or cuda:N, got 'gpu'"),
     ("compact.groups=[scale_rot,feeture]", r"unknown group 'feeture' \(did you mean 'feature'\?\)"),
-    ("compact.groups=[scale_rot,scale]", r"use either scale_rot or scale/rotation"),
+    ("compact.groups=[scale_rot,scale]", r"'scale_rot' and 'scale' both quantise 'scales'; use one of them"),
     ("compact.codebook_sizes.rotation=16", r"'compact\.codebook_sizes\.rotation' names a group not in"),
     ("dataset.camera_ids=[a,a]", r"'dataset\.camera_ids' lists an entry twice"),
     ("train.max_iters", r"expected key=value"),

@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 
-from cgha.apps.demo import DemoScale, format_summary, run_demo
+from cgha.demo import DemoScale, format_summary, run_demo
 from cgha.errors import ConfigError, DataError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,13 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from cgha.apps.evaluation import evaluate_avatar, format_table, load_lpips
+from cgha.apps.evaluation import evaluate_avatar, format_table
 from cgha.dataset.loader import evenly_spaced_indices
 from cgha.compact.avatar_file import save_compact_avatar
-from cgha.compact.quantizer import GroupedQuantizer
+from cgha.compact.quantizer import GroupedQuantizer, GroupSpec
 from cgha.config import TrainConfig, load_config
 from cgha.errors import CheckpointError
 from cgha.module.gaussian_head import GaussianHeadModule
+from cgha.utils.lpips import load_lpips
 from cgha.module.mesh_head import MeshHeadModule, pretrain_sphere
 from cgha.module.super_resolution import SuperResolutionModule
 from cgha.recorder.checkpoint import save_atomic
@@ -53,10 +54,10 @@ def avatar(tmp_path_factory, tiny_subject):
     save_atomic(supres.state_dict(), run / "supres_latest")
     delta = run / "delta_poses_latest"
     save_atomic(torch.zeros(4, 6), delta)
-    quantizer = GroupedQuantizer(cfg.compact.groups, codebook_size=16, kmeans_iters=2)
+    quantizer = GroupedQuantizer(cfg.compact.groups, GroupSpec.of(GaussianHeadModule), codebook_size=16, kmeans_iters=2)
     quantizer.initialise({key: value.detach() for key, value in module.canonical_attributes().items()})
     compact = out / "avatar.cgha"
-    save_compact_avatar(compact, module, supres, quantizer, cfg.compact)
+    save_compact_avatar(compact, module, supres, quantizer, cfg.compact.store)
     return out, compact, delta
 
 

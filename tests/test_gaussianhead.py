@@ -84,19 +84,19 @@ def test_generate_is_batched_normalised_and_pose_consistent(mesh_head_checkpoint
     batched = module.generate(exp, pose, scale, pose_code=code)
     for b in range(3):
         single = module.generate(exp[b:b + 1], pose[b:b + 1], scale[b:b + 1], pose_code=code[b:b + 1])
-        for key in ("xyz", "color", "scales", "rotation", "opacity"):
-            torch.testing.assert_close(batched[key][b:b + 1], single[key], atol=1e-5, rtol=1e-5)
-    norms = batched["rotation"].norm(dim=-1)
+        for key in ("means", "features", "scales", "quats", "opacities"):
+            torch.testing.assert_close(getattr(batched, key)[b:b + 1], getattr(single, key), atol=1e-5, rtol=1e-5)
+    norms = batched.quats.norm(dim=-1)
     torch.testing.assert_close(norms, torch.ones_like(norms))  # each Gaussian's quaternion (GHA normalised dim 1)
     # Same expression and pose code, different head pose: positions and orientations follow the head transform.
     same = module.generate(exp[:1].expand(2, -1), torch.stack([pose[0], torch.zeros(6)]),
                            torch.tensor([[0.125], [1.0]]), pose_code=torch.zeros(2, 6))
     rotation = axis_angle_to_matrix(pose[0, :3])
-    expected = 0.125 * same["xyz"][1] @ rotation.T + pose[0, 3:]
-    torch.testing.assert_close(same["xyz"][0], expected, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(quaternion_to_matrix(same["rotation"][0]),
-                               rotation @ quaternion_to_matrix(same["rotation"][1]), atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(same["scales"][0], 0.125 * same["scales"][1])
+    expected = 0.125 * same.means[1] @ rotation.T + pose[0, 3:]
+    torch.testing.assert_close(same.means[0], expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(quaternion_to_matrix(same.quats[0]),
+                               rotation @ quaternion_to_matrix(same.quats[1]), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(same.scales[0], 0.125 * same.scales[1])
     with pytest.raises(ValueError, match=r"exp_coeff must be \[B, 16\]"):
         module.generate(torch.zeros(1, 10), torch.zeros(1, 6), torch.ones(1, 1))
 
@@ -251,7 +251,7 @@ def test_tiny_training_run_learns_and_resumes(tiny_subject, mesh_head_checkpoint
 
     def fixed_loss() -> float:
         with torch.no_grad():
-            losses, _ = stage2_losses(trainer.module, trainer.supres, fixed, trainer.delta_poses,
+            losses, _ = stage2_losses(trainer.model, trainer.post_render, fixed, trainer.delta_poses,
                                       random.Random(0), "torch")
         assert all(torch.isfinite(value) for value in losses.values())
         return float(losses["rgb_lr"] + losses["rgb_hr"])
@@ -269,7 +269,7 @@ def test_tiny_training_run_learns_and_resumes(tiny_subject, mesh_head_checkpoint
     resumed = GaussianHeadTrainer(tiny_training_config(tiny_subject, tmp_path, mesh_head_checkpoint,
                                                        "train.max_iters=14"), torch.device("cpu"), dataset, held_out)
     assert resumed.iteration == 12
-    torch.testing.assert_close(resumed.module.xyz, trainer.module.xyz)
+    torch.testing.assert_close(resumed.model.xyz, trainer.model.xyz)
     torch.testing.assert_close(resumed.delta_poses, trainer.delta_poses)
 
     # A training state whose optimizer grouped the parameters otherwise (e.g. written by an older version) is a
@@ -306,8 +306,9 @@ def test_entry_script_one_line_errors(tiny_subject, tmp_path):
 
 
 def test_compaction_writes_a_loadable_compressed_avatar_and_resumes(tiny_subject, mesh_head_checkpoint, tmp_path):
-    from cgha.compact.avatar_file import expand_compact_avatar, load_compact_avatar
-    from cgha.trainer.gaussian_head_trainer import COMPACT_FILE, load_gaussian_head
+    from cgha.avatar.inference import expand_compact_avatar, load_model
+    from cgha.compact.avatar_file import load_compact_avatar
+    from cgha.recorder.run_files import COMPACT_FILE
 
     torch.manual_seed(0)
     extra = ("compact.enable=true", "compact.start_iter=4", "compact.codebook_size=16",
@@ -324,24 +325,25 @@ def test_compaction_writes_a_loadable_compressed_avatar_and_resumes(tiny_subject
 
     # The compressed avatar reproduces the quantised model (up to fp16 storage and 8-bit opacity).
     module, supres, metadata = load_compact_avatar(run / COMPACT_FILE, torch.device("cpu"))
-    assert metadata["num_gaussians"] == trainer.module.num_gaussians
+    assert metadata["num_gaussians"] == trainer.model.num_gaussians
     exp, pose, scale = torch.zeros(1, 16), torch.zeros(1, 6), torch.full((1, 1), 0.125)
     with torch.no_grad():
-        expected = trainer.module.generate(exp, pose, scale, attributes=trainer.quantized_attributes())
+        expected = trainer.model.generate(exp, pose, scale, attributes=trainer.quantized_attributes())
         loaded = module.generate(exp, pose, scale)
-    for key, tolerance in (("xyz", 1e-3), ("scales", 2e-3), ("rotation", 2e-3), ("opacity", 3e-3), ("color", 2e-2)):
-        assert (loaded[key] - expected[key]).abs().max() < tolerance, key
-    assert isinstance(load_gaussian_head(cfg, run / COMPACT_FILE, torch.device("cpu")), GaussianHeadModule)
+    for key, tolerance in (("means", 1e-3), ("scales", 2e-3), ("quats", 2e-3), ("opacities", 3e-3), ("features", 2e-2)):
+        assert (getattr(loaded, key) - getattr(expected, key)).abs().max() < tolerance, key
+    assert isinstance(load_model(cfg, run / COMPACT_FILE, torch.device("cpu")), GaussianHeadModule)
     # Expanded back to raw GHA-named checkpoints, it loads like any raw checkpoint and decodes the same attributes.
     written = expand_compact_avatar(run / COMPACT_FILE, tmp_path / "expanded")
-    raw = load_gaussian_head(cfg, written["gaussianhead"], torch.device("cpu"))
+    raw = load_model(cfg, written["gaussianhead"], torch.device("cpu"))
     torch.testing.assert_close(raw.state_dict(), module.state_dict())
 
     # Resume mid-compaction: codebooks and indices come back exactly.
     resumed = GaussianHeadTrainer(tiny_training_config(tiny_subject, tmp_path, mesh_head_checkpoint,
                                                        "train.max_iters=12", *extra), torch.device("cpu"), dataset)
-    assert resumed.iteration == 10 and resumed.quantizer.initialised
+    assert resumed.iteration == 10 and resumed.compaction.initialised
     for group in ("scale_rot", "feature"):
-        torch.testing.assert_close(resumed.quantizer.quantizers[group].codebook,
-                                   trainer.quantizer.quantizers[group].codebook)
-        assert torch.equal(resumed.quantizer.quantizers[group].index, trainer.quantizer.quantizers[group].index)
+        torch.testing.assert_close(resumed.compaction.quantizer.quantizers[group].codebook,
+                                   trainer.compaction.quantizer.quantizers[group].codebook)
+        assert torch.equal(resumed.compaction.quantizer.quantizers[group].index,
+                           trainer.compaction.quantizer.quantizers[group].index)

@@ -13,13 +13,14 @@ import torch
 from cgha.apps.export_ply import PROPERTIES, SH_C0, export_gaussians_ply, read_gaussians_ply
 from cgha.apps.reenactment import Reenactment, smooth_sequence
 from cgha.compact.avatar_file import save_compact_avatar
-from cgha.compact.quantizer import GroupedQuantizer
+from cgha.avatar.gaussians import Gaussians
+from cgha.avatar.inference import render_gaussians
+from cgha.compact.quantizer import GroupedQuantizer, GroupSpec
 from cgha.config import ReenactConfig, TrainConfig, load_config
 from cgha.errors import CheckpointError, DataError
 from cgha.module.gaussian_head import GAUSSIAN_FEATURE_DIM, GaussianHeadModule
 from cgha.module.super_resolution import SuperResolutionModule
 from cgha.recorder.checkpoint import save_atomic
-from cgha.trainer.gaussian_head_trainer import render_gaussians
 from cgha.utils.image_io import read_rgb
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,7 +49,7 @@ def avatar(tmp_path_factory) -> dict:
     torch.manual_seed(0)
     module = GaussianHeadModule(cfg.gaussianheadmodule, xyz, feature, landmarks)
     supres = SuperResolutionModule(cfg.supresmodule)
-    quantizer = GroupedQuantizer.from_config(cfg.compact, seed=0)
+    quantizer = GroupedQuantizer.from_config(cfg.compact, GroupSpec.of(GaussianHeadModule), seed=0)
     with torch.no_grad():
         attributes = {key: value.detach() for key, value in module.canonical_attributes().items()}
         quantizer.initialise(attributes)
@@ -57,7 +58,7 @@ def avatar(tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("avatar")
     save_atomic(module.state_dict(), out / "gaussianhead_latest")
     save_atomic(supres.state_dict(), out / "supres_latest")
-    save_compact_avatar(out / "avatar.cgha", module, supres, quantizer, cfg.compact)
+    save_compact_avatar(out / "avatar.cgha", module, supres, quantizer, cfg.compact.store)
     return {"dir": out, "num_gaussians": module.num_gaussians}
 
 
@@ -104,7 +105,7 @@ def test_compact_avatar_matches_raw(tiny_subject, avatar, tmp_path):
     # A compact file brings its own super-resolution net: a missing load_supres_checkpoint does not matter.
     compact = Reenactment(reenact_config(tiny_subject, avatar, tmp_path / "compact", "load_supres_checkpoint=''",
                                          compact=True), CPU)
-    assert compact.module.num_gaussians == avatar["num_gaussians"]
+    assert compact.model.num_gaussians == avatar["num_gaussians"]
     assert coverage(raw, 0) > 0.1
     for index in (0, 3):
         expected, _ = raw.render_frame(index)
@@ -174,11 +175,11 @@ def test_ply_export_header_fields_and_round_trip(tiny_subject, avatar, tmp_path)
     def column(*names):
         return torch.from_numpy(np.stack([stored[name] for name in names], -1))
 
-    torch.testing.assert_close(column("x", "y", "z"), generated["xyz"][0])
-    torch.testing.assert_close(0.5 + SH_C0 * column("f_dc_0", "f_dc_1", "f_dc_2"), generated["color"][0, :, :3])
-    torch.testing.assert_close(torch.sigmoid(column("opacity")), generated["opacity"][0], atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(torch.exp(column("scale_0", "scale_1", "scale_2")), generated["scales"][0])
-    torch.testing.assert_close(column("rot_0", "rot_1", "rot_2", "rot_3"), generated["rotation"][0])
+    torch.testing.assert_close(column("x", "y", "z"), generated.means[0])
+    torch.testing.assert_close(0.5 + SH_C0 * column("f_dc_0", "f_dc_1", "f_dc_2"), generated.features[0, :, :3])
+    torch.testing.assert_close(torch.sigmoid(column("opacity"))[:, 0], generated.opacities[0], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(torch.exp(column("scale_0", "scale_1", "scale_2")), generated.scales[0])
+    torch.testing.assert_close(column("rot_0", "rot_1", "rot_2", "rot_3"), generated.quats[0])
     assert np.all(column("nx", "ny", "nz").numpy() == 0)
 
     # The CLI flag writes the same file next to the frames.
@@ -197,11 +198,16 @@ def test_ply_export_header_fields_and_round_trip(tiny_subject, avatar, tmp_path)
 
 
 def test_export_rejects_bad_shapes(tmp_path):
-    generated = {"xyz": torch.zeros(1, 5, 3), "color": torch.zeros(1, 5, 2), "scales": torch.ones(1, 5, 3),
-                 "rotation": torch.tensor([1.0, 0, 0, 0]).expand(1, 5, 4), "opacity": torch.full((1, 5, 1), 0.5)}
+    def gaussians(channels: int) -> Gaussians:
+        return Gaussians(means=torch.zeros(1, 5, 3), quats=torch.tensor([1.0, 0, 0, 0]).expand(1, 5, 4),
+                         scales=torch.ones(1, 5, 3), opacities=torch.full((1, 5), 0.5),
+                         features=torch.zeros(1, 5, channels))
+
     with pytest.raises(ValueError, match="3 channels"):
-        export_gaussians_ply(tmp_path / "x.ply", generated)
-    generated["color"] = torch.zeros(1, 5, 32)
+        export_gaussians_ply(tmp_path / "x.ply", gaussians(2))
+    with pytest.raises(ValueError, match="quats must be"):
+        Gaussians(means=torch.zeros(1, 5, 3), quats=torch.zeros(1, 5, 3), scales=torch.ones(1, 5, 3),
+                  opacities=torch.full((1, 5), 0.5), features=torch.zeros(1, 5, 3))
     with pytest.raises(DataError, match="batch item"):
-        export_gaussians_ply(tmp_path / "x.ply", generated, index=1)
+        export_gaussians_ply(tmp_path / "x.ply", gaussians(32), index=1)
     assert not (tmp_path / "x.ply").exists()

@@ -300,7 +300,7 @@ def test_residual_network_learns_detail_beyond_the_upsampled_render():
 
 def test_residual_and_plain_checkpoints_do_not_mix(tmp_path):
     from cgha.recorder.checkpoint import save_atomic
-    from cgha.trainer.gaussian_head_trainer import load_super_resolution
+    from cgha.module.super_resolution import load_super_resolution
 
     path = tmp_path / "supres_latest"
     save_atomic(_residual_module().state_dict(), path)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import statistics
 import time
 from pathlib import Path
@@ -20,88 +19,21 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 
-from cgha.compact.codec import is_compact_file
+from cgha.avatar.inference import Avatar, batch_render_inputs, load_avatar, load_delta_poses, render_batch
 from cgha.config import TrainConfig
 from cgha.dataset import GaussianDataset
-from cgha.dataset.gaussian_dataset import COARSE_FACTOR
 from cgha.dataset.loader import evenly_spaced_indices
 from cgha.errors import CheckpointError, ConfigError
-from cgha.module.gaussian_head import GaussianHeadModule
-from cgha.module.super_resolution import SuperResolutionModule
-from cgha.trainer.gaussian_head_trainer import (COMPACT_FILE, generate_and_render, load_avatar_files,
-                                              load_delta_poses)
+from cgha.recorder.run_files import RunFiles
 from cgha.utils.atomic import write_bytes_atomic
 from cgha.utils.device import synchronize
+from cgha.utils.lpips import load_lpips
 from cgha.utils.metrics import composite_on_white, masked_psnr, masked_ssim, psnr, ssim
 
 log = logging.getLogger(__name__)
 
 WARMUP_PASSES = 2  # untimed passes first: CUDA context, cuDNN autotuning and allocator caches settle
 RESULT_FILE = "evaluation.json"
-
-
-# ------------------------------------------------------------------------------------------------- metrics
-def load_lpips(enabled: bool, device: torch.device) -> Tuple[Optional[Callable], str]:
-    """(LPIPS-VGG network or None, status): status is "ok", "disabled" (eval.lpips is false) or
-    "unavailable: <reason>" when the optional `lpips` package or its downloaded weights cannot be loaded."""
-    if not enabled:
-        return None, "disabled"
-    try:
-        import lpips
-
-        network = lpips.LPIPS(net="vgg", verbose=False).to(device).eval().requires_grad_(False)
-    except Exception as error:  # an ImportError, or the VGG weights cannot be downloaded offline
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else "no message"
-        return None, f"unavailable: {type(error).__name__}: {reason}"
-    return network, "ok"
-
-
-# ------------------------------------------------------------------------------------------------- loading
-def run_file(cfg: TrainConfig, name: str) -> Path:
-    """A file in the checkpoint folder of `cfg`'s run."""
-    return Path(cfg.recorder.checkpoint_path) / cfg.recorder.name / name
-
-
-def resolve_avatar_path(cfg: TrainConfig) -> Path:
-    """`load_gaussianhead_checkpoint`, else this run's compact file, else its `gaussianhead_latest`."""
-    if cfg.load_gaussianhead_checkpoint:
-        path = Path(cfg.load_gaussianhead_checkpoint)
-        if not path.is_file():
-            raise CheckpointError(f"Gaussian-head checkpoint not found: {path} (load_gaussianhead_checkpoint)")
-        return path
-    for candidate in (run_file(cfg, COMPACT_FILE), run_file(cfg, "gaussianhead_latest")):
-        if candidate.is_file():
-            return candidate
-    raise CheckpointError(f"no avatar to evaluate: load_gaussianhead_checkpoint is empty and neither "
-                          f"{run_file(cfg, COMPACT_FILE)} nor {run_file(cfg, 'gaussianhead_latest')} exists")
-
-
-def load_avatar(cfg: TrainConfig, device: torch.device
-                ) -> Tuple[GaussianHeadModule, SuperResolutionModule, Optional[Path], Dict[str, Any]]:
-    """(Gaussian head, super-resolution net, delta-poses file or None, source) in eval mode on `device`.
-
-    A compact file carries both networks; raw checkpoints need a super-resolution checkpoint
-    (`load_supres_checkpoint`, else the run's `supres_latest`). `source` = {"kind": "compact" | "raw",
-    "files": {part: path}, "bytes": {part: size on disk}, "total_bytes": sum}."""
-    path = resolve_avatar_path(cfg)
-    supres_path = None
-    if is_compact_file(path):
-        files = {"compact": path}
-    else:
-        configured = cfg.load_supres_checkpoint
-        supres_path = Path(configured) if configured else run_file(cfg, "supres_latest")
-        if not supres_path.is_file():
-            raise CheckpointError(f"super-resolution checkpoint not found: {supres_path} (load_supres_checkpoint); "
-                                  f"a raw Gaussian head needs one")
-        files = {"gaussianhead": path, "supres": supres_path}
-    module, supres = load_avatar_files(cfg, path, supres_path, device)
-    delta_path = Path(cfg.load_delta_poses_checkpoint) if cfg.load_delta_poses_checkpoint else None
-    if delta_path is not None and not delta_path.is_file():
-        raise CheckpointError(f"delta-poses checkpoint not found: {delta_path} (load_delta_poses_checkpoint)")
-    sizes = {part: os.path.getsize(file) for part, file in files.items()}
-    source = {"kind": "compact" if "compact" in files else "raw", "files": {k: str(v) for k, v in files.items()},
-              "bytes": sizes, "total_bytes": sum(sizes.values())}
-    return module, supres, delta_path, source
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
@@ -116,10 +48,10 @@ def _speed(times_ms: List[float]) -> Dict[str, Any]:
 
 
 @torch.no_grad()
-def _evaluate_split(module: GaussianHeadModule, supres: SuperResolutionModule, dataset: GaussianDataset,
-                    indices: List[int], delta_poses: Optional[torch.Tensor], backend: str, device: torch.device,
-                    lpips_net: Optional[Callable], warm: bool) -> Tuple[Dict[str, Any], List[float]]:
-    """Metrics of one split and the per-frame times in ms of generate + render + super-resolution."""
+def _evaluate_split(avatar: Avatar, dataset: GaussianDataset, indices: List[int], delta_poses: Optional[torch.Tensor],
+                    backend: str, device: torch.device, lpips_net: Optional[Callable], warm: bool
+                    ) -> Tuple[Dict[str, Any], List[float]]:
+    """Metrics of one split and the per-frame times in ms of generate + render + post-render."""
     sums: Dict[str, List[torch.Tensor]] = {}
     times: List[float] = []
 
@@ -132,14 +64,15 @@ def _evaluate_split(module: GaussianHeadModule, supres: SuperResolutionModule, d
         for _ in range(passes):  # only the last pass of the first frame is timed
             synchronize(device)
             start = time.perf_counter()
-            _, render = generate_and_render(module, batch, delta_poses, backend)
-            output = supres(render)
+            _, render = render_batch(avatar.model, avatar.post_render, batch, delta_poses, backend)
+            output = avatar.post_render(render)
             synchronize(device)
             elapsed = (time.perf_counter() - start) * 1000.0
         times.append(elapsed)
         coarse = render[:, :3].clamp(0, 1).float()
         output = output.clamp(0, 1).float()
-        for level, predicted, target, mask in (("render", coarse, batch["images_coarse"], batch["masks_coarse"]),
+        suffix, _, image, _ = batch_render_inputs(batch, avatar.post_render)
+        for level, predicted, target, mask in (("render", coarse, image, batch[f"masks{suffix}"]),
                                                ("output", output, batch["images"], batch["masks"])):
             add(f"{level}.psnr", psnr(predicted, target))
             add(f"{level}.ssim", ssim(predicted, target))
@@ -171,15 +104,18 @@ def evaluate_avatar(cfg: TrainConfig, device: torch.device) -> Dict[str, Any]:
     if device.type == "cuda":
         # Fixed-size super-resolution input: autotuned convolutions, as in training.
         torch.backends.cudnn.benchmark = True
-    module, supres, delta_path, source = load_avatar(cfg, device)
+    avatar = load_avatar(cfg, device, run=RunFiles.of(cfg))
+    delta_path = Path(cfg.load_delta_poses_checkpoint) if cfg.load_delta_poses_checkpoint else None
+    if delta_path is not None and not delta_path.is_file():
+        raise CheckpointError(f"delta-poses checkpoint not found: {delta_path} (load_delta_poses_checkpoint)")
     lpips_net, lpips_status = load_lpips(cfg.eval.lpips, device)
     subject = None
     delta_poses: Optional[torch.Tensor] = None
     splits: Dict[str, Any] = {}
     all_times: List[float] = []
     for split in cfg.eval.splits:
-        dataset = GaussianDataset(cfg.dataset, split=split, views="all", expected_exp_dim=module.cfg.exp_coeffs_dim,
-                                  exp_dim_key="gaussianheadmodule.exp_coeffs_dim", subject=subject)
+        dataset = GaussianDataset(cfg.dataset, split=split, views="all", expected_exp_dim=avatar.model.expression_dim,
+                                  exp_dim_key="the avatar's expression dimension", subject=subject)
         subject = dataset.subject
         if delta_path is not None and delta_poses is None:
             delta_poses = load_delta_poses(delta_path, dataset.num_frames).to(device)
@@ -189,11 +125,11 @@ def evaluate_avatar(cfg: TrainConfig, device: torch.device) -> Dict[str, Any]:
             splits[split] = {"num_images": 0}
             continue
         offsets = delta_poses if split != "test_frames" else None
-        metrics, times = _evaluate_split(module, supres, dataset, indices, offsets, cfg.render.backend, device,
-                                         lpips_net, warm=bool(all_times))
+        metrics, times = _evaluate_split(avatar, dataset, indices, offsets, cfg.render.backend, device, lpips_net,
+                                         warm=bool(all_times))
         all_times += times
         resolution = dataset.resolution
-        splits[split] = {"num_images": len(indices), "render_resolution": resolution // COARSE_FACTOR,
+        splits[split] = {"num_images": len(indices), "render_resolution": resolution // avatar.post_render.upscale,
                          "output_resolution": resolution, "pose_offsets": offsets is not None,
                          **metrics, "speed": _speed(times)}
     if not all_times:
@@ -203,7 +139,8 @@ def evaluate_avatar(cfg: TrainConfig, device: torch.device) -> Dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / RESULT_FILE
     results = {"name": cfg.recorder.name, "device": str(device), "render_backend": cfg.render.backend,
-               "avatar": source, "num_gaussians": module.num_gaussians, "lpips": lpips_status,
+               "avatar": avatar.source, "model": avatar.model.kind,
+               "num_gaussians": avatar.model.num_gaussians, "lpips": lpips_status,
                "splits": splits, "speed": _speed(all_times), "path": str(path)}
     write_bytes_atomic(path, (json.dumps(results, indent=2) + "\n").encode())
     return results

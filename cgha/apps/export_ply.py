@@ -18,6 +18,7 @@ from typing import Dict
 import numpy as np
 import torch
 
+from cgha.avatar.gaussians import Gaussians
 from cgha.errors import DataError
 from cgha.utils.atomic import write_bytes_atomic
 
@@ -29,21 +30,12 @@ OPACITY_EPS = 1e-6
 SCALE_EPS = 1e-12
 
 
-def gaussians_to_ply_array(generated: Dict[str, torch.Tensor], index: int = 0) -> np.ndarray:
-    """Batch item `index` of `GaussianHeadModule.generate()`'s output as a structured array with PROPERTIES.
-
-    generated: xyz [B, N, 3] world, color [B, N, C] (C >= 3), scales [B, N, 3] (positive),
-    rotation [B, N, 4] (wxyz), opacity [B, N, 1] in (0, 1). Returns [N] records of float32 fields.
-    """
-    xyz, color = generated["xyz"], generated["color"]
-    scales, rotation, opacity = generated["scales"], generated["rotation"], generated["opacity"]
-    if xyz.ndim != 3 or xyz.shape[-1] != 3:
-        raise ValueError(f"xyz must be [B, N, 3], got {list(xyz.shape)}")
+def gaussians_to_ply_array(gaussians: Gaussians, index: int = 0) -> np.ndarray:
+    """Batch item `index` of posed Gaussians (an avatar model's generate()) as a structured array with PROPERTIES:
+    [N] records of float32 fields. The features' first 3 channels are taken as RGB in [0, 1]."""
+    xyz, color = gaussians.means, gaussians.features
+    scales, rotation, opacity = gaussians.scales, gaussians.quats, gaussians.opacities
     batch, count = xyz.shape[:2]
-    for name, value, width in (("color", color, None), ("scales", scales, 3), ("rotation", rotation, 4),
-                               ("opacity", opacity, 1)):
-        if value.shape[:2] != (batch, count) or (width is not None and value.shape[2] != width):
-            raise ValueError(f"{name} must be [{batch}, {count}, {width or 'C'}], got {list(value.shape)}")
     if color.shape[2] < 3:
         raise ValueError(f"color needs at least 3 channels (RGB), got {color.shape[2]}")
     if not -batch <= index < batch:
@@ -54,7 +46,7 @@ def gaussians_to_ply_array(generated: Dict[str, torch.Tensor], index: int = 0) -
 
     quaternion = host(rotation)
     quaternion = quaternion / np.maximum(np.linalg.norm(quaternion, axis=-1, keepdims=True), 1e-12)
-    alpha = np.clip(host(opacity)[:, 0], OPACITY_EPS, 1.0 - OPACITY_EPS)
+    alpha = np.clip(host(opacity), OPACITY_EPS, 1.0 - OPACITY_EPS)
     columns = [host(xyz), np.zeros((count, 3), np.float32), (host(color)[:, :3] - 0.5) / SH_C0,
                np.log(alpha / (1.0 - alpha))[:, None], np.log(np.maximum(host(scales), SCALE_EPS)), quaternion]
     values = np.concatenate(columns, axis=1).astype(np.float32)
@@ -64,10 +56,10 @@ def gaussians_to_ply_array(generated: Dict[str, torch.Tensor], index: int = 0) -
     return records
 
 
-def export_gaussians_ply(path: str | os.PathLike, generated: Dict[str, torch.Tensor], index: int = 0) -> Path:
+def export_gaussians_ply(path: str | os.PathLike, gaussians: Gaussians, index: int = 0) -> Path:
     """Write batch item `index` of generate()'s output (shapes: see gaussians_to_ply_array) as a 3DGS `.ply`,
     atomically; returns the path."""
-    records = gaussians_to_ply_array(generated, index)
+    records = gaussians_to_ply_array(gaussians, index)
     header = "".join(["ply\n", "format binary_little_endian 1.0\n", f"element vertex {records.shape[0]}\n",
                       *(f"property float {name}\n" for name in PROPERTIES), "end_header\n"])
     path = Path(path)

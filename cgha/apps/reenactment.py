@@ -25,35 +25,17 @@ import torch
 from tqdm import tqdm
 
 from cgha.apps.export_ply import export_gaussians_ply
+from cgha.avatar.gaussians import Gaussians
+from cgha.avatar.inference import load_avatar, render_frame, render_size
+from cgha.avatar.model import model_config
 from cgha.compact.codec import is_compact_file
 from cgha.config import ReenactConfig
-from cgha.dataset.gaussian_dataset import COARSE_FACTOR
 from cgha.dataset.reenactment_dataset import ReenactmentDataset
-from cgha.errors import CheckpointError, ConfigError, DataError
-from cgha.module.gaussian_head import GaussianHeadModule
-from cgha.module.super_resolution import SuperResolutionModule
-from cgha.trainer.gaussian_head_trainer import load_avatar_files, render_gaussians
+from cgha.errors import ConfigError, DataError
 from cgha.utils.device import synchronize
 from cgha.utils.image_io import write_image
 
 log = logging.getLogger(__name__)
-
-
-def load_avatar(cfg: ReenactConfig, device: torch.device) -> Tuple[GaussianHeadModule, SuperResolutionModule]:
-    """The Gaussian head and super-resolution net: both from a compact file, else from the two raw checkpoints."""
-    head_path = cfg.load_gaussianhead_checkpoint
-    if not head_path:
-        raise CheckpointError("no avatar given: set load_gaussianhead_checkpoint (a raw or compact file)")
-    if not Path(head_path).is_file():
-        raise CheckpointError(f"load_gaussianhead_checkpoint not found: {head_path}")
-    supres_path = cfg.load_supres_checkpoint
-    if not is_compact_file(head_path):
-        if not supres_path:
-            raise CheckpointError(f"{head_path} is a raw checkpoint: set load_supres_checkpoint too "
-                                  f"(only a compact file holds the super-resolution net)")
-        if not Path(supres_path).is_file():
-            raise CheckpointError(f"load_supres_checkpoint not found: {supres_path}")
-    return load_avatar_files(cfg, head_path, supres_path, device)
 
 
 def smooth_sequence(values: torch.Tensor, weight: float) -> torch.Tensor:
@@ -70,34 +52,33 @@ class Reenactment:
     """Drive an avatar with `cfg.dataset`'s parameter sequence; see the module docstring for what is written.
 
     The avatar is loaded before the driver when it is a compact file (its own config decides the expression
-    dimension), the driver first otherwise (the YAML's `gaussianheadmodule.exp_coeffs_dim` decides it), so a
-    mismatching driver fails with the dataset's one-line error either way.
+    dimension), the driver first otherwise (the YAML's model section decides it), so a mismatching driver fails with
+    the dataset's one-line error either way.
     """
 
     def __init__(self, cfg: ReenactConfig, device: torch.device):
         self.cfg = cfg
         self.device = device
-        if cfg.dataset.resolution % COARSE_FACTOR:
-            raise ConfigError(f"'dataset.resolution' is {cfg.dataset.resolution}: it must be a multiple of "
-                              f"{COARSE_FACTOR} (the super-resolution net upsamples a 1/{COARSE_FACTOR} render)")
         if not 0.0 <= cfg.dataset.smoothing < 1.0:
             raise ConfigError(f"'dataset.smoothing' is {cfg.dataset.smoothing}: expected a value in [0, 1)")
         head_path = cfg.load_gaussianhead_checkpoint
         if head_path and Path(head_path).is_file() and is_compact_file(head_path):
-            self.module, self.supres = load_avatar(cfg, device)
-            self.dataset = ReenactmentDataset(cfg.dataset, expected_exp_dim=self.module.cfg.exp_coeffs_dim,
-                                              exp_dim_key=f"the exp_coeffs_dim of {head_path}")
+            self.avatar = load_avatar(cfg, device)
+            self.dataset = ReenactmentDataset(cfg.dataset, expected_exp_dim=self.avatar.model.expression_dim,
+                                              exp_dim_key=f"the expression dimension of {head_path}")
         else:
-            self.dataset = ReenactmentDataset(cfg.dataset, expected_exp_dim=cfg.gaussianheadmodule.exp_coeffs_dim,
-                                              exp_dim_key="gaussianheadmodule.exp_coeffs_dim")
-            self.module, self.supres = load_avatar(cfg, device)
-        self.supres.amp = cfg.render.amp  # only takes effect on CUDA tensors
+            cls, model_cfg = model_config(cfg)
+            exp_dim, exp_dim_key = cls.config_expression_dim(model_cfg)
+            self.dataset = ReenactmentDataset(cfg.dataset, expected_exp_dim=exp_dim, exp_dim_key=exp_dim_key)
+            self.avatar = load_avatar(cfg, device)
+        self.model, self.post_render = self.avatar.model, self.avatar.post_render
+        self.post_render.amp = cfg.render.amp  # only takes effect on CUDA tensors
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True
-        if self.supres.input_dim != self.module.color_dim:
-            raise CheckpointError(f"the super-resolution net takes {self.supres.input_dim} channels but the Gaussian "
-                                  f"head renders {self.module.color_dim}")
-        self.render_size = cfg.dataset.resolution // COARSE_FACTOR
+        try:
+            self.render_size = render_size(cfg.dataset.resolution, self.post_render)
+        except ConfigError as error:
+            raise ConfigError(f"'dataset.resolution' is {cfg.dataset.resolution}: {error}") from None
         self.driving = self._driving_parameters()
         self.output_dir = Path(cfg.recorder.result_path) / cfg.recorder.name
 
@@ -120,26 +101,29 @@ class Reenactment:
                             f"{len(self.dataset) - 1})")
         return index
 
-    @torch.no_grad()
-    def generate(self, index: int) -> Dict[str, torch.Tensor]:
-        """Posed Gaussians of frame `index` (batch of 1): GaussianHeadModule.generate()'s dict, [1, N, ...]."""
+    def _inputs(self, index: int) -> Dict[str, torch.Tensor]:
+        """Frame `index`'s generate() inputs and camera, batch of 1, on the device."""
         item = self.dataset[self._check_index(index)]
-        exp_coeff, pose, scale = (self.driving[key][index:index + 1].to(self.device)
-                                  for key in ("exp_coeff", "pose", "scale"))
-        pose_code = item["pose_code"][None].float().to(self.device)
-        return self.module.generate(exp_coeff, pose, scale, pose_code=pose_code)
+        inputs = {key: self.driving[key][index:index + 1].to(self.device) for key in ("exp_coeff", "pose", "scale")}
+        for key in ("pose_code", "viewmat", "intrinsics"):
+            inputs[key] = item[key][None].float().to(self.device)
+        return inputs
 
     @torch.no_grad()
-    def render_frame(self, index: int) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
-        """Frame `index` at the output resolution R: -> (image [1, 3, R, R] in [0, 1], generated Gaussians)."""
-        item = self.dataset[self._check_index(index)]
-        generated = self.generate(index)
-        viewmat = item["viewmat"][None].float().to(self.device)
-        intrinsics = item["intrinsics"][None].float().to(self.device).clone()
-        # The dataset's K is in pixels of the output image; the render is COARSE_FACTOR times smaller.
-        intrinsics[:, :2] *= self.render_size / self.cfg.dataset.resolution
-        render = render_gaussians(generated, viewmat, intrinsics, self.render_size, self.cfg.render.backend)
-        return self.supres(render).clamp(0.0, 1.0), generated
+    def generate(self, index: int) -> Gaussians:
+        """Posed Gaussians of frame `index` (batch of 1): [1, N, ...]."""
+        inputs = self._inputs(index)
+        return self.model.generate(inputs["exp_coeff"], inputs["pose"], inputs["scale"], pose_code=inputs["pose_code"])
+
+    @torch.no_grad()
+    def render_frame(self, index: int) -> Tuple[torch.Tensor, Gaussians]:
+        """Frame `index` at the output resolution R: -> (image [1, 3, R, R] in [0, 1], posed Gaussians)."""
+        inputs = self._inputs(index)
+        # The dataset's K is in pixels of the output image; render_frame scales it to the render.
+        frame = render_frame(self.model, self.post_render, inputs["exp_coeff"], inputs["pose"], inputs["scale"],
+                             inputs["viewmat"], inputs["intrinsics"], self.cfg.dataset.resolution,
+                             self.cfg.render.backend, pose_code=inputs["pose_code"])
+        return frame.image.clamp(0.0, 1.0), frame.gaussians
 
     def export_ply(self, index: int, path: Optional[str | os.PathLike] = None) -> Path:
         """Write frame `index`'s posed Gaussians as a 3DGS `.ply` (default `{output}/frame_{index:06d}.ply`)."""
@@ -191,3 +175,4 @@ class Reenactment:
             driver = self.dataset[index]["images"].to(output.device, output.dtype)
             output = torch.cat([driver, output], dim=2)
         return (output.permute(1, 2, 0).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
+

@@ -1,9 +1,12 @@
-"""The compressed avatar: everything reenactment needs in one pickle-free file (`cgha.compact.codec` format).
+"""The compressed avatar: everything reenactment needs in one pickle-free file (`cgha.compact.codec` format), for
+any avatar model (cgha.avatar.model).
 
-Contents: Gaussian positions, opacity (8-bit by default), each quantised group's codebook and bit-packed indices,
-the attributes no group covers, the neutral landmarks, every MLP and super-resolution weight, and the model config
-as metadata. Precisions follow `compact.store`. `compact_report.json` compares its bytes on disk with the raw fp32
-state dicts of the Gaussian head and super-resolution net (GHA's `gaussianhead_latest` + `supres_latest`).
+Contents: the model's positions (`compact.store.positions`) and opacities (8-bit by default), each quantised group's
+codebook and bit-packed indices, the per-Gaussian attributes no group covers, the model's `exact_buffers` at full
+precision, every other weight of the model (prefix = its `checkpoint_kind`, e.g. `gaussianhead.`) and of the
+post-render network (`supres.`) at `compact.store.network`, and as metadata the model kind, both configs and the
+attribute widths. Files written before the model interface (no `model` in the metadata) are GHA avatars and still
+load. `compact_report.json` compares its bytes on disk with the raw fp32 checkpoints the run wrote.
 """
 from __future__ import annotations
 
@@ -14,88 +17,121 @@ from pathlib import Path
 from typing import Any, Dict, Tuple
 
 import torch
+from torch import nn
 
+from cgha.avatar.model import AvatarModel, model_class
+from cgha.avatar.post_render import NoPostRender, post_render_kind
 from cgha.compact.codec import encoded_sizes, read_compact, write_compact
-from cgha.compact.quantizer import GroupedQuantizer, split_groups
-from cgha.config import CompactSection, GaussianHeadModuleConfig, SupResModuleConfig, config_from_dict
-from cgha.errors import CheckpointError
-from cgha.module.gaussian_head import GaussianHeadModule
-from cgha.module.super_resolution import SuperResolutionModule
-from cgha.recorder.checkpoint import save_atomic
+from cgha.compact.config import CompactStoreConfig
+from cgha.compact.quantizer import GroupedQuantizer, GroupSpec
+from cgha.errors import CheckpointError, ConfigError
+from cgha.module.super_resolution import SupResModuleConfig, SuperResolutionModule
 from cgha.utils.atomic import write_bytes_atomic
 
 KIND = "compact-gaussian-head-avatar"
-PER_GAUSSIAN = ("xyz", "feature", "scales", "rotation", "opacity", "landmarks_3d_neutral")
+POST_RENDER_PREFIX = "supres"
 OPACITY_EPS = 1e-4  # 8-bit opacity 0 or 1 would make the stored logit infinite
+# Files written before the model interface quantised GHA's scale_rot as [log-scale (3), rotation (4)].
+LEGACY_WIDTHS = {"scales": 3, "rotation": 4}
 
 
 def _encoding(precision: str) -> str:
     return {"uint8": "uint8_unit"}.get(precision, precision)
 
 
-def save_compact_avatar(path: str | os.PathLike, module: GaussianHeadModule, supres: SuperResolutionModule,
-                        quantizer: GroupedQuantizer, compact: CompactSection) -> Dict[str, int]:
+def save_compact_avatar(path: str | os.PathLike, model: AvatarModel, post_render: nn.Module,
+                        quantizer: GroupedQuantizer, store: CompactStoreConfig) -> Dict[str, int]:
     """Write the compressed avatar atomically; returns the payload bytes of every stored array."""
-    store = compact.store
-    attributes = {key: value.detach() for key, value in module.canonical_attributes().items()}
+    attributes = {key: value.detach() for key, value in model.canonical_attributes().items()}
+    position, opacity = model.position_attribute, model.opacity_attribute
     arrays: Dict[str, tuple] = {
-        "xyz": (attributes["xyz"].cpu().numpy(), _encoding(store.positions)),
-        "opacity": (torch.sigmoid(attributes["opacity"][:, 0]).cpu().numpy(), _encoding(store.opacity)),
-        "landmarks_3d_neutral": (module.landmarks_3d_neutral.cpu().numpy(), "fp32"),
+        position: (attributes[position].cpu().numpy(), _encoding(store.positions)),
+        opacity: (torch.sigmoid(attributes[opacity][:, 0]).cpu().numpy(), _encoding(store.opacity)),
     }
-    covered = set(split_groups({group: torch.zeros(1, 1) for group in quantizer.groups}))
-    for name in ("feature", "scales", "rotation"):
-        if name not in covered:
-            arrays[name] = (attributes[name].cpu().numpy(), _encoding(store.positions))
+    state = model.state_dict()
+    for name in model.exact_buffers:
+        arrays[name] = (state[name].cpu().numpy(), "fp32")
+    covered = set(quantizer.covered_attributes)
+    for name, value in attributes.items():
+        if name not in covered and name not in (position, opacity):
+            arrays[name] = (value.cpu().numpy(), _encoding(store.positions))
     for group, vq in quantizer.quantizers.items():
         arrays[f"codebook.{group}"] = (vq.codebook.cpu().numpy(), _encoding(store.codebooks))
         arrays[f"index.{group}"] = (vq.index.cpu().numpy(), "bitpacked", {"num_codes": int(vq.codebook.shape[0])})
-    for prefix, state in (("gaussianhead", module.state_dict()), ("supres", supres.state_dict())):
-        for key, value in state.items():
-            if prefix == "gaussianhead" and key in PER_GAUSSIAN:
+    stored_apart = set(attributes) | set(model.exact_buffers)
+    for prefix, weights in ((model.checkpoint_kind, state), (POST_RENDER_PREFIX, post_render.state_dict())):
+        for key, value in weights.items():
+            if prefix == model.checkpoint_kind and key in stored_apart:
                 continue
             arrays[f"{prefix}.{key}"] = (value.detach().cpu().numpy(), _encoding(store.network))
     metadata = {
         "kind": KIND,
-        "num_gaussians": module.num_gaussians,
+        "model": model.kind,
+        "model_config": dataclasses.asdict(model.cfg),
+        "post_render": post_render_kind(post_render),
+        "num_gaussians": model.num_gaussians,
         "groups": list(quantizer.groups),
         "codebook_sizes": quantizer.codebook_sizes(),
-        "gaussianheadmodule": dataclasses.asdict(module.cfg),
-        "supresmodule": dataclasses.asdict(supres.cfg),
+        "attribute_widths": {name: int(value.shape[-1]) for name, value in attributes.items()},
     }
+    if isinstance(post_render, SuperResolutionModule):
+        metadata["supresmodule"] = dataclasses.asdict(post_render.cfg)
     return write_compact(path, arrays, metadata)
 
 
 def load_compact_avatar(path: str | os.PathLike, device: torch.device
-                        ) -> Tuple[GaussianHeadModule, SuperResolutionModule, Dict[str, Any]]:
-    """Rebuild the Gaussian head (attributes decoded from the codebooks) and the super-resolution net."""
+                        ) -> Tuple[AvatarModel, nn.Module, Dict[str, Any]]:
+    """(model with its attributes decoded from the codebooks, post-render module, metadata), on `device`."""
+    from cgha.config import config_from_dict  # the config loader imports the compaction section: import it late
+
     arrays, metadata = read_compact(path)
     if metadata.get("kind") != KIND:
         raise CheckpointError(f"{path}: a compressed file, but not a compact Gaussian-head avatar "
                               f"(kind {metadata.get('kind')!r})")
+    kind = metadata.get("model", "gha")
     try:
-        head_cfg = config_from_dict(GaussianHeadModuleConfig, metadata["gaussianheadmodule"], f"{path} metadata")
-        supres_cfg = config_from_dict(SupResModuleConfig, metadata["supresmodule"], f"{path} metadata")
+        cls = model_class(kind)
+    except ConfigError:
+        raise CheckpointError(f"{path}: an avatar of model kind {kind!r}, which this version does not know") from None
+    try:
+        model_cfg = config_from_dict(cls.Config, metadata.get("model_config", metadata.get("gaussianheadmodule")),
+                                     f"{path} metadata")
         tensors = {name: torch.from_numpy(array) for name, array in arrays.items()}
-        decoded = split_groups({group: tensors[f"codebook.{group}"].float()[tensors[f"index.{group}"]]
-                                for group in metadata["groups"]})
-        values = {name: decoded.get(name, tensors.get(name)) for name in ("feature", "scales", "rotation")}
-        module = GaussianHeadModule(head_cfg, tensors["xyz"].float(), values["feature"].float(),
-                                    tensors["landmarks_3d_neutral"].float())
-        opacity = tensors["opacity"].float().clamp(OPACITY_EPS, 1 - OPACITY_EPS)
-        state = {"xyz": module.xyz, "feature": module.feature, "scales": values["scales"].float(),
-                 "rotation": values["rotation"].float(), "opacity": torch.logit(opacity)[:, None],
-                 "landmarks_3d_neutral": module.landmarks_3d_neutral}
-        state.update({key[len("gaussianhead."):]: value.float() for key, value in tensors.items()
-                      if key.startswith("gaussianhead.")})
-        module.load_state_dict(state)
-        supres = SuperResolutionModule(supres_cfg)
-        supres.load_state_dict({key[len("supres."):]: value.float() for key, value in tensors.items()
-                                if key.startswith("supres.")})
-    except (KeyError, RuntimeError, ValueError, IndexError) as error:
+        spec = GroupSpec.of(cls)
+        widths = metadata.get("attribute_widths", LEGACY_WIDTHS)
+        decoded = spec.split({group: tensors[f"codebook.{group}"].float()[tensors[f"index.{group}"]]
+                              for group in metadata["groups"]}, widths)
+        prefix = cls.checkpoint_kind + "."
+        state = {key[len(prefix):]: value.float() for key, value in tensors.items() if key.startswith(prefix)}
+        for name in cls.exact_buffers:
+            state[name] = tensors[name].float()
+        opacity = tensors[cls.opacity_attribute].float().clamp(OPACITY_EPS, 1 - OPACITY_EPS)
+        state[cls.opacity_attribute] = torch.logit(opacity)[:, None]
+        state[cls.position_attribute] = tensors[cls.position_attribute].float()
+        for name, value in decoded.items():
+            state[name] = value.float()
+        for name in widths:
+            if name not in state:
+                state[name] = tensors[name].float()
+        model = cls.from_state_dict(model_cfg, state)
+        model.load_state_dict(state)
+        post_render = _post_render(metadata, model, tensors, path)
+    except (KeyError, RuntimeError, ValueError, IndexError, TypeError) as error:
         raise CheckpointError(f"{path}: inconsistent compact avatar ({type(error).__name__}: "
                               f"{str(error).splitlines()[0]})") from None
-    return module.to(device), supres.to(device), metadata
+    return model.to(device), post_render.to(device), metadata
+
+
+def _post_render(metadata: Dict[str, Any], model: AvatarModel, tensors: Dict[str, torch.Tensor], path) -> nn.Module:
+    from cgha.config import config_from_dict
+
+    if metadata.get("post_render", "super_resolution") == "none":
+        return NoPostRender(model.color_dim)
+    supres = SuperResolutionModule(config_from_dict(SupResModuleConfig, metadata["supresmodule"], f"{path} metadata"))
+    prefix = POST_RENDER_PREFIX + "."
+    supres.load_state_dict({key[len(prefix):]: value.float() for key, value in tensors.items()
+                            if key.startswith(prefix)})
+    return supres
 
 
 def write_report(path: str | os.PathLike, compact_file: Path, raw_files: Dict[str, Path],
@@ -107,19 +143,8 @@ def write_report(path: str | os.PathLike, compact_file: Path, raw_files: Dict[st
         parts[part] = parts.get(part, 0) + size
     compact_bytes = os.path.getsize(compact_file)
     parts["header_and_checksum"] = compact_bytes - sum(parts.values())
-    raw = {kind: os.path.getsize(file) for kind, file in raw_files.items()}
+    raw = {kind: os.path.getsize(file) for kind, file in raw_files.items() if Path(file).is_file()}
     report = {"file": compact_file.name, "compact_bytes": compact_bytes, "raw_bytes": sum(raw.values()),
               "raw_files": raw, "ratio": sum(raw.values()) / compact_bytes, "parts": parts, **metadata}
     write_bytes_atomic(path, (json.dumps(report, indent=2) + "\n").encode())
     return report
-
-
-def expand_compact_avatar(path: str | os.PathLike, out_dir: str | os.PathLike) -> Dict[str, Path]:
-    """Write a compressed avatar back out as raw fp32 GHA-named checkpoints (`gaussianhead_latest`,
-    `supres_latest`) with the decoded attributes, e.g. to fine-tune it or to use tools that expect raw files."""
-    module, supres, _ = load_compact_avatar(path, torch.device("cpu"))
-    out_dir = Path(out_dir)
-    written = {"gaussianhead": out_dir / "gaussianhead_latest", "supres": out_dir / "supres_latest"}
-    save_atomic(module.state_dict(), written["gaussianhead"])
-    save_atomic(supres.state_dict(), written["supres"])
-    return written

@@ -1,22 +1,20 @@
 """Vector quantisers of per-Gaussian attribute groups (Compact3D k-means codebooks, straight-through estimator).
 
-The continuous parameters of GaussianHeadModule stay the optimised quantities; the forward pass substitutes
+The continuous parameters of an avatar model stay the optimised quantities; the forward pass substitutes
 `codebook[index]` for them with a straight-through estimator, so gradients reach the continuous values unchanged.
 Codebook rows follow their members (`refresh`, every step) and members change codebook rows only at
 `reassign` (every `assign_every` steps), as in the original compacted GHA.
 """
 from __future__ import annotations
 
-from typing import Dict, Iterable, Mapping, Optional
+from dataclasses import dataclass
+from typing import Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from cgha.compact.kmeans import DEFAULT_CHUNK_SIZE, assign, cluster_means, kmeans, segment_plan
-
-GROUPS = ("scale_rot", "scale", "rotation", "feature")
-
 
 class VectorQuantizer(nn.Module):
     """A k-means codebook for the rows of one attribute group.
@@ -102,107 +100,111 @@ class VectorQuantizer(nn.Module):
                                       error_msgs)
 
 
-def group_inputs(attributes: Mapping[str, torch.Tensor], groups: Iterable[str]) -> Dict[str, torch.Tensor]:
-    """Rows each group quantises, from GaussianHeadModule.canonical_attributes().
+@dataclass(frozen=True)
+class GroupSpec:
+    """What an avatar model lets compaction quantise: group -> the attributes its rows concatenate (in order), and
+    the attributes quantised by direction only (rotations: only the direction of a quaternion matters to the
+    renderer, so codebook rows should not spend capacity on its length)."""
+    groups: Mapping[str, Tuple[str, ...]]
+    unit_norm: Tuple[str, ...] = ()
 
-    scale_rot = [scales (log) [N, 3], rotation normalised [N, 4]] -> [N, 7]; scale [N, 3]; rotation (normalised)
-    [N, 4]; feature [N, F]. The rotation is normalised first because only its direction matters to the renderer,
-    so codebook rows should not spend capacity on its length.
-    """
-    out = {}
-    for group in groups:
-        if group == "scale_rot":
-            out[group] = torch.cat([attributes["scales"], F.normalize(attributes["rotation"], dim=-1)], -1)
-        elif group == "scale":
-            out[group] = attributes["scales"]
-        elif group == "rotation":
-            out[group] = F.normalize(attributes["rotation"], dim=-1)
-        elif group == "feature":
-            out[group] = attributes["feature"]
-        else:
-            raise ValueError(f"unknown compact group '{group}', expected one of {GROUPS}")
-    return out
+    @classmethod
+    def of(cls, model) -> "GroupSpec":
+        """The spec an AvatarModel class (or instance) declares."""
+        return cls(dict(model.compact_groups), tuple(model.unit_norm_attributes))
 
+    def check(self, groups: Sequence[str]) -> None:
+        """Known groups, each once, no attribute in two of them; ValueError otherwise."""
+        for group in groups:
+            if group not in self.groups:
+                raise ValueError(f"unknown compact group '{group}', expected one of {tuple(self.groups)}")
+        if len(set(groups)) != len(groups):
+            raise ValueError(f"compact groups listed twice: {list(groups)}")
+        covered = [attribute for group in groups for attribute in self.groups[group]]
+        if len(set(covered)) != len(covered):
+            raise ValueError(f"compact groups {list(groups)} quantise an attribute twice; e.g. 'scale_rot' already "
+                             f"quantises scale and rotation: use it or scale/rotation")
 
-def split_groups(values: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """Inverse of `group_inputs`: group rows back to GaussianHeadModule attribute names (scales, rotation,
-    feature)."""
-    out = {}
-    for group, value in values.items():
-        if group == "scale_rot":
-            out["scales"], out["rotation"] = value[:, :3], value[:, 3:]
-        elif group == "scale":
-            out["scales"] = value
-        elif group == "rotation":
-            out["rotation"] = value
-        elif group == "feature":
-            out["feature"] = value
-        else:
-            raise ValueError(f"unknown compact group '{group}', expected one of {GROUPS}")
-    return out
+    def rows(self, attributes: Mapping[str, torch.Tensor], groups: Iterable[str]) -> Dict[str, torch.Tensor]:
+        """Each group's rows [N, sum of its attributes' widths] from per-Gaussian attributes [N, ...]."""
+        out = {}
+        for group in groups:
+            parts = [F.normalize(attributes[name], dim=-1) if name in self.unit_norm else attributes[name]
+                     for name in self.groups[group]]
+            out[group] = parts[0] if len(parts) == 1 else torch.cat(parts, -1)
+        return out
+
+    def split(self, values: Mapping[str, torch.Tensor], widths: Mapping[str, int]) -> Dict[str, torch.Tensor]:
+        """Inverse of `rows`: group rows back to attributes by name, given each attribute's width."""
+        out = {}
+        for group, value in values.items():
+            start = 0
+            for name in self.groups[group]:
+                width = widths[name]
+                out[name] = value[:, start:start + width]
+                start += width
+            if start != value.shape[1]:
+                raise ValueError(f"compact group '{group}' has rows of width {value.shape[1]}, but its attributes "
+                                 f"{self.groups[group]} are {start} wide")
+        return out
 
 
 class GroupedQuantizer(nn.Module):
-    """One VectorQuantizer per configured attribute group of a GaussianHeadModule.
+    """One VectorQuantizer per configured attribute group of an avatar model (`spec`: GroupSpec.of(model)).
 
-    groups: names from GROUPS ('scale_rot' excludes 'scale' and 'rotation'); codebook size of a group:
-    `codebook_sizes.get(group, codebook_size)`, clamped to the number of Gaussians at initialise().
-    Each group's k-means is seeded with `seed + position of the group in GROUPS`.
+    Codebook size of a group: `codebook_sizes.get(group, codebook_size)`, clamped to the number of Gaussians at
+    initialise(). Each group's k-means is seeded with `seed + position of the group in spec.groups`.
     """
 
-    def __init__(self, groups: Iterable[str], codebook_size: int = 2000,
+    def __init__(self, groups: Iterable[str], spec: GroupSpec, codebook_size: int = 2000,
                  codebook_sizes: Optional[Mapping[str, int]] = None, kmeans_iters: int = 5, seed: int = 0,
                  chunk_size: int = DEFAULT_CHUNK_SIZE):
         super().__init__()
         groups = list(groups)
-        for group in groups:
-            if group not in GROUPS:
-                raise ValueError(f"unknown compact group '{group}', expected one of {GROUPS}")
-        if len(set(groups)) != len(groups):
-            raise ValueError(f"compact groups listed twice: {groups}")
-        if "scale_rot" in groups and {"scale", "rotation"} & set(groups):
-            raise ValueError("'scale_rot' already quantises scale and rotation; use it or scale/rotation")
+        spec.check(groups)
         sizes = dict(codebook_sizes or {})
-        self.groups = groups
+        self.groups, self.spec = groups, spec
+        order = list(spec.groups)
         self.quantizers = nn.ModuleDict({
-            group: VectorQuantizer(sizes.get(group, codebook_size), kmeans_iters, seed + GROUPS.index(group),
+            group: VectorQuantizer(sizes.get(group, codebook_size), kmeans_iters, seed + order.index(group),
                                    chunk_size)
             for group in groups})
 
     @classmethod
-    def from_config(cls, compact, seed: int = 0) -> "GroupedQuantizer":
-        """Build from a cgha.config.CompactSection."""
-        return cls(compact.groups, compact.codebook_size, compact.codebook_sizes, compact.kmeans_iters, seed)
+    def from_config(cls, compact, spec: GroupSpec, seed: int = 0) -> "GroupedQuantizer":
+        """Build from a cgha.compact.config.CompactSection."""
+        return cls(compact.groups, spec, compact.codebook_size, compact.codebook_sizes, compact.kmeans_iters, seed)
 
     @property
     def initialised(self) -> bool:
         return all(q.initialised for q in self.quantizers.values())
+
+    @property
+    def covered_attributes(self) -> Tuple[str, ...]:
+        return tuple(name for group in self.groups for name in self.spec.groups[group])
 
     def codebook_sizes(self) -> Dict[str, int]:
         """Rows of every group's codebook (after clamping to N; the configured size before initialise)."""
         return {g: (q.codebook.shape[0] if q.initialised else q.num_codes) for g, q in self.quantizers.items()}
 
     def initialise(self, attributes: Mapping[str, torch.Tensor]) -> None:
-        """K-means every group on the current attributes (GaussianHeadModule.canonical_attributes())."""
-        for group, rows in group_inputs(attributes, self.groups).items():
+        """K-means every group on the current attributes (the model's canonical_attributes())."""
+        for group, rows in self.spec.rows(attributes, self.groups).items():
             self.quantizers[group].initialise(rows)
 
     def refresh(self, attributes: Mapping[str, torch.Tensor]) -> None:
         """Codebook rows := means of their members, for every group."""
-        for group, rows in group_inputs(attributes, self.groups).items():
+        for group, rows in self.spec.rows(attributes, self.groups).items():
             self.quantizers[group].refresh(rows)
 
     def reassign(self, attributes: Mapping[str, torch.Tensor]) -> None:
         """Indices := nearest codebook rows, for every group."""
-        for group, rows in group_inputs(attributes, self.groups).items():
+        for group, rows in self.spec.rows(attributes, self.groups).items():
             self.quantizers[group].reassign(rows)
 
     def quantized_attributes(self, attributes: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-        """Straight-through quantised substitutes for generate(attributes=...): only the keys the groups cover
-        (of scales [N, 3], rotation [N, 4], feature [N, F]); gradients flow to the continuous attributes."""
-        rows = group_inputs(attributes, self.groups)
-        return split_groups({group: self.quantizers[group](value) for group, value in rows.items()})
-
-    def decoded_attributes(self) -> Dict[str, torch.Tensor]:
-        """The quantised attribute values codebook[index] of every group (no gradient), e.g. to export."""
-        return split_groups({g: q.codebook[q.index] for g, q in self.quantizers.items()})
+        """Straight-through quantised substitutes for generate(attributes=...): only the attributes the groups
+        cover, same shapes; gradients flow to the continuous attributes."""
+        rows = self.spec.rows(attributes, self.groups)
+        widths = {name: attributes[name].shape[-1] for name in self.covered_attributes}
+        return self.spec.split({group: self.quantizers[group](value) for group, value in rows.items()}, widths)

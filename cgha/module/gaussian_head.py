@@ -16,15 +16,22 @@ Differences from GHA's code, on purpose (docs/gaussianhead.md):
 """
 from __future__ import annotations
 
-from typing import Dict, List, NamedTuple, Optional, Tuple
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Mapping, NamedTuple, Optional, Tuple
 
 import torch
 from torch import nn
 
-from cgha.config import GAUSSIAN_FEATURE_DIM, POSE_DIM, GaussianHeadModuleConfig
-from cgha.module.mesh_head import MeshHeadModule
+from cgha.avatar.gaussians import Gaussians
+from cgha.avatar.model import AvatarModel, register_model
+from cgha.errors import CheckpointError, ConfigError
+from cgha.module.mesh_head import MeshHeadModule, meshhead_exp_dim
 from cgha.network.embedding import PositionalEmbedding
 from cgha.network.mlp import MLP
+from cgha.options import (GAUSSIAN_ATTRIBUTE_DIM, GAUSSIAN_FEATURE_DIM, POSE_DIM, check_mlp, check_thresholds,
+                          embedding_dim, option)
+from cgha.recorder.checkpoint import load_file, load_state_dict_into
 from cgha.utils.cuda_graphs import GraphedForward, replays
 from cgha.utils.knn import mean_sq_distance_to_3nn, nearest_sq_distance
 from cgha.utils.rotations import axis_angle_to_quaternion, quaternion_product_matrix, unit_quaternion_to_matrix
@@ -36,6 +43,52 @@ ATTRIBUTE_ORDER = ("xyz", "feature", "scales", "rotation", "opacity")  # forward
 ATTRIBUTE_SLICES = {"scales": slice(0, 3), "rotation": slice(3, 7), "opacity": slice(7, 8)}
 # MLPs whose weights the Gaussian head inherits from a trained mesh head (same input/output widths).
 INHERITED_MLPS = ("exp_color_mlp", "pose_color_mlp", "exp_deform_mlp", "pose_deform_mlp")
+NETWORKS = ("exp_color_mlp", "pose_color_mlp", "exp_attributes_mlp", "pose_attributes_mlp", "exp_deform_mlp",
+            "pose_deform_mlp")
+# GHA's learning rates of the per-Gaussian parameters relative to lr_net.
+RELATIVE_LR = {"xyz": 0.1, "feature": 0.1, "scales": 0.3, "rotation": 0.1, "opacity": 1.0}
+
+
+@dataclass
+class GaussianHeadModuleConfig:
+    """Stage-2 Gaussian head (GHA keys)."""
+    num_add_mouth_points: int = option(3000, "points added around the mouth landmarks at initialisation", min=0)
+    exp_color_mlp: List[int] = option([192, 256, 256, 32], "feature+exp -> color")
+    pose_color_mlp: List[int] = option([182, 128, 32], "feature+pose-emb -> color")
+    exp_attributes_mlp: List[int] = option([192, 256, 256, 256, 8], "feature+exp -> attribute offsets")
+    pose_attributes_mlp: List[int] = option([182, 128, 128, 8], "feature+pose-emb -> attribute offsets")
+    exp_deform_mlp: List[int] = option([91, 256, 256, 256, 256, 256, 3], "pos-emb+exp -> xyz offset")
+    pose_deform_mlp: List[int] = option([81, 256, 256, 3], "pos-emb+pose-emb -> xyz offset")
+    exp_coeffs_dim: int = option(64, "dimension of the expression coefficients", min=1)
+    pos_freq: int = option(4, "positional-encoding frequencies", min=0)
+    dist_threshold_near: float = option(0.1, "landmark distance below which expression MLPs act fully", min=0.0)
+    dist_threshold_far: float = option(0.25, "landmark distance beyond which pose MLPs act fully", min=0.0)
+    deform_scale: float = option(0.3, "scale of the position offsets", min=0.0)
+    attributes_scale: float = option(0.2, "scale of the attribute offsets", min=0.0)
+
+    def check(self, color_channels: Optional[int], prefix: str = "gaussianheadmodule") -> None:
+        """The MLP widths against exp_coeffs_dim, pos_freq and the colour channels the post-render step takes
+        (None: any width of at least 3, the RGB channels, the same for both colour MLPs)."""
+        channels = self.exp_color_mlp[-1] if color_channels is None else color_channels
+        if channels < 3:
+            raise ConfigError(f"'{prefix}.exp_color_mlp' outputs {channels} colour channels; at least 3 (RGB) needed")
+        pos = embedding_dim(3, self.pos_freq)
+        pose = embedding_dim(POSE_DIM, self.pos_freq)
+        feature, exp = GAUSSIAN_FEATURE_DIM, self.exp_coeffs_dim
+        check_mlp(f"{prefix}.exp_color_mlp", self.exp_color_mlp, feature + exp, channels,
+                  f"feature {feature} + exp_coeffs_dim {exp}")
+        check_mlp(f"{prefix}.pose_color_mlp", self.pose_color_mlp, feature + pose, channels,
+                  f"feature {feature} + embedded pose {pose}")
+        check_mlp(f"{prefix}.exp_attributes_mlp", self.exp_attributes_mlp, feature + exp, GAUSSIAN_ATTRIBUTE_DIM,
+                  f"feature {feature} + exp_coeffs_dim {exp}")
+        check_mlp(f"{prefix}.pose_attributes_mlp", self.pose_attributes_mlp, feature + pose, GAUSSIAN_ATTRIBUTE_DIM,
+                  f"feature {feature} + embedded pose {pose}")
+        check_mlp(f"{prefix}.exp_deform_mlp", self.exp_deform_mlp, pos + exp, 3,
+                  f"embedded xyz {pos} + exp_coeffs_dim {exp}")
+        check_mlp(f"{prefix}.pose_deform_mlp", self.pose_deform_mlp, pos + pose, 3,
+                  f"embedded xyz {pos} + embedded pose {pose}")
+        check_thresholds(prefix, self.dist_threshold_near, self.dist_threshold_far)
+
 
 
 def mouth_points(landmarks: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:
@@ -85,8 +138,18 @@ class ReachPadding:
         return self._rows(0, exp_count), self._rows(1, pose_count)
 
 
-class GaussianHeadModule(nn.Module):
-    """Shapes: B frames, N Gaussians, D expression coefficients, C colour channels (32 in GHA)."""
+@register_model
+class GaussianHeadModule(AvatarModel):
+    """GHA's dynamic Gaussian head, the avatar model `gha`. Shapes: B frames, N Gaussians, D expression
+    coefficients, C colour channels (32 in GHA)."""
+
+    kind = "gha"
+    Config = GaussianHeadModuleConfig
+    compact_groups = {"scale_rot": ("scales", "rotation"), "scale": ("scales",), "rotation": ("rotation",),
+                      "feature": ("feature",)}
+    default_compact_groups = ("scale_rot", "feature")
+    unit_norm_attributes = ("rotation",)
+    exact_buffers = ("landmarks_3d_neutral",)
 
     def __init__(self, cfg: GaussianHeadModuleConfig, xyz: torch.Tensor, feature: torch.Tensor,
                  landmarks_3d_neutral: torch.Tensor):
@@ -128,6 +191,59 @@ class GaussianHeadModule(nn.Module):
     def color_dim(self) -> int:
         return self.cfg.exp_color_mlp[-1]
 
+    @property
+    def expression_dim(self) -> int:
+        return self.cfg.exp_coeffs_dim
+
+    # ------------------------------------------------------------------------------------------- config
+    @classmethod
+    def config_from(cls, cfg) -> GaussianHeadModuleConfig:
+        """GHA's own section, so GHA's configs keep working."""
+        return cfg.gaussianheadmodule
+
+    @classmethod
+    def config_expression_dim(cls, model_cfg: GaussianHeadModuleConfig) -> Tuple[int, str]:
+        return model_cfg.exp_coeffs_dim, "gaussianheadmodule.exp_coeffs_dim"
+
+    @classmethod
+    def check_config(cls, model_cfg: GaussianHeadModuleConfig, cfg, stage: Optional[str]) -> None:
+        if cfg.model.options:
+            raise ConfigError(f"'model.options' is {cfg.model.options}, but model.kind gha reads its options from "
+                              f"the gaussianheadmodule section")
+        channels = cfg.supresmodule.input_dim if cfg.model.post_render == "super_resolution" else None
+        model_cfg.check(channels)
+        if stage == "gaussianhead":
+            mesh_exp = meshhead_exp_dim(cfg.meshheadmodule)
+            if mesh_exp != model_cfg.exp_coeffs_dim:
+                raise ConfigError(
+                    f"'gaussianheadmodule.exp_coeffs_dim' is {model_cfg.exp_coeffs_dim} but the mesh head's MLPs "
+                    f"take {mesh_exp} expression coefficients (meshheadmodule.exp_deform_mlp[0])")
+
+    @classmethod
+    def initialise(cls, cfg, device: torch.device) -> "GaussianHeadModule":
+        """GHA's start: from the trained mesh head of `load_meshhead_checkpoint`."""
+        mesh_path = cfg.load_meshhead_checkpoint
+        if not mesh_path or not Path(mesh_path).is_file():
+            raise CheckpointError(f"mesh-head checkpoint not found: '{mesh_path}' (load_meshhead_checkpoint); "
+                                  "train the mesh head first with train_meshhead.py")
+        state = load_file(mesh_path, "mesh-head checkpoint")
+        if "landmarks_3d_neutral" not in state:
+            raise CheckpointError(f"{mesh_path}: not a mesh-head checkpoint (no landmarks_3d_neutral)")
+        mesh_head = MeshHeadModule(cfg.meshheadmodule, state["landmarks_3d_neutral"]).to(device)
+        load_state_dict_into(mesh_head, mesh_head.without_grid_buffers(state), mesh_path, "mesh-head checkpoint")
+        return cls.from_mesh_head(cls.config_from(cfg), mesh_head, seed=cfg.train.seed).to(device)
+
+    def parameter_groups(self, lr: float) -> List[Tuple[List[nn.Parameter], float]]:
+        """GHA's learning rates: networks at lr, per-Gaussian tensors at GHA's fractions of it."""
+        groups = [([getattr(self, name)], lr * fraction) for name, fraction in RELATIVE_LR.items()]
+        groups.append(([p for name in NETWORKS for p in getattr(self, name).parameters()], lr))
+        return groups
+
+    def configure_training(self, amp: bool, cuda_graphs: bool) -> None:
+        self.amp = amp
+        if cuda_graphs:
+            self.use_cuda_graphs()
+
     # ----------------------------------------------------------------------------------------- creation
     @classmethod
     def from_mesh_head(cls, cfg: GaussianHeadModuleConfig, mesh_head: MeshHeadModule, seed: int = 0
@@ -150,7 +266,7 @@ class GaussianHeadModule(nn.Module):
         return module
 
     @classmethod
-    def from_state_dict(cls, cfg: GaussianHeadModuleConfig, state: Dict[str, torch.Tensor]) -> "GaussianHeadModule":
+    def from_state_dict(cls, cfg: GaussianHeadModuleConfig, state: Mapping[str, torch.Tensor]) -> "GaussianHeadModule":
         """An empty module shaped like a saved one (N Gaussians, K landmarks), ready for `load_state_dict`."""
         for key in ("xyz", "feature", "landmarks_3d_neutral"):
             if key not in state or not isinstance(state[key], torch.Tensor):
@@ -205,13 +321,13 @@ class GaussianHeadModule(nn.Module):
 
     def generate(self, exp_coeff: torch.Tensor, pose: torch.Tensor, scale: torch.Tensor,
                  pose_code: Optional[torch.Tensor] = None,
-                 attributes: Optional[Dict[str, torch.Tensor]] = None) -> Dict[str, torch.Tensor]:
+                 attributes: Optional[Dict[str, torch.Tensor]] = None) -> Gaussians:
         """Posed Gaussians of a batch of frames.
 
         exp_coeff [B, D], pose [B, 6] (head transform), scale [B, 1], pose_code [B, 6] fed to the pose MLPs
         (default: pose), attributes: overrides of `canonical_attributes()` (same shapes).
-        Returns xyz [B, N, 3] world, color [B, N, C], scales [B, N, 3], rotation [B, N, 4] (unit wxyz),
-        opacity [B, N, 1], exp_deform [B, N, 3] (zero where the expression weight is 0).
+        Returns Gaussians with features = colour [B, N, C] and extras["exp_deform"] [B, N, 3] (zero where the
+        expression weight is 0).
         """
         if exp_coeff.ndim != 2 or exp_coeff.shape[1] != self.cfg.exp_coeffs_dim:
             raise ValueError(f"exp_coeff must be [B, {self.cfg.exp_coeffs_dim}] (gaussianheadmodule.exp_coeffs_dim), "
@@ -220,8 +336,11 @@ class GaussianHeadModule(nn.Module):
         inputs = (*(params[name] for name in ATTRIBUTE_ORDER), exp_coeff, pose, scale,
                   pose if pose_code is None else pose_code)
         if replays(self._graphed_forward, exp_coeff):
-            return self._graphed_forward(*inputs, self.reach(params["xyz"], self._reach_padding))
-        return self(*inputs, self.reach(params["xyz"]))
+            out = self._graphed_forward(*inputs, self.reach(params["xyz"], self._reach_padding))
+        else:
+            out = self(*inputs, self.reach(params["xyz"]))
+        return Gaussians(means=out["xyz"], quats=out["rotation"], scales=out["scales"], opacities=out["opacity"][..., 0],
+                         features=out["color"], extras={"exp_deform": out["exp_deform"]})
 
     def _network(self, mlp: MLP, x: torch.Tensor) -> torch.Tensor:
         """mlp(x), under bf16 autocast when `amp` is set and x is on CUDA (callers' arithmetic promotes the result

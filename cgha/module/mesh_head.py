@@ -15,14 +15,16 @@ distances), so GHA's `dist_threshold_near/far` values keep their meaning.
 """
 from __future__ import annotations
 
-from typing import Dict, Optional
+from dataclasses import dataclass
+from typing import Dict, List, Optional
 
 import torch
 from torch import nn
 
-from cgha.config import POSE_DIM, MeshHeadModuleConfig, meshhead_exp_dim, meshhead_feature_dim
+from cgha.errors import ConfigError
 from cgha.network.embedding import PositionalEmbedding
 from cgha.network.mlp import MLP
+from cgha.options import POSE_DIM, check_bbox, check_mlp, check_thresholds, embedding_dim, option
 from cgha.utils.dmtet import cached_tet_grid, grid_cell_size, marching_tetrahedra, subdivide_tets
 from cgha.utils.knn import knn
 from cgha.utils.rotations import axis_angle_to_matrix
@@ -31,6 +33,54 @@ from cgha.utils.rotations import axis_angle_to_matrix
 # tetrahedron can invert (the safe bound is ~0.35 of the edge on a Kuhn grid).
 DEFORM_BOUND_CELLS = 0.25
 GHA_BUFFER_KEYS = ("tet_verts", "tets")
+
+
+@dataclass
+class MeshHeadModuleConfig:
+    """Stage-1 mesh head (GHA keys)."""
+    geo_mlp: List[int] = option([27, 256, 256, 256, 256, 256, 132], "geometry MLP dims: pos-emb -> sdf+deform+feature")
+    exp_color_mlp: List[int] = option([192, 256, 256, 32], "expression color MLP dims: feature+exp -> color")
+    pose_color_mlp: List[int] = option([182, 128, 32], "pose color MLP dims: feature+pose-emb -> color")
+    exp_deform_mlp: List[int] = option([91, 256, 256, 256, 256, 256, 3], "expression deform MLP: pos-emb+exp -> xyz")
+    pose_deform_mlp: List[int] = option([81, 256, 256, 3], "pose deform MLP dims: pos-emb+pose-emb -> xyz")
+    pos_freq: int = option(4, "positional-encoding frequencies", min=0)
+    model_bbox: List[List[float]] = option([[-1.6, 1.6], [-1.7, 1.8], [-2.5, 1.0]], "canonical bbox [[x0,x1],[y0,y1],[z0,z1]]")
+    dist_threshold_near: float = option(0.1, "landmark distance below which expression MLPs act fully", min=0.0)
+    dist_threshold_far: float = option(0.25, "landmark distance beyond which pose MLPs act fully", min=0.0)
+    deform_scale: float = option(0.3, "scale of the deformation MLP outputs", min=0.0)
+    subdivide: bool = option(False, "subdivide the tet grid once (GHA: 128 -> 256)")
+    tet_resolution: int = option(128, "tet grid resolution (DMTet naming: the longest bbox side gets resolution/2 cubes, 6 tets each)", min=4)
+
+    def check(self, prefix: str = "meshheadmodule") -> None:
+        """Check that the mesh head's MLP widths agree with each other and with pos_freq."""
+        pos = embedding_dim(3, self.pos_freq)
+        pose = embedding_dim(POSE_DIM, self.pos_freq)
+        check_mlp(f"{prefix}.geo_mlp", self.geo_mlp, pos, explain=f"xyz embedded with pos_freq={self.pos_freq}")
+        feature = meshhead_feature_dim(self)
+        if feature < 1:
+            raise ConfigError(f"'{prefix}.geo_mlp' must end with > 4 (sdf + xyz deformation + feature), got {self.geo_mlp[-1]}")
+        exp = meshhead_exp_dim(self)
+        if exp < 1:
+            raise ConfigError(f"'{prefix}.exp_deform_mlp' starts with {self.exp_deform_mlp[0]}, which leaves no room for "
+                              f"expression coefficients after the {pos}-wide position embedding")
+        check_mlp(f"{prefix}.exp_deform_mlp", self.exp_deform_mlp, out_dim=3)
+        check_mlp(f"{prefix}.pose_deform_mlp", self.pose_deform_mlp, pos + pose, 3,
+                  f"embedded xyz {pos} + embedded pose {pose}")
+        check_mlp(f"{prefix}.exp_color_mlp", self.exp_color_mlp, feature + exp, explain=f"feature {feature} + expression {exp}")
+        check_mlp(f"{prefix}.pose_color_mlp", self.pose_color_mlp, feature + pose, self.exp_color_mlp[-1],
+                  f"feature {feature} + embedded pose {pose}")
+        check_bbox(f"{prefix}.model_bbox", self.model_bbox)
+        check_thresholds(prefix, self.dist_threshold_near, self.dist_threshold_far)
+
+
+def meshhead_exp_dim(module: MeshHeadModuleConfig) -> int:
+    """Expression dimension implied by `exp_deform_mlp[0]` (GHA keeps it implicit for the mesh head)."""
+    return module.exp_deform_mlp[0] - embedding_dim(3, module.pos_freq)
+
+
+def meshhead_feature_dim(module: MeshHeadModuleConfig) -> int:
+    """Per-point feature width: geo_mlp outputs sdf (1) + deformation (3) + feature."""
+    return module.geo_mlp[-1] - 4
 
 
 def blend_weights(points: torch.Tensor, landmarks: torch.Tensor, near: float, far: float) -> torch.Tensor:

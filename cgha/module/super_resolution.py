@@ -10,16 +10,35 @@ results are bit-identical with and without it.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Mapping, Optional
 
 import torch
 from torch import nn
 
-from cgha.config import SupResModuleConfig
+from cgha.errors import ConfigError
 from cgha.network.upsampler import Upsampler
+from cgha.options import option
+from cgha.recorder.checkpoint import load_file, load_state_dict_into
 from cgha.utils.cuda_graphs import GraphedForward, replays
 
-__all__ = ["SuperResolutionModule"]
+__all__ = ["SupResModuleConfig", "SuperResolutionModule", "load_super_resolution"]
+
+
+@dataclass
+class SupResModuleConfig:
+    """Super-resolution network (GHA keys)."""
+    input_dim: int = option(32, "channels of the rendered feature image", min=1)
+    output_dim: int = option(3, "channels of the output image", min=1)
+    network_capacity: int = option(64, "channels of the last conv layer", min=1)
+    residual: bool = option(False, "not in GHA: predict a correction to the bilinearly upsampled RGB channels of "
+                                     "the render (trains much faster; GHA checkpoints need false)")
+
+    def check(self, prefix: str = "supresmodule") -> None:
+        if self.residual and self.output_dim > self.input_dim:
+            raise ConfigError(f"'{prefix}.residual' adds the render's first output_dim channels to the output: "
+                              f"'{prefix}.output_dim' ({self.output_dim}) must be <= '{prefix}.input_dim' "
+                              f"({self.input_dim})")
 
 
 class SuperResolutionModule(nn.Module):
@@ -30,6 +49,8 @@ class SuperResolutionModule(nn.Module):
         amp: on CUDA inputs, run channels-last under bf16 autocast (the trainer passes ``train.amp``). The output
             is returned in the input's dtype and the standard contiguous layout either way.
     """
+
+    upscale = 4  # output pixels per render pixel along each axis
 
     def __init__(self, cfg: SupResModuleConfig, amp: bool = False) -> None:
         super().__init__()
@@ -83,3 +104,9 @@ class SuperResolutionModule(nn.Module):
     def flops(self, height: int, width: int, batch: int = 1) -> int:
         """Forward convolution FLOPs for a ``[batch, input_dim, height, width]`` input (see ``Upsampler.flops``)."""
         return self.upsampler.flops(height, width, batch)
+
+
+def load_super_resolution(module: SuperResolutionModule, path) -> None:
+    """Load a super-resolution checkpoint (ours or GHA's `supres_latest`) into `module`; CheckpointError naming the
+    file and the mismatching keys or shapes otherwise."""
+    load_state_dict_into(module, load_file(path, "super-resolution checkpoint"), path, "super-resolution checkpoint")

@@ -29,6 +29,9 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import torch
+
+from cgha.utils import metrics
 
 __all__ = ["MaskParams", "lab_distance", "noise_scale", "subtract_background", "mask_iou"]
 
@@ -183,11 +186,9 @@ def subtract_background(image: np.ndarray, plate: np.ndarray, params: MaskParams
 
 
 def mask_iou(mask: np.ndarray, reference: np.ndarray, threshold: float = 0.5) -> float:
-    """Intersection over union of two masks thresholded at ``threshold`` (uint8 masks as 0..255, others as 0..1)."""
-    a = _unit(mask) >= threshold
-    b = _unit(reference) >= threshold
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 1.0
+    """Intersection over union of two [H, W] masks thresholded at ``threshold`` (uint8 masks as 0..255, others as
+    0..1); `cgha.utils.metrics.mask_iou` on numpy arrays."""
+    return float(metrics.mask_iou(torch.from_numpy(_unit(mask)), torch.from_numpy(_unit(reference)), threshold))
 
 
 def _unit(mask: np.ndarray) -> np.ndarray:

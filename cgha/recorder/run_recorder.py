@@ -12,6 +12,7 @@ from cgha.config import RecorderConfig, save_config
 from cgha.errors import ConfigError
 from cgha.recorder.checkpoint import save_atomic
 from cgha.recorder.metrics_log import MetricsLog
+from cgha.recorder.run_files import RunFiles
 from cgha.utils.image_io import write_image
 
 
@@ -21,18 +22,19 @@ class RunRecorder:
 
     def __init__(self, cfg: RecorderConfig, config: Any = None):
         self.cfg = cfg
-        self.checkpoint_dir = Path(cfg.checkpoint_path) / cfg.name
+        self.files = RunFiles(Path(cfg.checkpoint_path) / cfg.name)
+        self.checkpoint_dir = self.files.directory
         self.result_dir = Path(cfg.result_path) / cfg.name
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         self._lock: Optional[_RunLock] = _RunLock.acquire(self.checkpoint_dir)
         self.result_dir.mkdir(parents=True, exist_ok=True)
         self.metrics = MetricsLog(cfg.logdir)
         if config is not None:
-            save_config(config, self.checkpoint_dir / "config.yaml")
+            save_config(config, self.files.config)
 
     def checkpoint(self, kind: str, tag: str = "latest") -> Path:
         """Path of a checkpoint file, e.g. checkpoint('meshhead') -> .../meshhead_latest."""
-        return self.checkpoint_dir / f"{kind}_{tag}"
+        return self.files.checkpoint(kind, tag)
 
     def save_checkpoints(self, states: Dict[str, Any], epoch: Optional[int] = None) -> None:
         """Write each `{kind}_latest` atomically, plus GHA's numbered `{kind}_epoch_{epoch}` copy when given."""
@@ -54,6 +56,7 @@ class RunRecorder:
         if self._lock is not None:
             self._lock.release()
             self._lock = None
+
 
 class _RunLock:
     """An exclusive `fcntl.flock` on `{checkpoint folder}/.lock`, so that a second training into the same folder

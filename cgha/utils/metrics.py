@@ -5,9 +5,10 @@ import torch
 
 
 def mask_iou(predicted: torch.Tensor, target: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
-    """Hard IoU per image of binarised masks [..., H, W] -> [...] (1 when both are empty)."""
-    predicted = (predicted > threshold).flatten(-2)
-    target = (target > threshold).flatten(-2)
+    """Hard IoU per image of masks [..., H, W] in [0, 1] binarised at >= threshold -> [...] (1 when both are
+    empty)."""
+    predicted = (predicted >= threshold).flatten(-2)
+    target = (target >= threshold).flatten(-2)
     intersection = (predicted & target).sum(-1).float()
     union = (predicted | target).sum(-1).float()
     return torch.where(union > 0, intersection / union.clamp(min=1), torch.ones_like(union))

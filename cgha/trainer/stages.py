@@ -9,6 +9,7 @@ from typing import Dict
 
 import torch
 
+from cgha.avatar.model import model_config
 from cgha.config import TrainConfig, meshhead_exp_dim
 from cgha.dataset import GaussianDataset, MeshDataset
 from cgha.trainer.gaussian_head_trainer import GaussianHeadTrainer
@@ -25,10 +26,11 @@ def train_mesh_head(cfg: TrainConfig, device: torch.device) -> Dict[str, float]:
 
 
 def train_gaussian_head(cfg: TrainConfig, device: torch.device) -> Dict[str, float]:
-    """Stage 2 (resumes a run left unfinished; compacts when `compact.enable`); returns held-out metrics
+    """Stage 2 for the avatar model `cfg.model` selects (resumes a run left unfinished; compacts when `compact.enable`); returns held-out metrics
     {test_cameras_psnr, test_cameras_ssim, test_frames_psnr, test_frames_ssim} for the splits the subject has."""
-    dataset = GaussianDataset(cfg.dataset, split="train", expected_exp_dim=cfg.gaussianheadmodule.exp_coeffs_dim,
-                              exp_dim_key="gaussianheadmodule.exp_coeffs_dim")
+    cls, model_cfg = model_config(cfg)
+    exp_dim, exp_dim_key = cls.config_expression_dim(model_cfg)
+    dataset = GaussianDataset(cfg.dataset, split="train", expected_exp_dim=exp_dim, exp_dim_key=exp_dim_key)
     subject = dataset.subject
     held_out = {split: GaussianDataset(cfg.dataset, split=split, views="all", subject=subject)
                 for split, present in (("test_cameras", subject.eval_cameras), ("test_frames", subject.eval_frames))

@@ -18,13 +18,13 @@ from typing import Any, Callable, Dict, List, Sequence, Tuple
 import numpy as np
 import torch
 
-from cgha.apps.evaluation import evaluate_avatar, run_file
+from cgha.apps.evaluation import evaluate_avatar
 from cgha.apps.reenactment import Reenactment
-from cgha.apps.training import train_gaussian_head, train_mesh_head
+from cgha.trainer.stages import train_gaussian_head, train_mesh_head
 from cgha.config import ReenactConfig, TrainConfig, load_config
 from cgha.errors import ConfigError, DataError
+from cgha.recorder.run_files import RunFiles
 from cgha.synthetic import SubjectArgumentError, generate_subject
-from cgha.trainer.gaussian_head_trainer import COMPACT_FILE
 from cgha.utils.atomic import write_bytes_atomic
 from cgha.utils.image_io import read_rgb, write_image
 
@@ -70,12 +70,12 @@ def load_demo_configs(config_dir: Path, scale: DemoScale, device: str) -> DemoCo
              for stage in ("train_meshhead", "train_gaussianhead", "reenactment")}
     overrides = {stage: [f"device={device}"] for stage in files}
     mesh = load_config(TrainConfig, files["train_meshhead"], overrides["train_meshhead"], stage="meshhead")
-    overrides["train_gaussianhead"].append(f"load_meshhead_checkpoint={run_file(mesh, 'meshhead_latest')}")
+    overrides["train_gaussianhead"].append(f"load_meshhead_checkpoint={RunFiles.of(mesh).checkpoint('meshhead')}")
     gaussian = load_config(TrainConfig, files["train_gaussianhead"], overrides["train_gaussianhead"],
                            stage="gaussianhead")
     if not gaussian.compact.enable:
         raise ConfigError(f"{files['train_gaussianhead']}: the demo shows compaction; set compact.enable: true")
-    overrides["reenactment"] += [f"load_gaussianhead_checkpoint={run_file(gaussian, COMPACT_FILE)}",
+    overrides["reenactment"] += [f"load_gaussianhead_checkpoint={RunFiles.of(gaussian).compact}",
                                  "load_supres_checkpoint="]
     reenact = load_config(ReenactConfig, files["reenactment"], overrides["reenactment"], stage="reenactment")
     return DemoConfigs(mesh, gaussian, reenact, files, overrides)
@@ -90,8 +90,8 @@ def _timed(step: Callable[[], Any]) -> Tuple[Any, float]:
 def _evaluation_overrides(cfg: TrainConfig) -> List[str]:
     """Point the Gaussian-head config at its run's compact file and learnt pose offsets (the held-out cameras
     use them)."""
-    delta = run_file(cfg, "delta_poses_latest")
-    return [f"load_gaussianhead_checkpoint={run_file(cfg, COMPACT_FILE)}", "load_supres_checkpoint=",
+    delta = RunFiles.of(cfg).checkpoint("delta_poses")
+    return [f"load_gaussianhead_checkpoint={RunFiles.of(cfg).compact}", "load_supres_checkpoint=",
             f"load_delta_poses_checkpoint={delta if delta.is_file() else ''}"]
 
 
@@ -147,7 +147,7 @@ def run_demo(config_dir: Path, scale: DemoScale, device: torch.device, results_r
     out_dir = results_root / f"demo_{scale.name}"
     out_dir.mkdir(parents=True, exist_ok=True)
     strip = write_strip(Path(video["frames_dir"]), STRIP_FRAMES, out_dir / "reenactment_strip.jpg")
-    report = json.loads(run_file(cfgs.gaussian, "compact_report.json").read_text())
+    report = json.loads(RunFiles.of(cfgs.gaussian).compact_report.read_text())
     summary = {
         "scale": scale.name,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
@@ -164,7 +164,7 @@ def run_demo(config_dir: Path, scale: DemoScale, device: torch.device, results_r
                  "codebook_sizes": report["codebook_sizes"]},
         "fps": {"evaluation": evaluation["speed"]["fps"], "reenactment": video["fps"]},
         "paths": {"video": str(video["video"]), "frames": str(video["frames_dir"]), "strip": str(strip),
-                  "compact_avatar": str(run_file(cfgs.gaussian, COMPACT_FILE)),
+                  "compact_avatar": str(RunFiles.of(cfgs.gaussian).compact),
                   "evaluation": str(evaluation["path"]), "preview": str(subjects[0] / "preview.jpg")},
         "commands": _commands(cfgs),
     }

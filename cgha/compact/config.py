@@ -1,0 +1,58 @@
+"""The `compact` config section, owned by the compaction strategy: when quantisation starts, codebook sizes, which
+attribute groups are quantised, and the precisions of the compressed file."""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Dict, List, Mapping, Sequence
+
+from cgha.errors import ConfigError
+from cgha.options import option, section
+
+
+@dataclass
+class CompactStoreConfig:
+    """Precisions of the compressed avatar file."""
+    positions: str = option("fp16", "Gaussian positions", choices=("fp32", "fp16"))
+    codebooks: str = option("fp16", "codebook rows", choices=("fp32", "fp16"))
+    network: str = option("fp16", "MLP and super-resolution weights", choices=("fp32", "fp16"))
+    opacity: str = option("uint8", "opacity", choices=("fp32", "fp16", "uint8"))
+
+
+@dataclass
+class CompactSection:
+    """K-means codebook quantisation of per-Gaussian attributes (Compact3D)."""
+    enable: bool = option(False, "quantise attributes and write the compressed avatar")
+    start_epoch: int = option(100, "epoch at which quantisation starts", min=0)
+    start_iter: int = option(-1, "iteration at which quantisation starts; overrides start_epoch when >= 0", min=-1)
+    codebook_size: int = option(2000, "codebook rows of every group without its own size", min=2)
+    codebook_sizes: Dict[str, int] = option({}, "per-group codebook sizes, e.g. {feature: 4096}")
+    groups: List[str] = option(["scale_rot", "feature"], "attribute groups, from the avatar model's (GHA: scale_rot, scale, rotation, feature)")
+    kmeans_iters: int = option(5, "Lloyd iterations of the initial k-means", min=1)
+    assign_every: int = option(100, "iterations between index re-assignments", min=1)
+    store: CompactStoreConfig = section(CompactStoreConfig)
+
+    def check(self, available: Mapping[str, Sequence[str]], prefix: str = "compact") -> None:
+        """Groups against the avatar model's quantisable groups (`available`: group -> the attributes it covers):
+        known, listed once, no attribute in two groups, codebook sizes only for listed groups."""
+        for group in self.groups:
+            if group not in available:
+                close = difflib.get_close_matches(group, list(available), n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                raise ConfigError(f"'{prefix}.groups' has unknown group '{group}'{hint}; valid for this avatar "
+                                  f"model: {', '.join(available)}")
+        if len(set(self.groups)) != len(self.groups):
+            raise ConfigError(f"'{prefix}.groups' lists a group twice: {self.groups}")
+        owner: Dict[str, str] = {}
+        for group in self.groups:
+            for attribute in available[group]:
+                if attribute in owner:
+                    raise ConfigError(f"'{prefix}.groups': '{owner[attribute]}' and '{group}' both quantise "
+                                      f"'{attribute}'; use one of them")
+                owner[attribute] = group
+        for group, size in self.codebook_sizes.items():
+            if group not in self.groups:
+                raise ConfigError(f"'{prefix}.codebook_sizes.{group}' names a group not in {prefix}.groups "
+                                  f"{self.groups}")
+            if size < 2:
+                raise ConfigError(f"'{prefix}.codebook_sizes.{group}' must be >= 2, got {size}")
