@@ -75,8 +75,9 @@ def _check_kind(path: Path, what: str) -> None:
         kind = file_kind(path)
     except OSError as error:
         raise CheckpointError(f"cannot read {what} {path}: {error.strerror or error}") from None
-    if kind.name == "torch_truncated":
-        raise CheckpointError(f"{path}: {kind.description}; {_recovery_hint(path)}")
+    if kind.name in ("torch_truncated", "zip_damaged"):
+        # A zip that cannot be opened at all is, among our files, a checkpoint whose writing was cut short.
+        raise CheckpointError(f"{path}: not a readable {what}: {kind.description}; {_recovery_hint(path)}")
     if not kind.is_torch_checkpoint:
         raise CheckpointError(f"{path} is {kind.description}, not a {what}")
 
