@@ -174,3 +174,41 @@ def test_layering():
         assert not [m for m in _imported_modules(path) if m.startswith("cgha.trainer")], path
     for path in package.rglob("*.py"):
         assert "sys.path" not in path.read_text(), path
+
+
+def test_compressed_files_from_before_the_model_interface_still_load(tmp_path):
+    """Files written before the interface have no model kind, config under `gaussianheadmodule` and no attribute
+    widths; they load as GHA avatars with the same weights."""
+    from cgha.compact.avatar_file import save_compact_avatar
+    from cgha.compact.codec import read_compact, write_compact
+    from cgha.compact.quantizer import GroupedQuantizer, GroupSpec
+    from cgha.module.gaussian_head import GaussianHeadModule
+    from cgha.module.super_resolution import SuperResolutionModule
+
+    cfg = load_config(TrainConfig, ROOT / "config" / "train_gaussianhead_synthetic_demo.yaml",
+                      ["compact.codebook_size=32"], stage="gaussianhead")
+    generator = torch.Generator().manual_seed(0)
+    model = GaussianHeadModule(cfg.gaussianheadmodule, torch.randn(300, 3, generator=generator),
+                               0.5 * torch.randn(300, 128, generator=generator), torch.randn(68, 3, generator=generator))
+    quantizer = GroupedQuantizer.from_config(cfg.compact, GroupSpec.of(model))
+    quantizer.initialise({key: value.detach() for key, value in model.canonical_attributes().items()})
+    current = tmp_path / "current.cgha"
+    save_compact_avatar(current, model, SuperResolutionModule(cfg.supresmodule), quantizer, cfg.compact.store)
+
+    arrays, metadata = read_compact(current)
+    legacy_metadata = {key: value for key, value in metadata.items()
+                       if key not in ("model", "model_config", "post_render", "attribute_widths")}
+    legacy_metadata["gaussianheadmodule"] = metadata["model_config"]
+    encoded = {name: (array, "bitpacked", {"num_codes": metadata["codebook_sizes"][name.split(".")[1]]})
+               if name.startswith("index.") else (array, "fp32") for name, array in arrays.items()}
+    legacy = tmp_path / "legacy.cgha"
+    write_compact(legacy, encoded, legacy_metadata)
+
+    new_model, new_post, _ = load_compact_avatar(current, CPU)
+    old_model, old_post, old_metadata = load_compact_avatar(legacy, CPU)
+    assert "model" not in old_metadata and isinstance(old_model, GaussianHeadModule)
+    for mine, theirs in ((new_model, old_model), (new_post, old_post)):
+        expected, loaded = mine.state_dict(), theirs.state_dict()
+        assert list(expected) == list(loaded)
+        for key in expected:
+            assert torch.equal(expected[key], loaded[key]), key

@@ -31,7 +31,8 @@ from cgha.utils.atomic import write_bytes_atomic
 KIND = "compact-gaussian-head-avatar"
 POST_RENDER_PREFIX = "supres"
 OPACITY_EPS = 1e-4  # 8-bit opacity 0 or 1 would make the stored logit infinite
-# Files written before the model interface quantised GHA's scale_rot as [log-scale (3), rotation (4)].
+# Files written before the model interface record no widths; their only group of two attributes was GHA's scale_rot,
+# [log-scale (3), rotation (4)].
 LEGACY_WIDTHS = {"scales": 3, "rotation": 4}
 
 
@@ -110,9 +111,9 @@ def load_compact_avatar(path: str | os.PathLike, device: torch.device
         state[cls.position_attribute] = tensors[cls.position_attribute].float()
         for name, value in decoded.items():
             state[name] = value.float()
-        for name in widths:
-            if name not in state:
-                state[name] = tensors[name].float()
+        for name, value in tensors.items():  # attributes no group covers are stored under their own names
+            if "." not in name and name not in state:
+                state[name] = value.float()
         model = cls.from_state_dict(model_cfg, state)
         model.load_state_dict(state)
         post_render = _post_render(metadata, model, tensors, path)

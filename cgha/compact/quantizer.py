@@ -135,12 +135,14 @@ class GroupSpec:
         return out
 
     def split(self, values: Mapping[str, torch.Tensor], widths: Mapping[str, int]) -> Dict[str, torch.Tensor]:
-        """Inverse of `rows`: group rows back to attributes by name, given each attribute's width."""
+        """Inverse of `rows`: group rows back to attributes by name, given each attribute's width (a group of one
+        attribute needs none: its rows are the attribute)."""
         out = {}
         for group, value in values.items():
             start = 0
-            for name in self.groups[group]:
-                width = widths[name]
+            names = self.groups[group]
+            for name in names:
+                width = value.shape[1] if len(names) == 1 else widths[name]
                 out[name] = value[:, start:start + width]
                 start += width
             if start != value.shape[1]:
