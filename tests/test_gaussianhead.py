@@ -109,7 +109,7 @@ def generate_loss(module: GaussianHeadModule, attributes=None, batch: int = 2):
     pose = torch.tensor([[0.2, -0.3, 0.1, 0.01, -0.02, 0.03], [-0.1, 0.4, 0.0, 0.0, 0.05, 0.0]])[:batch].to(device)
     pose.requires_grad_(True)
     scale = torch.tensor([[0.125], [1.0]])[:batch].to(device)
-    generated = module.generate(exp, pose, scale, attributes=attributes)
+    generated = module.generate(exp, pose, scale, attributes=attributes).as_dict()
     weights = torch.Generator().manual_seed(2)
     loss = sum((value * torch.rand(value.shape, generator=weights).to(device)).sum() for value in generated.values())
     return generated, loss, pose

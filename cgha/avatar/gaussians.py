@@ -34,6 +34,11 @@ class Gaussians:
         if self.features.ndim != 3 or tuple(self.features.shape[:2]) != (batch, count):
             raise ValueError(f"Gaussians.features must be [{batch}, {count}, C], got {list(self.features.shape)}")
 
+    def as_dict(self) -> Dict[str, torch.Tensor]:
+        """Every tensor by name (the five attributes, then the extras)."""
+        return {"means": self.means, "quats": self.quats, "scales": self.scales, "opacities": self.opacities,
+                "features": self.features, **self.extras}
+
     @property
     def batch_size(self) -> int:
         return self.means.shape[0]
