@@ -209,6 +209,20 @@ def test_png_given_as_a_checkpoint_is_called_a_png(tiny_subject, tmp_path):
     assert "weights_only" not in message
 
 
+@pytest.mark.parametrize("content, kind", [(PNG_BYTES, "a PNG image"), (b"", "an empty file (0 bytes)")])
+def test_wrong_file_given_as_the_avatar_is_named_not_the_missing_supres(tiny_subject, tmp_path, content, kind):
+    # Before: "super-resolution checkpoint not found: .../supres_latest", blaming a file the user never named.
+    avatar = tmp_path / "avatar.cgha"
+    avatar.write_bytes(content)
+    driver = ("dataset.image_files=''", "dataset.camera_path=''", "dataset.pose_code_path=''")
+    for script, config, extra in (("evaluate.py", HEAD_CONFIG, ()),
+                                  ("reenactment.py", ROOT / "config" / "reenactment_synthetic_demo.yaml", driver)):
+        result = run_script(script, config, f"load_gaussianhead_checkpoint={avatar}", f"dataset.dataroot={tiny_subject}",
+                            "dataset.original_resolution=64", "dataset.resolution=64", "device=cpu",
+                            f"recorder.checkpoint_path={tmp_path}/ck", f"recorder.result_path={tmp_path}/res", *extra)
+        assert_one_line_error(result, f"{avatar} is {kind}, not an avatar")
+
+
 def test_truncated_checkpoint_suggests_a_numbered_copy(tiny_subject, mesh_run):
     latest = mesh_run / "ck" / "run" / "meshhead_latest"
     latest.write_bytes(latest.read_bytes()[:len(latest.read_bytes()) // 2])

@@ -24,6 +24,7 @@ from cgha.errors import CheckpointError, ConfigError
 from cgha.module.super_resolution import SuperResolutionModule, load_super_resolution
 from cgha.recorder.checkpoint import save_atomic
 from cgha.recorder.checkpoint import load_file, load_state_dict_into
+from cgha.recorder.file_kind import file_kind
 from cgha.recorder.run_files import RunFiles
 from cgha.render.gaussians import rasterize_gaussians
 
@@ -97,6 +98,10 @@ def load_avatar(cfg: Any, device: torch.device, run: Optional[RunFiles] = None) 
     """The avatar a config names (see `resolve_avatar_path`), in eval mode on `device`. A raw model needs its
     super-resolution checkpoint: `load_supres_checkpoint`, else `run`'s."""
     path = resolve_avatar_path(cfg, run)
+    kind = file_kind(path)
+    if kind.name != "cgha" and not kind.is_torch_checkpoint:
+        # Said first: otherwise a wrong file is blamed on the super-resolution checkpoint a raw avatar also needs.
+        raise CheckpointError(f"{path} is {kind.description}, not an avatar (a raw checkpoint or a .cgha file)")
     if is_compact_file(path):
         model, post_render, _ = load_compact_avatar(path, device)
         files = {"compact": path}
