@@ -23,6 +23,7 @@ from typing import Dict, List, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 
+from cgha.recorder.run_files import RunFiles  # noqa: E402
 from cgha.config import TrainConfig, load_config  # noqa: E402
 
 # name -> compact.* overrides; "none" is the baseline without compaction.
@@ -50,7 +51,7 @@ def train_variant(config: Path, name: str, overrides: List[str], common: List[st
     if done.returncode != 0:
         return {"name": name, "error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed"}
     metrics = json.loads((work / "results" / run / "gaussianhead_eval.json").read_text())
-    report_path = work / "checkpoints" / run / "compact_report.json"
+    report_path = RunFiles(work / "checkpoints" / run).compact_report
     report: Optional[Dict] = json.loads(report_path.read_text()) if report_path.is_file() else None
     return {"name": name, "overrides": overrides, "seconds": seconds, "metrics": metrics,
             "compact_mb": report["compact_bytes"] / 1e6 if report else None,

@@ -110,6 +110,30 @@ def test_meshhead_with_cameras_in_the_wrong_convention_stops_with_the_likely_cau
         assert cause in line, cause
 
 
+def test_gaussianhead_whose_render_covers_no_mask_stops_with_the_likely_causes(tiny_subject, broken, tmp_path):
+    """A mesh head trained on the subject, then the Gaussian stage on a copy whose cameras are in the wrong
+    convention: it stops before the first step instead of training on garbage."""
+    assert train_meshhead(tiny_subject, tmp_path / "mesh", "recorder.name=mesh").returncode == 0
+    for path in (broken / "cameras").glob("*/*.npz"):
+        camera = dict(np.load(path))
+        rotation, translation = camera["extrinsic"][:, :3], camera["extrinsic"][:, 3]
+        camera["extrinsic"] = np.concatenate([rotation.T, (-rotation.T @ translation)[:, None]], 1)
+        np.savez(path, **camera)
+    overrides = [f"dataset.original_resolution={TINY_RESOLUTION}", "dataset.resolution=64", "dataset.num_workers=0",
+                 "meshheadmodule.tet_resolution=24", "gaussianheadmodule.num_add_mouth_points=50",
+                 "train.max_iters=2", "device=cpu", f"load_meshhead_checkpoint={tmp_path}/mesh/ck/mesh/meshhead_latest",
+                 f"recorder.checkpoint_path={tmp_path}/ck", f"recorder.logdir={tmp_path}/log",
+                 f"recorder.result_path={tmp_path}/res"]
+    right = run_script("train_gaussianhead.py", "--config", str(GAUSSIAN_CONFIG), f"dataset.dataroot={tiny_subject}",
+                       *overrides, "recorder.name=right")
+    assert right.returncode == 0, right.stderr[-2000:]
+    line = error_line(run_script("train_gaussianhead.py", "--config", str(GAUSSIAN_CONFIG),
+                                 f"dataset.dataroot={broken}", *overrides, "recorder.name=wrong"))
+    assert "covers none of the" in line
+    for cause in ("cameras", "original_resolution", "scale", "pose"):
+        assert cause in line, cause
+
+
 def masks_with_a_square(size: int = 16) -> torch.Tensor:
     masks = torch.zeros(2, 1, size, size)
     masks[:, :, 4:12, 4:12] = 1.0

@@ -152,14 +152,14 @@ def load_delta_poses(path: str | os.PathLike, num_frames: int) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------------------------- rendering
 def render_gaussians(gaussians: Gaussians, viewmats: torch.Tensor, Ks: torch.Tensor, size: int,
-                     backend: str) -> torch.Tensor:
+                     backend: str, with_alpha: bool = False):
     """Rasterise posed Gaussians over a white background (GHA): viewmats [B, 4, 4], Ks [B, 3, 3] in pixels of the
-    size x size render -> [B, C, size, size]."""
+    size x size render -> image [B, C, size, size], or (image, alpha [B, 1, size, size]) with `with_alpha`."""
     features = gaussians.features
     background = features.new_ones(features.shape[0], features.shape[-1])
     out = rasterize_gaussians(gaussians.means, gaussians.quats, gaussians.scales, gaussians.opacities, features,
                               viewmats, Ks, size, size, backgrounds=background, backend=backend)
-    return out["image"]
+    return (out["image"], out["alpha"]) if with_alpha else out["image"]
 
 
 def render_size(output_size: int, post_render: nn.Module) -> int:

@@ -10,8 +10,10 @@ from typing import Dict, List, Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import default_collate
 
-from cgha.avatar.inference import batch_render_inputs, load_delta_poses, load_model, render_batch
+from cgha.avatar.inference import (batch_render_inputs, load_delta_poses, load_model, render_batch,
+                                   render_gaussians)
 from cgha.avatar.model import AvatarModel, model_config
 from cgha.avatar.post_render import build_post_render
 from cgha.compact.quantizer import GroupSpec
@@ -25,6 +27,7 @@ from cgha.recorder.checkpoint import load_file
 from cgha.recorder.images import grid
 from cgha.trainer.augment import random_scale_crop
 from cgha.trainer.base import Trainer
+from cgha.trainer.progress import check_gaussian_coverage
 from cgha.utils.device import use_fast_training_kernels
 from cgha.utils.lpips import load_lpips_loss
 from cgha.utils.metrics import psnr, ssim
@@ -197,6 +200,23 @@ class GaussianHeadTrainer(Trainer):
         self.post_render.train(training)
 
     # ------------------------------------------------------------------------------------------- steps
+    def fit(self) -> Dict[str, float]:
+        self.check_coverage()
+        return super().fit()
+
+    @torch.no_grad()
+    def check_coverage(self) -> None:
+        """Before training: the avatar rendered from every camera of the first training frame must overlap some of
+        their masks, or the run stops with the likely causes (cameras, resolution, scale, pose convention) instead
+        of training on garbage. Reads no random numbers, so seeded and resumed runs are unaffected."""
+        views = GaussianDataset(self.cfg.dataset, views="all", subject=self.dataset.subject)
+        batch = self.to_device(default_collate([views[index] for index in range(len(views.cameras))]))
+        gaussians = self.model.generate(batch["exp_coeff"], batch["pose"], batch["scale"])
+        suffix, Ks, image, _ = batch_render_inputs(batch, self.post_render)
+        _, alpha = render_gaussians(gaussians, batch["viewmat"], Ks, image.shape[-1], self.cfg.render.backend,
+                                    with_alpha=True)
+        check_gaussian_coverage(alpha, batch[f"masks{suffix}"], self.iteration)
+
     def forward(self, batch: Dict[str, torch.Tensor], pose_offsets: bool = True):
         """Generate and render at the post-render step's input size: -> (Gaussians, render [B, C, r, r])."""
         delta = self.delta_poses if pose_offsets else None
