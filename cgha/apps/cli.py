@@ -21,7 +21,9 @@ def setup_logging() -> None:
 def config_parser(doc: str, config_help: str = "YAML config (GHA keys + our sections)",
                   override_example: str = "train.max_iters=200") -> argparse.ArgumentParser:
     """A parser with `--config` and the dotted overrides; scripts add their own options before parsing."""
-    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="Every config key, its type, default and meaning: docs/config.md. Run from "
+                                            "the repository root: the shipped configs name paths relative to it.")
     parser.add_argument("--config", required=True, help=config_help)
     parser.add_argument("overrides", nargs="*", help=f"dotted key=value overrides, e.g. {override_example}")
     return parser
