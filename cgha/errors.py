@@ -25,14 +25,22 @@ class CheckpointError(UserError):
     """A missing, truncated, corrupt, foreign or incompatible checkpoint file."""
 
 
+class TrainingDiverged(UserError):
+    """A loss term or a parameter became NaN/inf (usually a learning rate too high); the last checkpoint is kept."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped training after its state was saved; the message says where and how to resume."""
+
+
 def exit_on_user_error(main: Callable[[], object]) -> None:
     """Run `main`; a `UserError` becomes `error: <message>` on stderr and exit status 2."""
     try:
         main()
     except UserError as error:
         _fail(str(error))
-    except KeyboardInterrupt:
-        _fail("interrupted", status=130)
+    except KeyboardInterrupt as interrupt:
+        _fail(str(interrupt) or "interrupted", status=130)
 
 
 def _fail(message: str, status: int = 2) -> NoReturn:

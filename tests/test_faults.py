@@ -261,3 +261,209 @@ def test_compact_reader_names_what_a_wrong_file_is(tmp_path):
     image.write_bytes(b"")
     with pytest.raises(CheckpointError, match="it is an empty file"):
         read_compact(image)
+
+
+# ============================================================================= items 3, 4, 8, 9, 11, 14
+def assert_ends_with_one_line_error(result: subprocess.CompletedProcess, *fragments: str,
+                                    status: int = 2) -> str:
+    """Training logs (and progress bars) precede the error: the run must end with one `error:` line and exit
+    `status`, without a traceback."""
+    assert result.returncode == status, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    message = result.stderr.strip().splitlines()[-1]
+    assert message.startswith("error: "), message
+    for fragment in fragments:
+        assert fragment in message, message
+    return message
+
+
+def metrics_iterations(out: Path) -> list:
+    """The `iter` of every training-loss record (held-out evaluations log extra records at the same iteration)."""
+    records = [json.loads(line) for line in (out / "log" / "metrics.jsonl").read_text().splitlines()]
+    return [record["iter"] for record in records if "loss" in record]
+
+
+@pytest.fixture(scope="module")
+def sphere_mesh_head(tmp_path_factory) -> Path:
+    """A sphere-initialised mesh head (as tests/test_gaussianhead.py makes it) to start Gaussian-head runs from."""
+    from cgha.module.mesh_head import MeshHeadModule, pretrain_sphere
+
+    cfg = load_config(TrainConfig, HEAD_CONFIG, ["meshheadmodule.tet_resolution=20"], stage="gaussianhead")
+    landmarks = torch.randn(80, 3, generator=torch.Generator().manual_seed(0)) * 0.25 + torch.tensor([0.0, 0.0, 0.9])
+    torch.manual_seed(0)
+    mesh_head = MeshHeadModule(cfg.meshheadmodule, landmarks)
+    pretrain_sphere(mesh_head, 150, torch.device("cpu"), batch=2048)
+    path = tmp_path_factory.mktemp("sphere") / "meshhead_latest"
+    save_atomic(mesh_head.state_dict(), path)
+    return path
+
+
+def head_overrides(subject: Path, out: Path, mesh_head: Path, *extra: str) -> list:
+    """A Gaussian-head run of a few seconds on the tiny subject, written under `out`."""
+    return [f"dataset.dataroot={subject}", "dataset.original_resolution=64", "dataset.resolution=64",
+            "dataset.num_workers=0", "meshheadmodule.tet_resolution=20", "gaussianheadmodule.num_add_mouth_points=50",
+            f"load_meshhead_checkpoint={mesh_head}", "device=cpu", "render.backend=torch", "train.max_iters=1",
+            "compact.enable=false", f"recorder.checkpoint_path={out}/ck", f"recorder.result_path={out}/res",
+            f"recorder.logdir={out}/log", "recorder.name=run", *extra]
+
+
+@pytest.fixture(scope="module")
+def compacted_head_run(tiny_subject, sphere_mesh_head, tmp_path_factory):
+    """A 1-iteration Gaussian-head run compacted from its first step with codebooks larger than its Gaussians."""
+    out = tmp_path_factory.mktemp("head_run")
+    result = run_script("train_gaussianhead.py", HEAD_CONFIG, *head_overrides(
+        tiny_subject, out, sphere_mesh_head, "compact.enable=true", "compact.start_iter=0",
+        "compact.codebook_size=100000", "compact.codebook_sizes.feature=50000"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out, result
+
+
+# ------------------------------------------------------------------------ 3: a codebook larger than the model
+def test_codebook_larger_than_the_gaussians_is_named(compacted_head_run):
+    # Before: clamped to one code per Gaussian without a word (the file came out 2x smaller, not 13x).
+    out, result = compacted_head_run
+    gaussians = json.loads((out / "ck" / "run" / "compact_report.json").read_text())["num_gaussians"]
+    warnings = [line for line in result.stderr.splitlines() if "WARNING" in line and "Gaussians" in line]
+    assert any(f"compact.codebook_size=100000 is larger than the model's {gaussians} Gaussians" in line
+               and "group 'scale_rot'" in line for line in warnings), warnings
+    assert any(f"compact.codebook_sizes.feature=50000 is larger than the model's {gaussians} Gaussians" in line
+               and "group 'feature'" in line for line in warnings), warnings
+
+
+# -------------------------------------------------------------------------- 4: which limit ends the run
+def test_max_iters_that_epochs_cut_short_is_warned_about(tiny_subject, tmp_path):
+    # Before: train.max_iters=300 ran 6 iterations here, and nothing said why.
+    result = run_script("train_meshhead.py", MESH_CONFIG, *mesh_overrides(
+        tiny_subject, tmp_path, "train.max_iters=300", "train.epochs=2", "recorder.log_freq=1"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    last = metrics_iterations(tmp_path)[-1]
+    warning = next(line for line in result.stderr.splitlines() if "WARNING" in line and "max_iters" in line)
+    for fragment in ("train.max_iters=300 is never reached", "train.epochs=2", f"ends the run at iteration {last}",
+                     "train.epochs=0"):
+        assert fragment in warning, warning
+
+
+def test_the_limit_that_ends_the_run_is_logged(tiny_subject, tmp_path):
+    result = run_script("train_meshhead.py", MESH_CONFIG, *mesh_overrides(tiny_subject, tmp_path, "train.epochs=5"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "meshhead: train.max_iters=2 ends the run at iteration 2" in result.stderr
+    assert "never reached" not in result.stderr
+
+
+# -------------------------------------------------------------------------------- 8: Ctrl-C saves the run
+def test_sigint_saves_the_latest_state_and_the_run_resumes_from_it(tiny_subject, tmp_path):
+    # Before: Ctrl-C at iteration 46 left only config.yaml ("error: interrupted").
+    import signal
+    import time
+
+    command = [sys.executable, "train_meshhead.py", "--config", str(MESH_CONFIG), *mesh_overrides(
+        tiny_subject, tmp_path, "train.max_iters=100000", "train.epochs=0", "recorder.log_freq=1",
+        "recorder.save_freq=100000", "recorder.show_freq=100000")]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "log" / "metrics.jsonl"
+    deadline = time.monotonic() + 240
+    while not (metrics.is_file() and metrics.read_text().strip()) and process.poll() is None:
+        assert time.monotonic() < deadline, "no metrics line within 240 s"
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=240)
+    interrupted = subprocess.CompletedProcess(command, process.returncode, "", stderr)
+    run = tmp_path / "ck" / "run"
+    assert_ends_with_one_line_error(interrupted, "interrupted at meshhead iteration", str(run / "meshhead_latest"),
+                                    "meshhead_train_state_latest", "train.resume=true", status=130)
+    stopped_at = load_file(run / "meshhead_train_state_latest")["iter"]
+    assert stopped_at >= 1 and f"iteration {stopped_at}:" in stderr.strip().splitlines()[-1]
+    load_file(run / "meshhead_latest")
+
+    resumed = run_script("train_meshhead.py", MESH_CONFIG, *mesh_overrides(
+        tiny_subject, tmp_path, f"train.max_iters={stopped_at + 2}", "train.epochs=0", "recorder.log_freq=1"))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"at iteration {stopped_at} " in resumed.stderr
+    iterations = metrics_iterations(tmp_path)
+    assert iterations == sorted(set(iterations)) and iterations[-2:] == [stopped_at + 1, stopped_at + 2]
+
+
+def test_stale_temp_files_of_a_killed_run_are_removed(tiny_subject, mesh_run):
+    # Before: a SIGKILL during a save left `.meshhead_latest.<random>.tmp` (megabytes each) for good.
+    run = mesh_run / "ck" / "run"
+    stale = [run / ".meshhead_latest.k3j2h1x0.tmp", run / ".meshhead_train_state_epoch_0.a1b2c3d4.tmp"]
+    for path in stale:
+        path.write_bytes(bytes(1000))
+    unrelated = run / "notes.tmp"
+    unrelated.write_text("mine")
+    result = resume(tiny_subject, mesh_run)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not any(path.exists() for path in stale) and unrelated.read_text() == "mine"
+    assert "removed 2 unfinished checkpoint file(s)" in result.stderr
+
+
+# ---------------------------------------------------------------------- 9: metrics.jsonl after a resume
+def test_resume_drops_the_metrics_logged_after_the_checkpoint(tiny_subject, mesh_run):
+    # Before: iterations 3 and 4 appeared twice, with the interrupted run's values and the resumed run's.
+    metrics = mesh_run / "log" / "metrics.jsonl"
+    with open(metrics, "a") as handle:  # what a run killed at iteration 4 after saving at 2 leaves behind
+        handle.write(json.dumps({"iter": 3, "epoch": 1, "loss": 123.0}) + "\n")
+        handle.write(json.dumps({"iter": 4, "epoch": 1, "loss": 456.0}) + "\n")
+        handle.write('{"iter": 5, "epo')  # cut short by the kill
+    result = run_script("train_meshhead.py", MESH_CONFIG, *mesh_overrides(
+        tiny_subject, mesh_run, "train.max_iters=4", "recorder.log_freq=1"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    iterations = metrics_iterations(mesh_run)
+    assert iterations == sorted(set(iterations)) and iterations[-2:] == [3, 4]
+    assert "123.0" not in metrics.read_text() and "456.0" not in metrics.read_text()
+
+
+# --------------------------------------------------------------------------- 11: unwritable output folders
+@pytest.mark.parametrize("key", ["recorder.checkpoint_path", "recorder.logdir", "recorder.result_path"])
+def test_unwritable_training_folder_is_named(tiny_subject, tmp_path, key):
+    # Before: a traceback (NotADirectoryError). Tests run as root, where chmod stops nothing: the folder's parent
+    # is a regular file instead.
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    result = run_script("train_meshhead.py", MESH_CONFIG, *mesh_overrides(tiny_subject, tmp_path),
+                        f"{key}={blocker}/out")
+    assert_ends_with_one_line_error(result, "cannot write to the output folder", str(blocker), key)
+    assert not (tmp_path / "ck" / "run" / "meshhead_latest").exists()
+
+
+def test_unwritable_result_folder_fails_before_evaluating(compacted_head_run, tiny_subject, tmp_path):
+    # Before: every metric was computed, then a traceback.
+    out, _ = compacted_head_run
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    result = run_script("evaluate.py", HEAD_CONFIG, f"dataset.dataroot={tiny_subject}", "dataset.original_resolution=64",
+                        "dataset.resolution=64", "device=cpu", "render.backend=torch",
+                        f"recorder.checkpoint_path={out}/ck", "recorder.name=run",
+                        f"recorder.result_path={blocker}/res")
+    assert_ends_with_one_line_error(result, "cannot write to the output folder", f"{blocker}/res/run",
+                                    "recorder.result_path")
+    assert "PSNR" not in result.stdout
+
+
+def test_unwritable_result_folder_fails_before_reenacting(compacted_head_run, tiny_subject, tmp_path):
+    out, _ = compacted_head_run
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    result = run_script("reenactment.py", ROOT / "config" / "reenactment_synthetic_demo.yaml",
+                        f"load_gaussianhead_checkpoint={out}/ck/run/gaussianhead_compact.cgha",
+                        f"dataset.dataroot={tiny_subject}", "dataset.image_files=''", "dataset.camera_path=''",
+                        "dataset.pose_code_path=''", "dataset.original_resolution=64", "dataset.resolution=64",
+                        "device=cpu", f"recorder.result_path={blocker}/res")
+    assert_ends_with_one_line_error(result, "cannot write to the output folder", str(blocker),
+                                    "recorder.result_path")
+
+
+# ------------------------------------------------------------------------------ 14: a diverging training
+def test_diverging_training_stops_in_one_line_and_keeps_the_last_checkpoint(tiny_subject, sphere_mesh_head,
+                                                                            tmp_path):
+    # Before: a traceback from the rasterizer, `ValueError: means contains NaN or inf values`.
+    result = run_script("train_gaussianhead.py", HEAD_CONFIG, *head_overrides(
+        tiny_subject, tmp_path, sphere_mesh_head, "lr_net=1e36", "train.max_iters=6", "recorder.save_freq=1"))
+    run = tmp_path / "ck" / "run"
+    message = assert_ends_with_one_line_error(result, "gaussianhead training diverged at iteration",
+                                              "means contains NaN or inf", f"{run / 'gaussianhead_latest'} is kept",
+                                              "lower the learning rate (lr_net=1e+36)")
+    failed_at = int(message.split("diverged at iteration ")[1].split(":")[0])
+    saved = load_file(run / "gaussianhead_train_state_latest")["iter"]
+    assert saved == failed_at - 1
+    load_file(run / "gaussianhead_latest")  # finite: a checkpoint with NaN/inf would be refused here

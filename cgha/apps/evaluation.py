@@ -29,6 +29,7 @@ from cgha.utils.atomic import write_bytes_atomic
 from cgha.utils.device import synchronize
 from cgha.utils.lpips import load_lpips
 from cgha.utils.metrics import composite_on_white, masked_psnr, masked_ssim, psnr, ssim
+from cgha.utils.paths import ensure_writable_folders
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,8 @@ def evaluate_avatar(cfg: TrainConfig, device: torch.device) -> Dict[str, Any]:
     render: {psnr, ssim, psnr_masked, ssim_masked}, output: {same (+ lpips, lpips_masked)}, speed: {ms_per_frame,
     fps, timed_frames}}}, "speed": over all evaluated frames, "path": the JSON file}.
     """
+    out_dir = Path(cfg.recorder.result_path) / cfg.recorder.name
+    ensure_writable_folders({"recorder.result_path (or recorder.name)": out_dir})  # before minutes of metrics
     if device.type == "cuda":
         # Fixed-size super-resolution input: autotuned convolutions, as in training.
         torch.backends.cudnn.benchmark = True
@@ -135,8 +138,6 @@ def evaluate_avatar(cfg: TrainConfig, device: torch.device) -> Dict[str, Any]:
     if not all_times:
         raise ConfigError(f"nothing to evaluate: the splits {cfg.eval.splits} are empty; set dataset.eval_camera_ids "
                           f"/ dataset.eval_frame_ids (or dataset.split_from_meta=true), or eval.splits=[all]")
-    out_dir = Path(cfg.recorder.result_path) / cfg.recorder.name
-    out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / RESULT_FILE
     results = {"name": cfg.recorder.name, "device": str(device), "render_backend": cfg.render.backend,
                "avatar": avatar.source, "model": avatar.model.kind,

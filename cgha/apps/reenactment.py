@@ -34,6 +34,7 @@ from cgha.dataset.reenactment_dataset import ReenactmentDataset
 from cgha.errors import ConfigError, DataError
 from cgha.utils.device import synchronize
 from cgha.utils.image_io import write_image
+from cgha.utils.paths import ensure_writable_folders
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,8 @@ class Reenactment:
     def __init__(self, cfg: ReenactConfig, device: torch.device):
         self.cfg = cfg
         self.device = device
+        ensure_writable_folders({"recorder.result_path (or recorder.name)":
+                                 Path(cfg.recorder.result_path) / cfg.recorder.name})  # before loading and rendering
         if not 0.0 <= cfg.dataset.smoothing < 1.0:
             raise ConfigError(f"'dataset.smoothing' is {cfg.dataset.smoothing}: expected a value in [0, 1)")
         head_path = cfg.load_gaussianhead_checkpoint

@@ -51,8 +51,21 @@ class CompactionStrategy:
     def before_step(self, model, iteration: int) -> None:
         """Initial k-means on the first quantised step."""
         if self.active(iteration) and not self.initialised:
+            configured = self.quantizer.codebook_sizes()
             self.quantizer.initialise(self._detached(model))
+            self._warn_about_clamped_codebooks(configured, model.num_gaussians)
             log.info("compaction starts at iteration %d: codebooks %s", iteration, self.quantizer.codebook_sizes())
+
+    def _warn_about_clamped_codebooks(self, configured: Dict[str, int], num_gaussians: int) -> None:
+        """k-means keeps at most one code per Gaussian; a larger configured size was a mistake worth telling,
+        since the file then comes out far bigger than that size suggests."""
+        for group, rows in self.quantizer.codebook_sizes().items():
+            if rows < configured[group]:
+                key = (f"compact.codebook_sizes.{group}" if group in self.cfg.codebook_sizes
+                       else "compact.codebook_size")
+                log.warning("%s=%d is larger than the model's %d Gaussians: group '%s' gets %d codebook rows (one "
+                            "per Gaussian, so no compression of that group); choose a size well below %d",
+                            key, configured[group], num_gaussians, group, rows, num_gaussians)
 
     def attributes(self, model) -> Optional[Dict[str, torch.Tensor]]:
         """Straight-through quantised attributes for generate(attributes=...) once started, else None."""

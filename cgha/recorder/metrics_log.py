@@ -6,6 +6,8 @@ import math
 from pathlib import Path
 from typing import Dict, Optional
 
+from cgha.utils.atomic import write_bytes_atomic
+
 try:
     from torch.utils.tensorboard import SummaryWriter
 except ImportError:  # tensorboard is optional
@@ -33,6 +35,27 @@ class MetricsLog:
                 if name not in ("iter", "epoch") and isinstance(value, float) and math.isfinite(value):
                     self._writer.add_scalar(name, value, iteration)
 
+    def truncate_after(self, iteration: int) -> int:
+        """Drop the records past `iteration` (logged by a run that then stopped before its next checkpoint), so a
+        resumed run's records follow on without duplicate iterations; returns how many were dropped. A line cut
+        short by a killed process is dropped too."""
+        self._file.close()
+        kept, dropped = [], 0
+        for line in self.path.read_text().splitlines():
+            record = _parsed(line)
+            if record is not None and int(record.get("iter", 0)) <= iteration:
+                kept.append(line + "\n")
+            elif line.strip():
+                dropped += 1
+        if dropped:
+            write_bytes_atomic(self.path, "".join(kept).encode())
+        self._file = open(self.path, "a", buffering=1)
+        if dropped and self._writer is not None:
+            # Tensorboard hides the earlier event files' steps from purge_step on, as it does for a restarted run.
+            self._writer.close()
+            self._writer = SummaryWriter(str(self.logdir), purge_step=iteration + 1)
+        return dropped
+
     def close(self) -> None:
         self._file.close()
         if self._writer is not None:
@@ -42,6 +65,14 @@ class MetricsLog:
 def _plain(value) -> float:
     value = float(value.detach()) if hasattr(value, "detach") else float(value)
     return value if math.isfinite(value) else str(value)
+
+
+def _parsed(line: str) -> Optional[dict]:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def read_metrics(path: str | Path) -> list:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 from pathlib import Path
 from typing import IO, Any, Dict, Optional
@@ -13,7 +14,11 @@ from cgha.errors import ConfigError
 from cgha.recorder.checkpoint import save_atomic
 from cgha.recorder.metrics_log import MetricsLog
 from cgha.recorder.run_files import RunFiles
+from cgha.utils.atomic import remove_temp_files
 from cgha.utils.image_io import write_image
+from cgha.utils.paths import ensure_writable_folders
+
+log = logging.getLogger(__name__)
 
 
 class RunRecorder:
@@ -25,12 +30,22 @@ class RunRecorder:
         self.files = RunFiles(Path(cfg.checkpoint_path) / cfg.name)
         self.checkpoint_dir = self.files.directory
         self.result_dir = Path(cfg.result_path) / cfg.name
-        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        ensure_writable_folders({"recorder.checkpoint_path (or recorder.name)": self.checkpoint_dir,
+                                 "recorder.logdir": cfg.logdir,
+                                 "recorder.result_path (or recorder.name)": self.result_dir})
         self._lock: Optional[_RunLock] = _RunLock.acquire(self.checkpoint_dir)
-        self.result_dir.mkdir(parents=True, exist_ok=True)
+        self._remove_stale_temp_files()
         self.metrics = MetricsLog(cfg.logdir)
         if config is not None:
             save_config(config, self.files.config)
+
+    def _remove_stale_temp_files(self) -> None:
+        """Delete checkpoint temp files a killed run left behind (SIGKILL skips atomic_output's cleanup). Safe only
+        while holding the run lock: no other training can be writing into this folder."""
+        removed = remove_temp_files(self.checkpoint_dir)
+        if removed:
+            log.info("removed %d unfinished checkpoint file(s) (%.1f MB) left by an interrupted run in %s",
+                     len(removed), sum(size for _, size in removed) / 1e6, self.checkpoint_dir)
 
     def checkpoint(self, kind: str, tag: str = "latest") -> Path:
         """Path of a checkpoint file, e.g. checkpoint('meshhead') -> .../meshhead_latest."""
@@ -45,6 +60,10 @@ class RunRecorder:
 
     def log(self, iteration: int, epoch: int, values: Dict[str, float]) -> None:
         self.metrics.log(iteration, epoch, values)
+
+    def truncate_log_after(self, iteration: int) -> int:
+        """Forget the metrics.jsonl records past `iteration` (see MetricsLog.truncate_after); returns their count."""
+        return self.metrics.truncate_after(iteration)
 
     def save_image(self, name: str, image: np.ndarray) -> Path:
         path = self.result_dir / name

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Dict, Tuple
+import signal
+import threading
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 from tqdm import tqdm
 
 from cgha.config import TrainConfig
-from cgha.errors import CheckpointError
+from cgha.errors import CheckpointError, TrainingDiverged, TrainingInterrupted
 from cgha.recorder.checkpoint import load_file, training_state
 from cgha.recorder.run_recorder import RunRecorder
 
@@ -91,6 +93,18 @@ class Trainer:
             limits.append(train.epochs * per_epoch)
         return min(limits)
 
+    def log_training_limit(self) -> None:
+        """Say which of train.epochs / train.max_iters ends the run and when; warn when max_iters is never reached,
+        since a user who sets it expects that many iterations."""
+        train, per_epoch, end = self.cfg.train, len(self.loader), self.total_iterations()
+        epochs_end = f"train.epochs={train.epochs} ({per_epoch} iterations per epoch)"
+        if train.max_iters > end:
+            log.warning("train.max_iters=%d is never reached: %s ends the run at iteration %d; set train.epochs=0 "
+                        "to train for train.max_iters iterations", train.max_iters, epochs_end, end)
+        limit = f"train.max_iters={train.max_iters}" if train.max_iters == end else epochs_end
+        start = f", starting at iteration {self.iteration}" if self.iteration else ""
+        log.info("%s: %s ends the run at iteration %d%s", self.stage, limit, end, start)
+
     def before_step(self) -> None:
         """Called before each training step's forward pass (e.g. to start compaction)."""
 
@@ -102,23 +116,115 @@ class Trainer:
         losses, visuals = self.compute_losses(batch)
         total = sum(self.weights[name] * value for name, value in losses.items() if self.weights[name] > 0)
         if not torch.isfinite(total):
-            raise FloatingPointError(f"non-finite {self.stage} loss at iteration {self.iteration}: "
-                                     + ", ".join(f"{k}={float(v.detach()):.3g}" for k, v in losses.items()))
+            terms = [f"loss_{k}={float(v.detach()):.3g}" for k, v in losses.items() if not torch.isfinite(v).all()]
+            raise self.diverged(", ".join(terms) or f"the weighted loss sum is {float(total.detach()):.3g}",
+                                self.iteration + 1)
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         self.optimizer.step()
         self.after_step()
         return losses, total, visuals
 
+    def checked_training_step(self, batch: Dict[str, torch.Tensor]):
+        """`training_step`, with a renderer's refusal of NaN/inf inputs (cgha/render: ValueError '<name> contains
+        NaN or inf') reported as the divergence it is rather than as a traceback."""
+        try:
+            return self.training_step(batch)
+        except ValueError as error:
+            if "NaN or inf" not in str(error):
+                raise
+            raise self.diverged(f"the renderer got {error}", self.iteration + 1) from None
+
+    def named_state_tensors(self):
+        """(kind/name, tensor) of every floating-point tensor this stage checkpoints."""
+        for kind, state in self.checkpoint_states().items():
+            if isinstance(state, dict):
+                for name, value in state.items():
+                    if isinstance(value, torch.Tensor) and value.is_floating_point():
+                        yield f"{kind} '{name}'", value.detach()
+
+    def describe_parameters(self) -> str:
+        """The first non-finite checkpointed tensor, else the one of largest magnitude (finite weights can still
+        overflow the forward pass)."""
+        largest, largest_name = 0.0, ""
+        for name, value in self.named_state_tensors():
+            if not torch.isfinite(value).all():
+                return f"{name} is non-finite"
+            magnitude = float(value.abs().max()) if value.numel() else 0.0
+            if magnitude > largest:
+                largest, largest_name = magnitude, name
+        return f"parameters are finite, the largest is {largest_name} ({largest:.3g})"
+
+    def diverged(self, what: str, iteration: int) -> TrainingDiverged:
+        """The one-line error for NaN/inf at `iteration`: what and which parameter, what was kept, what to change."""
+        rates = {key: getattr(self.cfg, key) for key in ("lr_net", "lr_lmk", "lr_pose") if hasattr(self.cfg, key)}
+        key = max(rates, key=rates.get)
+        kept = self.recorder.checkpoint(self.stage)
+        kept = f"the last checkpoint {kept} is kept" if kept.is_file() else "no checkpoint was written"
+        return TrainingDiverged(f"{self.stage} training diverged at iteration {iteration}: {what}; "
+                                f"{self.describe_parameters()}; {kept}; lower the learning rate ({key}={rates[key]:g})")
+
+    def save_if_finite(self) -> None:
+        """`save()`, refused when a parameter went NaN/inf: the diverged state must not replace the last good one
+        (and would not load: checkpoints with NaN/inf are refused)."""
+        for _, value in self.named_state_tensors():
+            if not torch.isfinite(value).all():
+                raise self.diverged("the optimizer step made a parameter non-finite", self.iteration)
+        self.save()
+
+    def forget_metrics_after_checkpoint(self) -> None:
+        """A resumed run repeats the iterations logged after its checkpoint: drop those records first."""
+        if self.iteration > 0:
+            dropped = self.recorder.truncate_log_after(self.iteration)
+            if dropped:
+                log.info("metrics.jsonl: dropped %d records past iteration %d (logged after the last checkpoint)",
+                         dropped, self.iteration)
+
+    def stop_after_interrupt(self, interrupt: "_StopOnSigint") -> None:
+        """Save the state of the last finished step, then end with a TrainingInterrupted naming it."""
+        interrupt.saving = True
+        self.save_if_finite()
+        self.recorder.close()
+        raise TrainingInterrupted(
+            f"interrupted at {self.stage} iteration {self.iteration}: saved {self.recorder.checkpoint(self.stage)} "
+            f"and {self.recorder.checkpoint(self.state_kind).name}; run the same command (with train.resume=true) "
+            f"to continue from there")
+
     def fit(self) -> Dict[str, float]:
         """Train until `train.epochs` / `train.max_iters`; returns the last held-out metrics (empty without a split)."""
         self.set_train_mode(True)
+        self.log_training_limit()
+        self.forget_metrics_after_checkpoint()
+        with _StopOnSigint() as interrupt:
+            self.train_until_done_or(interrupt)
+            if interrupt.requested:
+                self.stop_after_interrupt(interrupt)
+        self.save_if_finite()
+        self.finish()
+        evaluated_last = self.cfg.train.eval_every and self.iteration % self.cfg.train.eval_every == 0
+        metrics = self.last_metrics if evaluated_last and self.last_metrics else self.log_evaluation()
+        self.recorder.close()
+        return metrics
+
+    def train_until_done_or(self, interrupt: "_StopOnSigint") -> None:
+        """The training loop; it also stops after the step during which Ctrl-C was pressed."""
         per_epoch = len(self.loader)
         progress = tqdm(total=self.total_iterations(), initial=self.iteration, desc=self.stage, dynamic_ncols=True)
-        while not self.done():
+        try:
+            self.run_epochs(per_epoch, progress, interrupt)
+        except RuntimeError as error:
+            # Ctrl-C in a terminal also stops DataLoader workers, and the next fetch fails: the steps before it
+            # are complete, so stop as interrupted rather than with the worker error.
+            if not (interrupt.requested and "DataLoader worker" in str(error)):
+                raise
+        finally:
+            progress.close()
+
+    def run_epochs(self, per_epoch: int, progress: tqdm, interrupt: "_StopOnSigint") -> None:
+        while not (self.done() or interrupt.requested):
             self.loader.sampler.set_position(self.epoch, self.iteration - self.epoch * per_epoch)
             for batch in self.loader:
-                losses, total, visuals = self.training_step(self.to_device(batch))
+                losses, total, visuals = self.checked_training_step(self.to_device(batch))
                 self.iteration += 1
                 progress.update(1)
                 if self.iteration % self.cfg.recorder.log_freq == 0 or self.iteration == 1:
@@ -131,18 +237,11 @@ class Trainer:
                 if self.cfg.train.eval_every and self.iteration % self.cfg.train.eval_every == 0:
                     self.log_evaluation()
                 if self.iteration % self.cfg.recorder.save_freq == 0:
-                    self.save()
-                if self.done():
+                    self.save_if_finite()
+                if self.done() or interrupt.requested:
                     break
             else:
                 self.epoch += 1
-        progress.close()
-        self.save()
-        self.finish()
-        evaluated_last = self.cfg.train.eval_every and self.iteration % self.cfg.train.eval_every == 0
-        metrics = self.last_metrics if evaluated_last and self.last_metrics else self.log_evaluation()
-        self.recorder.close()
-        return metrics
 
     def finish(self) -> None:
         """Stage-specific outputs written once after the last iteration."""
@@ -163,3 +262,30 @@ class Trainer:
             log.info("%s held-out: %s", self.stage, ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
         self.last_metrics = metrics
         return metrics
+
+
+class _StopOnSigint:
+    """While training: the first Ctrl-C (SIGINT) asks the loop to stop after its current step, so the saved state
+    is a finished step's; a second one stops at once, without saving, except while that save is being written
+    (a half-written set of checkpoints would resume from mismatched files). Only the main thread owns signals."""
+
+    def __init__(self):
+        self.requested, self.saving = False, False
+        self._previous: Optional[Any] = None
+
+    def __enter__(self) -> "_StopOnSigint":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._on_sigint)
+        return self
+
+    def _on_sigint(self, signum, frame) -> None:
+        if self.saving:
+            return
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        log.warning("Ctrl-C: saving after this step and stopping (press it again to stop without saving)")
+
+    def __exit__(self, *exc_info) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)

@@ -11,7 +11,10 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, List, Tuple
+
+# atomic_output's temporary files are `.{target name}.{random}.tmp` beside the target.
+TEMP_PREFIX, TEMP_SUFFIX = ".", ".tmp"
 
 
 @contextmanager
@@ -20,7 +23,7 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     exception it is removed and `path` is left untouched."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f"{TEMP_PREFIX}{path.name}.", suffix=TEMP_SUFFIX)
     os.close(fd)
     tmp = Path(name)
     try:
@@ -31,6 +34,18 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def remove_temp_files(folder: str | os.PathLike) -> List[Tuple[Path, int]]:
+    """Remove the temporary files of `atomic_output` in `folder` (only those a killed process left: call it when
+    no other process can be writing there); returns (path, size in bytes) of each removed file."""
+    removed = []
+    for path in Path(folder).glob(f"{TEMP_PREFIX}*{TEMP_SUFFIX}"):
+        if path.is_file() and not path.is_symlink():
+            size = path.stat().st_size
+            path.unlink(missing_ok=True)
+            removed.append((path, size))
+    return removed
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
