@@ -1,6 +1,8 @@
 """The step between rasterisation and the image: GHA's super-resolution network, or none."""
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import nn
 
@@ -28,13 +30,22 @@ class NoPostRender(nn.Module):
         return render[:, :3]
 
 
-def build_post_render(kind: str, supres_cfg: SupResModuleConfig, color_dim: int, amp: bool = False) -> nn.Module:
-    """The post-render module named by `model.post_render` for a model rendering `color_dim` channels."""
+def build_post_render(kind: str, supres_cfg: SupResModuleConfig, color_dim: Optional[int] = None,
+                      amp: bool = False) -> nn.Module:
+    """The post-render module named by `model.post_render`: GHA's super-resolution net (from `supres_cfg`), or none
+    for a model rendering `color_dim` channels."""
     if kind == "super_resolution":
         return SuperResolutionModule(supres_cfg, amp=amp)
     if kind == "none":
+        if color_dim is None:
+            raise ValueError("post-render 'none' needs the model's colour channels")
         return NoPostRender(color_dim)
     raise ValueError(f"unknown post-render step {kind!r}")
+
+
+def has_weights(post_render: nn.Module) -> bool:
+    """Whether the step has trainable weights (and so a checkpoint of its own)."""
+    return any(True for _ in post_render.parameters())
 
 
 def post_render_kind(module: nn.Module) -> str:

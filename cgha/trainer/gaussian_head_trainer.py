@@ -15,7 +15,7 @@ from torch.utils.data import default_collate
 from cgha.avatar.inference import (batch_render_inputs, load_delta_poses, load_model, render_batch,
                                    render_gaussians)
 from cgha.avatar.model import AvatarModel, model_config
-from cgha.avatar.post_render import build_post_render
+from cgha.avatar.post_render import build_post_render, has_weights
 from cgha.compact.quantizer import GroupSpec
 from cgha.compact.strategy import CompactionStrategy
 from cgha.config import TrainConfig, loss_weights
@@ -112,7 +112,7 @@ class GaussianHeadTrainer(Trainer):
 
     def _build_post_render(self, color_dim: Optional[int]) -> nn.Module:
         """`model.post_render`'s module; `color_dim` (the model's channels) matters only to `none`."""
-        post_render = build_post_render(self.cfg.model.post_render, self.cfg.supresmodule, color_dim or 3,
+        post_render = build_post_render(self.cfg.model.post_render, self.cfg.supresmodule, color_dim,
                                         amp=self.cfg.train.amp)
         return post_render.to(self.device)
 
@@ -133,7 +133,7 @@ class GaussianHeadTrainer(Trainer):
     def _load_start_checkpoints(self) -> None:
         """Post-render weights and pose offsets: own checkpoints when resuming, else the configured ones."""
         configured = {"supres": self.cfg.load_supres_checkpoint, "delta_poses": self.cfg.load_delta_poses_checkpoint}
-        if not any(True for _ in self.post_render.parameters()):
+        if not has_weights(self.post_render):
             configured.pop("supres")
         for kind, path_configured in configured.items():
             own = self.recorder.checkpoint(kind)
@@ -168,7 +168,7 @@ class GaussianHeadTrainer(Trainer):
 
     def checkpoint_states(self):
         states = {self.model_kind: self.model.state_dict(), "delta_poses": self.delta_poses.detach().clone()}
-        if any(True for _ in self.post_render.parameters()):
+        if has_weights(self.post_render):
             states["supres"] = self.post_render.state_dict()
         quantizer = self.compaction.state_dict() if self.compaction is not None else None
         if quantizer is not None:
