@@ -359,7 +359,9 @@ def test_sigint_saves_the_latest_state_and_the_run_resumes_from_it(tiny_subject,
     command = [sys.executable, "train_meshhead.py", "--config", str(MESH_CONFIG), *mesh_overrides(
         tiny_subject, tmp_path, "train.max_iters=100000", "train.epochs=0", "recorder.log_freq=1",
         "recorder.save_freq=100000", "recorder.show_freq=100000")]
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A child inherits an ignored SIGINT (pytest started in the background): give it the default disposition.
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     metrics = tmp_path / "log" / "metrics.jsonl"
     deadline = time.monotonic() + 240
     while not (metrics.is_file() and metrics.read_text().strip()) and process.poll() is None:
@@ -431,8 +433,8 @@ def test_unwritable_result_folder_fails_before_evaluating(compacted_head_run, ti
     out, _ = compacted_head_run
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
-    result = run_script("evaluate.py", HEAD_CONFIG, f"dataset.dataroot={tiny_subject}", "dataset.original_resolution=64",
-                        "dataset.resolution=64", "device=cpu", "render.backend=torch",
+    result = run_script("evaluate.py", HEAD_CONFIG, f"dataset.dataroot={tiny_subject}",
+                        "dataset.original_resolution=64", "dataset.resolution=64", "device=cpu", "render.backend=torch",
                         f"recorder.checkpoint_path={out}/ck", "recorder.name=run",
                         f"recorder.result_path={blocker}/res")
     assert_ends_with_one_line_error(result, "cannot write to the output folder", f"{blocker}/res/run",

@@ -274,7 +274,8 @@ class _StopOnSigint:
         self._previous: Optional[Any] = None
 
     def __enter__(self) -> "_StopOnSigint":
-        if threading.current_thread() is threading.main_thread():
+        # A run started with SIGINT ignored (nohup, a background job of a script) keeps ignoring it.
+        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) != signal.SIG_IGN:
             self._previous = signal.signal(signal.SIGINT, self._on_sigint)
         return self
 
