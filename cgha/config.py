@@ -74,6 +74,9 @@ class DatasetConfig:
     camera_path: str = option("", "reenactment: a camera .npz to render from; empty = GHA's frontal camera")
     pose_code_path: str = option("", "reenactment: params.npz whose pose is fed to the pose MLPs")
     freeview: bool = option(False, "reenactment: orbit the camera around the head")
+    pose_transfer: str = option("relative", "reenactment: relative (the driver's head motion since its first frame, "
+                                "applied to the avatar's own neutral pose, at the avatar's own scale) or absolute "
+                                "(the driver's pose and scale as they are, as GHA)", choices=("relative", "absolute"))
     smoothing: float = option(0.5, "reenactment: temporal smoothing of exp_coeff (and pose without freeview): "
                                "exponential moving average weight of the previous frame, in [0, 1); "
                                "0 = off, 0.5 = GHA", min=0.0, max=0.999)

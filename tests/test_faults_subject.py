@@ -195,7 +195,7 @@ def reenact(driver: Path, avatar: Path, out: Path, *overrides: str) -> subproces
                       f"load_supres_checkpoint={avatar / 'supres_latest'}", f"dataset.dataroot={driver}",
                       "dataset.image_files=images/*/image_cam01.jpg",
                       f"dataset.camera_path={driver / 'cameras' / '0000' / 'camera_cam01.npz'}",
-                      "dataset.pose_code_path=''", "dataset.freeview=false",
+                      "dataset.pose_code_path=''", "dataset.pose_transfer=absolute", "dataset.freeview=false",
                       f"dataset.original_resolution={TINY_RESOLUTION}", "dataset.resolution=64",
                       "render.backend=torch", "device=cpu", f"recorder.result_path={out}", "recorder.name=run",
                       *overrides)

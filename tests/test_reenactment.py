@@ -1,6 +1,7 @@
 """Reenactment (raw and compact avatars, frames + mp4, free view, smoothing, errors) and the 3DGS .ply export."""
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,7 @@ from cgha.avatar.gaussians import Gaussians
 from cgha.avatar.inference import render_gaussians
 from cgha.compact.quantizer import GroupedQuantizer, GroupSpec
 from cgha.config import ReenactConfig, TrainConfig, load_config
-from cgha.errors import CheckpointError, DataError
+from cgha.errors import CheckpointError, ConfigError, DataError
 from cgha.module.gaussian_head import GAUSSIAN_FEATURE_DIM, GaussianHeadModule
 from cgha.module.super_resolution import SuperResolutionModule
 from cgha.recorder.checkpoint import save_atomic
@@ -67,6 +68,7 @@ def reenact_config(subject: Path, avatar: dict, out: Path, *extra: str, compact:
     overrides = [f"load_gaussianhead_checkpoint={head}", f"load_supres_checkpoint={avatar['dir'] / 'supres_latest'}",
                  f"dataset.dataroot={subject}", "dataset.image_files=images/*/image_cam01.jpg",
                  f"dataset.camera_path={subject / 'cameras' / '0000' / 'camera_cam01.npz'}", "dataset.pose_code_path=''",
+                 "dataset.pose_transfer=absolute",
                  "dataset.freeview=false", "dataset.original_resolution=64", "dataset.resolution=64",
                  "render.backend=torch", "device=cpu", f"recorder.result_path={out}", "recorder.name=run", *extra]
     return load_config(ReenactConfig, REENACT_CONFIG, overrides, stage="reenactment")
@@ -188,6 +190,7 @@ def test_ply_export_header_fields_and_round_trip(tiny_subject, avatar, tmp_path)
                               ("load_gaussianhead_checkpoint", avatar["dir"] / "avatar.cgha"),
                               ("dataset.dataroot", tiny_subject), ("dataset.image_files", "''"),
                               ("dataset.camera_path", "''"), ("dataset.pose_code_path", "''"),
+                              ("dataset.pose_transfer", "absolute"),
                               ("dataset.original_resolution", 64), ("dataset.resolution", 64),
                               ("render.backend", "torch"), ("device", "cpu"), ("recorder.result_path", tmp_path / "cli"),
                               ("recorder.name", "run"))]],
@@ -211,3 +214,68 @@ def test_export_rejects_bad_shapes(tmp_path):
     with pytest.raises(DataError, match="batch item"):
         export_gaussians_ply(tmp_path / "x.ply", gaussians(32), index=1)
     assert not (tmp_path / "x.ply").exists()
+
+
+def moved_driver(subject: Path, target: Path, scale_factor: float, offset) -> Path:
+    """A copy of `subject` whose head is `scale_factor` larger and sits `offset` away, making the same motion at its
+    own size: the same rotations, translations since the first frame `scale_factor` larger."""
+    shutil.copytree(subject, target)
+    paths = sorted(target.glob("params/*/params.npz"))
+    first = np.load(paths[0])["pose"][0, 3:].copy()
+    for path in paths:
+        params = dict(np.load(path))
+        params["scale"] = params["scale"] * scale_factor
+        params["pose"] = params["pose"].copy()
+        translation = params["pose"][0, 3:]
+        params["pose"][0, 3:] = first + np.asarray(offset) + scale_factor * (translation - first)
+        np.savez(path, **params)
+    return target
+
+
+def test_relative_pose_transfer_keeps_the_avatars_own_scale_and_place(tiny_subject, avatar, tmp_path):
+    """Driven by a 1.25x larger head somewhere else making the same motion, the avatar renders as when driven by its
+    own subject (before: 1.25x too large and displaced, as with pose_transfer=absolute)."""
+    driver = moved_driver(tiny_subject, tmp_path / "driver", 1.25, [0.02, -0.01, 0.03])
+    reference = tiny_subject / "params" / "0000" / "params.npz"
+    relative = ("dataset.pose_transfer=relative", f"dataset.pose_code_path={reference}")
+    own = Reenactment(reenact_config(tiny_subject, avatar, tmp_path / "own", *relative), CPU)
+    other = Reenactment(reenact_config(driver, avatar, tmp_path / "other", *relative), CPU)
+    for index in range(len(own)):
+        own_image, own_gaussians = own.render_frame(index)
+        other_image, other_gaussians = other.render_frame(index)
+        torch.testing.assert_close(other_gaussians.means, own_gaussians.means, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(other_image, own_image, atol=1e-4, rtol=0)
+    reference_scale = float(np.load(reference)["scale"][0])
+    assert torch.all(other.driving["scale"] == reference_scale)
+
+    absolute = Reenactment(reenact_config(driver, avatar, tmp_path / "absolute", "dataset.pose_transfer=absolute",
+                                          f"dataset.pose_code_path={reference}"), CPU)
+
+    def size(gaussians) -> float:
+        means = gaussians.means[0]
+        return float((means - means.mean(0)).norm(dim=-1).mean())
+
+    assert size(absolute.render_frame(0)[1]) / size(own.render_frame(0)[1]) == pytest.approx(1.25, rel=1e-4)
+
+
+def test_relative_pose_transfer_moves_the_avatar_as_the_driver_moved():
+    """Frame 0 lands on the avatar's reference; later frames carry the driver's rotation since frame 0 and its
+    translation since frame 0 rescaled to the avatar's size."""
+    from cgha.apps.pose_transfer import relative_pose_transfer
+    from cgha.utils.rotations import axis_angle_to_matrix
+
+    driver = torch.tensor([[0.1, 0.2, 0.0, 0.01, 0.02, 0.0], [0.1, 0.5, 0.0, 0.03, 0.02, 0.01]])
+    scale = torch.tensor([[0.2], [0.2]])
+    reference = torch.tensor([0.0, -0.3, 0.1, 0.5, 0.0, -0.2])
+    pose, new_scale = relative_pose_transfer(driver, scale, reference, 0.1)
+    torch.testing.assert_close(pose[0], reference, atol=1e-6, rtol=0)
+    assert torch.all(new_scale == 0.1)
+    since_first = axis_angle_to_matrix(driver[1:, :3])[0] @ axis_angle_to_matrix(driver[:1, :3])[0].T
+    torch.testing.assert_close(axis_angle_to_matrix(pose[1:, :3])[0],
+                               since_first @ axis_angle_to_matrix(reference[None, :3])[0], atol=1e-6, rtol=0)
+    torch.testing.assert_close(pose[1, 3:], reference[3:] + 0.5 * (driver[1, 3:] - driver[0, 3:]), atol=1e-7, rtol=0)
+
+
+def test_relative_transfer_without_a_reference_says_what_to_set(tiny_subject, avatar, tmp_path):
+    with pytest.raises(ConfigError, match="records no neutral pose.*dataset.pose_code_path.*pose_transfer=absolute"):
+        Reenactment(reenact_config(tiny_subject, avatar, tmp_path, "dataset.pose_transfer=relative"), CPU)

@@ -1,14 +1,20 @@
 """Reenactment: drive a trained avatar (raw or compact file) with another sequence's expression and pose codes.
 
-Per frame: the Gaussian head's `generate()` with the driver's (smoothed) parameters, a 32-channel render at a
-quarter of `dataset.resolution` over a white background, and the super-resolution net up to `dataset.resolution`.
+Per frame: the avatar model's `generate()` with the driver's (smoothed) parameters, a render over a white background
+and the post-render step (GHA: 32 channels at a quarter of `dataset.resolution`, super-resolved to it).
+
+Head motion (`dataset.pose_transfer`): `relative` (default) keeps the avatar's own scale and neutral pose (recorded
+with the avatar by training, else `dataset.pose_code_path`'s) and applies the driver's motion since its first frame
+(pose_transfer.py); `absolute` uses the driver's pose and scale as they are, as GHA does, which renders another
+person's head at that person's size and place.
 Outputs under `{recorder.result_path}/{recorder.name}/`: `frames/000000.png`, ... (side by side with the driver's
 image when `dataset.image_files` is set) and `{name}.mp4`.
 
 Temporal smoothing follows GHA's `lib/apps/Reenactment.py`: an exponential moving average
 `s_t = w * s_{t-1} + (1 - w) * x_t` with GHA's fixed `w = 0.5`, here `dataset.smoothing` (0 = off). It applies to
 `exp_coeff`, and to the head `pose` without free view. With free view GHA sets the head pose to zero (identity
-rotation, no translation; the scale is kept) so the head sits where the orbit camera looks; we do the same.
+rotation, no translation; the scale is kept: the avatar's with relative transfer) so the head sits where the orbit
+camera looks; we do the same.
 The pose MLPs' input (`pose_code`) is `dataset.pose_code_path`'s pose when given, else the frame's pose, unsmoothed.
 """
 from __future__ import annotations
@@ -25,12 +31,14 @@ import torch
 from tqdm import tqdm
 
 from cgha.apps.export_ply import export_gaussians_ply
+from cgha.apps.pose_transfer import relative_pose_transfer
 from cgha.avatar.gaussians import Gaussians
 from cgha.avatar.inference import load_avatar, render_frame, render_size
 from cgha.avatar.model import model_config
 from cgha.compact.codec import is_compact_file
 from cgha.config import ReenactConfig
 from cgha.dataset.reenactment_dataset import ReenactmentDataset
+from cgha.dataset.validation import read_params
 from cgha.errors import ConfigError, DataError
 from cgha.utils.device import synchronize
 from cgha.utils.image_io import write_image
@@ -89,14 +97,32 @@ class Reenactment:
         return len(self.dataset)
 
     def _driving_parameters(self) -> Dict[str, torch.Tensor]:
-        """Per-frame generate() inputs after smoothing: exp_coeff [F, D], pose [F, 6], scale [F, 1]."""
+        """Per-frame generate() inputs after smoothing: exp_coeff [F, D], pose [F, 6], scale [F, 1]; the head pose
+        and scale transferred as `dataset.pose_transfer` says (pose_transfer.py)."""
         weight = self.cfg.dataset.smoothing
         exp_coeff = smooth_sequence(self.dataset.exp_coeff.float(), weight)
+        pose, scale = self.dataset.pose.float(), self.dataset.scale.float().reshape(-1, 1)
+        if self.cfg.dataset.pose_transfer == "relative":
+            reference_pose, reference_scale = self._avatar_reference()
+            pose, scale = relative_pose_transfer(pose, scale, reference_pose, reference_scale)
         if self.cfg.dataset.freeview:
-            pose = torch.zeros_like(self.dataset.pose.float())
+            pose = torch.zeros_like(pose)
         else:
-            pose = smooth_sequence(self.dataset.pose.float(), weight)
-        return {"exp_coeff": exp_coeff, "pose": pose, "scale": self.dataset.scale.float().reshape(-1, 1)}
+            pose = smooth_sequence(pose, weight)
+        return {"exp_coeff": exp_coeff, "pose": pose, "scale": scale}
+
+    def _avatar_reference(self) -> Tuple[torch.Tensor, float]:
+        """The avatar's own neutral pose [6] and scale: its recorded subject, else `dataset.pose_code_path` (GHA's
+        configs point it at the avatar's own first frame)."""
+        if self.avatar.subject is not None:
+            return torch.tensor(self.avatar.subject.reference_pose), self.avatar.subject.reference_scale
+        if self.cfg.dataset.pose_code_path:
+            params = read_params(Path(self.cfg.dataset.pose_code_path))
+            return torch.from_numpy(params["pose"][0]).float(), float(params["scale"].reshape(-1)[0])
+        raise ConfigError("dataset.pose_transfer is relative, but the avatar records no neutral pose (a GHA run or one "
+                          "from before such records) and dataset.pose_code_path is empty: set "
+                          "dataset.pose_code_path to a params.npz of the avatar's own subject, or "
+                          "dataset.pose_transfer=absolute to use the driver's pose and scale as they are")
 
     def _check_index(self, index: int) -> int:
         if not 0 <= index < len(self.dataset):

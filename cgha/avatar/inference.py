@@ -18,6 +18,7 @@ from torch import nn
 from cgha.avatar.gaussians import Gaussians
 from cgha.avatar.model import AvatarModel, model_config
 from cgha.avatar.post_render import NoPostRender
+from cgha.avatar.subject import AvatarSubject
 from cgha.compact.avatar_file import load_compact_avatar
 from cgha.compact.codec import is_compact_file
 from cgha.errors import CheckpointError, ConfigError
@@ -31,13 +32,15 @@ from cgha.render.gaussians import rasterize_gaussians
 
 @dataclass
 class Avatar:
-    """A trained avatar ready to render: the model, its post-render step and where they came from.
+    """A trained avatar ready to render: the model, its post-render step, where they came from and what it recorded
+    of its training subject (None for GHA's runs and runs from before such records).
 
     source: {"kind": "compact" | "raw", "files": {part: path}, "bytes": {part: size on disk}, "total_bytes": sum}.
     """
     model: AvatarModel
     post_render: nn.Module
     source: Dict[str, Any] = field(default_factory=dict)
+    subject: Optional[AvatarSubject] = None
 
 
 class Frame(NamedTuple):
@@ -103,9 +106,12 @@ def load_avatar(cfg: Any, device: torch.device, run: Optional[RunFiles] = None) 
         # Said first: otherwise a wrong file is blamed on the super-resolution checkpoint a raw avatar also needs.
         raise CheckpointError(f"{path} is {kind.description}, not an avatar (a raw checkpoint or a .cgha file)")
     if is_compact_file(path):
-        model, post_render, _ = load_compact_avatar(path, device)
+        model, post_render, metadata = load_compact_avatar(path, device)
         files = {"compact": path}
+        recorded = metadata.get("subject")
+        subject = AvatarSubject.from_dict(recorded, f"{path} metadata") if recorded is not None else None
     else:
+        subject = AvatarSubject.load(RunFiles(path.parent).subject)
         model = load_model(cfg, path, device)
         files = {model.checkpoint_kind: path}
         supres_path = None
@@ -123,7 +129,7 @@ def load_avatar(cfg: Any, device: torch.device, run: Optional[RunFiles] = None) 
     sizes = {part: os.path.getsize(file) for part, file in files.items()}
     source = {"kind": "compact" if "compact" in files else "raw", "files": {k: str(v) for k, v in files.items()},
               "bytes": sizes, "total_bytes": sum(sizes.values())}
-    return Avatar(model.eval(), post_render.eval(), source)
+    return Avatar(model.eval(), post_render.eval(), source, subject)
 
 
 def expand_compact_avatar(path: str | os.PathLike, out_dir: str | os.PathLike) -> Dict[str, Path]:

@@ -14,7 +14,7 @@ import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 from torch import nn
@@ -41,8 +41,10 @@ def _encoding(precision: str) -> str:
 
 
 def save_compact_avatar(path: str | os.PathLike, model: AvatarModel, post_render: nn.Module,
-                        quantizer: GroupedQuantizer, store: CompactStoreConfig) -> Dict[str, int]:
-    """Write the compressed avatar atomically; returns the payload bytes of every stored array."""
+                        quantizer: GroupedQuantizer, store: CompactStoreConfig,
+                        subject: Optional[Dict[str, Any]] = None) -> Dict[str, int]:
+    """Write the compressed avatar atomically; returns the payload bytes of every stored array. `subject`: the
+    avatar's record of its training subject (cgha.avatar.subject), stored in the metadata."""
     attributes = {key: value.detach() for key, value in model.canonical_attributes().items()}
     position, opacity = model.position_attribute, model.opacity_attribute
     arrays: Dict[str, tuple] = {
@@ -77,6 +79,8 @@ def save_compact_avatar(path: str | os.PathLike, model: AvatarModel, post_render
     }
     if isinstance(post_render, SuperResolutionModule):
         metadata["supresmodule"] = dataclasses.asdict(post_render.cfg)
+    if subject is not None:
+        metadata["subject"] = subject
     return write_compact(path, arrays, metadata)
 
 

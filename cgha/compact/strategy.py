@@ -98,12 +98,14 @@ class CompactionStrategy:
 
     # --------------------------------------------------------------------------------------------- output
     def write(self, files: RunFiles, model, post_render: nn.Module, raw_files: Mapping[str, Path],
-              extra: Optional[Dict[str, Any]] = None) -> Optional[Dict[str, Any]]:
-        """Write the run's compressed avatar and its report once compaction has run; returns the report."""
+              extra: Optional[Dict[str, Any]] = None,
+              subject: Optional[Dict[str, Any]] = None) -> Optional[Dict[str, Any]]:
+        """Write the run's compressed avatar (with `subject`, the avatar's record of its training subject) and its
+        report once compaction has run; returns the report."""
         if not self.initialised:
             return None
         path = files.compact
-        save_compact_avatar(path, model, post_render, self.quantizer, self.cfg.store)
+        save_compact_avatar(path, model, post_render, self.quantizer, self.cfg.store, subject)
         report = write_report(files.compact_report, path, dict(raw_files),
                               {"num_gaussians": model.num_gaussians,
                                "codebook_sizes": self.quantizer.codebook_sizes(), **(extra or {})})

@@ -1,6 +1,6 @@
 """The names of a run's files: the one place that knows them (GHA's `{kind}_latest` / `{kind}_epoch_{E}`, the
-compressed avatar, its report and the resolved config). Looking a file up has no side effects, so evaluation and
-reenactment use it too; `RunRecorder` writes through it."""
+compressed avatar, its report, the resolved config and the avatar's subject record). Looking a file up has no side
+effects, so evaluation and reenactment use it too; `RunRecorder` writes through it."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,6 +9,7 @@ from typing import Any
 COMPACT_FILE = "gaussianhead_compact.cgha"
 COMPACT_REPORT = "compact_report.json"
 CONFIG_FILE = "config.yaml"
+SUBJECT_FILE = "avatar_subject.json"
 
 
 class RunFiles:
@@ -37,3 +38,8 @@ class RunFiles:
     @property
     def config(self) -> Path:
         return self.directory / CONFIG_FILE
+
+    @property
+    def subject(self) -> Path:
+        """The avatar's record of its training subject (cgha.avatar.subject)."""
+        return self.directory / SUBJECT_FILE

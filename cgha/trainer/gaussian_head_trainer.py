@@ -16,6 +16,7 @@ from cgha.avatar.inference import (batch_render_inputs, load_delta_poses, load_m
                                    render_gaussians)
 from cgha.avatar.model import AvatarModel, model_config
 from cgha.avatar.post_render import build_post_render, has_weights
+from cgha.avatar.subject import AvatarSubject
 from cgha.compact.quantizer import GroupSpec
 from cgha.compact.strategy import CompactionStrategy
 from cgha.config import TrainConfig, loss_weights
@@ -102,6 +103,9 @@ class GaussianHeadTrainer(Trainer):
         self.loader = make_loader(dataset, cfg.batch_size, shuffle=True, num_workers=cfg.dataset.num_workers,
                                   seed=cfg.train.seed, device=device)
         self.compaction = self._initial_compaction()
+        # What reenactment needs to drive this avatar with anyone's motion (its own neutral pose and scale).
+        self.subject_record = AvatarSubject.of(dataset.subject)
+        self.subject_record.save(self.recorder.files.subject)
         self.try_resume()
 
     # ------------------------------------------------------------------------------------------ set-up
@@ -193,7 +197,8 @@ class GaussianHeadTrainer(Trainer):
         if self.compaction is None:
             return
         raw = {kind: self.recorder.checkpoint(kind) for kind in (self.model_kind, "supres")}
-        self.compaction.write(self.recorder.files, self.model, self.post_render, raw, {"iter": self.iteration})
+        self.compaction.write(self.recorder.files, self.model, self.post_render, raw, {"iter": self.iteration},
+                              subject=self.subject_record.to_dict())
 
     def set_train_mode(self, training: bool) -> None:
         self.model.train(training)
