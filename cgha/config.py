@@ -77,6 +77,8 @@ class DatasetConfig:
     pose_transfer: str = option("relative", "reenactment: relative (the driver's head motion since its first frame, "
                                 "applied to the avatar's own neutral pose, at the avatar's own scale) or absolute "
                                 "(the driver's pose and scale as they are, as GHA)", choices=("relative", "absolute"))
+    allow_basis_mismatch: bool = option(False, "reenactment: drive an avatar with codes whose expression basis "
+                                        "(meta.json expression_basis) is not the avatar's, or is unknown")
     smoothing: float = option(0.5, "reenactment: temporal smoothing of exp_coeff (and pose without freeview): "
                                "exponential moving average weight of the previous frame, in [0, 1); "
                                "0 = off, 0.5 = GHA", min=0.0, max=0.999)

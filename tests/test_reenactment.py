@@ -1,6 +1,7 @@
 """Reenactment (raw and compact avatars, frames + mp4, free view, smoothing, errors) and the 3DGS .ply export."""
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -279,3 +280,32 @@ def test_relative_pose_transfer_moves_the_avatar_as_the_driver_moved():
 def test_relative_transfer_without_a_reference_says_what_to_set(tiny_subject, avatar, tmp_path):
     with pytest.raises(ConfigError, match="records no neutral pose.*dataset.pose_code_path.*pose_transfer=absolute"):
         Reenactment(reenact_config(tiny_subject, avatar, tmp_path, "dataset.pose_transfer=relative"), CPU)
+
+
+def driver_with_basis(subject: Path, target: Path, basis) -> Path:
+    """A copy of `subject` whose meta.json records `basis` (None: records none, as GHA's subjects)."""
+    shutil.copytree(subject, target)
+    meta = json.loads((target / "meta.json").read_text())
+    meta.pop("expression_names", None)
+    meta.pop("expression_basis", None)
+    if basis is not None:
+        meta["expression_basis"] = basis
+    (target / "meta.json").write_text(json.dumps(meta))
+    return target
+
+
+def test_a_driver_in_another_expression_basis_is_refused(tiny_subject, avatar, tmp_path):
+    """Same dimension, other meaning: before, only the dimension was checked and such codes drove the avatar."""
+    own = json.loads((tiny_subject / "meta.json").read_text())["expression_basis"]
+    reordered = {"model": own["model"], "names": own["names"][1:] + own["names"][:1]}
+    reference = f"dataset.pose_code_path={tiny_subject / 'params' / '0000' / 'params.npz'}"
+    cases = {"reordered": reordered, "other_model": {"model": "flame-2020", "names": own["names"]}, "unrecorded": None}
+    for name, basis in cases.items():
+        driver = driver_with_basis(tiny_subject, tmp_path / name, basis)
+        with pytest.raises(DataError, match=r"expression basis .* but the avatar was trained with .*"
+                                            r"cgha.synthetic.expression-v1.*allow_basis_mismatch=true"):
+            Reenactment(reenact_config(driver, avatar, tmp_path / f"out_{name}", reference), CPU)
+        allowed = Reenactment(reenact_config(driver, avatar, tmp_path / f"ok_{name}", reference,
+                                             "dataset.allow_basis_mismatch=true"), CPU)
+        assert len(allowed) == 4
+    assert len(Reenactment(reenact_config(tiny_subject, avatar, tmp_path / "same", reference), CPU)) == 4

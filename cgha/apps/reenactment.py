@@ -37,6 +37,7 @@ from cgha.avatar.inference import load_avatar, render_frame, render_size
 from cgha.avatar.model import model_config
 from cgha.compact.codec import is_compact_file
 from cgha.config import ReenactConfig
+from cgha.dataset.expression_basis import ExpressionBasis, check_driver_basis, read_expression_basis
 from cgha.dataset.reenactment_dataset import ReenactmentDataset
 from cgha.dataset.validation import read_params
 from cgha.errors import ConfigError, DataError
@@ -83,6 +84,8 @@ class Reenactment:
             self.dataset = ReenactmentDataset(cfg.dataset, expected_exp_dim=exp_dim, exp_dim_key=exp_dim_key)
             self.avatar = load_avatar(cfg, device)
         self.model, self.post_render = self.avatar.model, self.avatar.post_render
+        check_driver_basis(self._avatar_basis(), read_expression_basis(Path(cfg.dataset.dataroot)),
+                           Path(cfg.dataset.dataroot), cfg.dataset.allow_basis_mismatch)
         self.post_render.amp = cfg.render.amp  # only takes effect on CUDA tensors
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True
@@ -110,6 +113,16 @@ class Reenactment:
         else:
             pose = smooth_sequence(pose, weight)
         return {"exp_coeff": exp_coeff, "pose": pose, "scale": scale}
+
+    def _avatar_basis(self) -> Optional[ExpressionBasis]:
+        """The avatar's expression basis: its record, else that of the subject `dataset.pose_code_path` lies in
+        (`{subject}/params/{frame}/params.npz`, GHA's configs point it at the avatar's own subject)."""
+        if self.avatar.subject is not None:
+            return self.avatar.subject.expression_basis
+        code = Path(self.cfg.dataset.pose_code_path) if self.cfg.dataset.pose_code_path else None
+        if code is not None and code.parent.parent.name == "params":
+            return read_expression_basis(code.parents[2])
+        return None
 
     def _avatar_reference(self) -> Tuple[torch.Tensor, float]:
         """The avatar's own neutral pose [6] and scale: its recorded subject, else `dataset.pose_code_path` (GHA's

@@ -14,7 +14,7 @@ from .layout import FaceLayout
 from .mathutil import gaussian, smoothstep
 from .shape import mouth_band_coords
 
-__all__ = ["EXPRESSION_NAMES", "EXP_DIM", "ExpressionBasis", "build_expression_basis", "jaw_weight"]
+__all__ = ["EXPRESSION_MODEL", "EXPRESSION_NAMES", "EXP_DIM", "ExpressionBasis", "build_expression_basis", "jaw_weight"]
 
 EXPRESSION_NAMES = (
     "jaw_open",
@@ -35,6 +35,9 @@ EXPRESSION_NAMES = (
     "mouth_frown",
 )
 EXP_DIM = len(EXPRESSION_NAMES)
+# Identifies this expression basis (its coefficients' meaning, not the generator's version) in subjects and avatars:
+# codes of another face model must never drive an avatar of this one unnoticed.
+EXPRESSION_MODEL = "cgha.synthetic.expression-v1"
 
 _JAW_MAX_ANGLE = 0.28  # radians at jaw_open = 1
 _JAW_PROTRUDE = 0.07  # the jaw also slides forward as it opens, which keeps the chin out of the neck

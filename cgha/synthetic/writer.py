@@ -24,7 +24,7 @@ from cgha.utils.atomic import write_directory_atomic
 
 from .background import camera_backgrounds
 from .capture import camera_rig
-from .expression import EXP_DIM, EXPRESSION_NAMES
+from .expression import EXP_DIM, EXPRESSION_MODEL, EXPRESSION_NAMES
 from .head_model import DEFAULT_SCALE, HeadModel
 from .render import DEFAULT_LIGHT, render_views
 from .texture import HeadTexture
@@ -287,6 +287,7 @@ def _write_subject(root: Path, args: dict, progress: bool, device: torch.device)
         "arguments": args,
         "identity": head.params.to_dict(),
         "expression_names": list(EXPRESSION_NAMES),
+        "expression_basis": {"model": EXPRESSION_MODEL, "names": list(EXPRESSION_NAMES)},
         "exp_dim": EXP_DIM,
         "camera_ids": rig.ids,
         "frame_names": names,
