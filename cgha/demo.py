@@ -1,5 +1,6 @@
-"""The main job on the synthetic subjects: generate -> mesh head -> Gaussian head with compaction -> evaluate ->
-cross-identity free-view reenactment, with one summary at the end.
+"""The main job on the synthetic subjects: generate -> mesh head -> Gaussian head with compaction -> evaluate (held-out
+cameras and frames, and cross-identity ground truth: identity 0's avatar driven by identity 1's codes against identity
+0 rendered making them) -> cross-identity free-view reenactment, with one summary at the end.
 
 Every stage reads the shipped configs of one scale (`config/*{suffix}.yaml`) with only `device` and the paths that
 chain the stages overridden, so each step can be re-run by hand with the same config (the summary prints the
@@ -45,6 +46,9 @@ SCALES = {
     "demo": DemoScale("demo", "_synthetic_demo", cameras=8, frames=20, driver_frames=48),
     "full": DemoScale("full", "_synthetic", cameras=16, frames=40, driver_frames=80),
 }
+# Views of the cross-identity ground truth evaluated (evenly spaced over its frames and cameras): enough for a stable
+# mean, few enough for the CPU demo's time budget.
+CROSS_IDENTITY_IMAGES = 64
 AVATAR_IDENTITY, DRIVER_IDENTITY = 0, 1
 STRIP_FRAMES = 4  # reenactment frames in the summary strip image
 
@@ -101,6 +105,22 @@ def _evaluate(cfgs: DemoConfigs, device: torch.device) -> Dict[str, Any]:
     return evaluate_avatar(load_config(TrainConfig, cfgs.files[stage], overrides, stage="evaluate"), device)
 
 
+def cross_identity_root(avatar_root: Path) -> Path:
+    """Where the demo writes identity 0 rendered with identity 1's expression and pose codes (beside identity 0)."""
+    return avatar_root.parent / f"id{AVATAR_IDENTITY}_codes_of_id{DRIVER_IDENTITY}"
+
+
+def _evaluate_cross_identity(cfgs: DemoConfigs, root: Path, device: torch.device) -> Dict[str, Any]:
+    """The avatar driven by identity 1's codes against the ground truth of its own identity making them: every view
+    of `root` (no pose offsets: these frames were never trained on), written to its own evaluation folder."""
+    stage = "train_gaussianhead"
+    overrides = cfgs.overrides[stage] + _evaluation_overrides(cfgs.gaussian) + [
+        f"dataset.dataroot={root}", "load_delta_poses_checkpoint=", "eval.splits=[all]",
+        f"eval.max_images={CROSS_IDENTITY_IMAGES}",
+        f"recorder.name={cfgs.gaussian.recorder.name}_cross_identity"]
+    return evaluate_avatar(load_config(TrainConfig, cfgs.files[stage], overrides, stage="evaluate"), device)
+
+
 def write_strip(frames_dir: Path, count: int, out_path: Path) -> Path:
     """`count` evenly spaced reenactment frames side by side in one JPEG (for the README and a quick look)."""
     frames = sorted(frames_dir.glob("*.png"))
@@ -115,17 +135,22 @@ def run_demo(config_dir: Path, scale: DemoScale, device: torch.device, results_r
     cfgs = load_demo_configs(config_dir, scale, str(device))
     times: Dict[str, float] = {}
     subjects = [Path(cfgs.gaussian.dataset.dataroot), Path(cfgs.reenact.dataset.dataroot)]
+    cross_root = cross_identity_root(subjects[0])
 
     def generate() -> None:
         resolution = cfgs.gaussian.dataset.original_resolution
-        identities = ((AVATAR_IDENTITY, scale.frames, subjects[0], cfgs.files["train_gaussianhead"]),
-                      (DRIVER_IDENTITY, scale.driver_frames, subjects[1], cfgs.files["reenactment"]))
-        for identity, frames, root, config in identities:
-            log.info("synthetic identity %d -> %s", identity, root)
+        # The trajectories of expression and head pose follow the seed and the frame count, the look follows the
+        # identity: identity 0 at the driver's seed and length is the ground truth of identity 0 making identity 1's
+        # expressions and motion.
+        identities = ((AVATAR_IDENTITY, AVATAR_IDENTITY, scale.frames, subjects[0], cfgs.files["train_gaussianhead"]),
+                      (DRIVER_IDENTITY, DRIVER_IDENTITY, scale.driver_frames, subjects[1], cfgs.files["reenactment"]),
+                      (AVATAR_IDENTITY, DRIVER_IDENTITY, scale.driver_frames, cross_root, cfgs.files["train_gaussianhead"]))
+        for identity, seed, frames, root, config in identities:
+            log.info("synthetic identity %d with the codes of seed %d -> %s", identity, seed, root)
             existed = root.exists()
             try:
                 generate_subject(root, identity=identity, frames=frames, cameras=scale.cameras,
-                                 resolution=resolution, seed=identity, device=device)
+                                 resolution=resolution, seed=seed, device=device)
             except SubjectArgumentError:
                 if not existed:
                     raise
@@ -139,8 +164,9 @@ def run_demo(config_dir: Path, scale: DemoScale, device: torch.device, results_r
     mesh_metrics, times["mesh_head"] = _timed(lambda: train_mesh_head(cfgs.mesh, device))
     log.info("stage 2/4: Gaussian head with compaction")
     gaussian_metrics, times["gaussian_head"] = _timed(lambda: train_gaussian_head(cfgs.gaussian, device))
-    log.info("stage 3/4: evaluation of the compact avatar")
-    evaluation, times["evaluate"] = _timed(lambda: _evaluate(cfgs, device))
+    log.info("stage 3/4: evaluation of the compact avatar (held-out splits, cross-identity ground truth)")
+    (evaluation, cross), times["evaluate"] = _timed(
+        lambda: (_evaluate(cfgs, device), _evaluate_cross_identity(cfgs, cross_root, device)))
     log.info("stage 4/4: free-view reenactment")
     video, times["reenact"] = _timed(lambda: Reenactment(cfgs.reenact, device).run())
 
@@ -154,10 +180,9 @@ def run_demo(config_dir: Path, scale: DemoScale, device: torch.device, results_r
         "torch_threads": torch.get_num_threads(),
         "seconds": {**times, "total": sum(times.values())},
         "mesh_head": mesh_metrics,
-        "held_out": {split: {"psnr": entry["output"]["psnr"], "ssim": entry["output"]["ssim"],
-                             "psnr_masked": entry["output"]["psnr_masked"], "images": entry["num_images"],
-                             "resolution": entry["output_resolution"]}
-                     for split, entry in evaluation["splits"].items() if entry.get("num_images")},
+        "held_out": {split: _split_summary(entry) for split, entry in evaluation["splits"].items()
+                     if entry.get("num_images")},
+        "cross_identity": _split_summary(cross["splits"]["all"]),
         "training_eval": gaussian_metrics,
         "size": {"raw_mb": report["raw_bytes"] / 1e6, "compact_mb": report["compact_bytes"] / 1e6,
                  "ratio": report["ratio"], "num_gaussians": report["num_gaussians"],
@@ -165,13 +190,21 @@ def run_demo(config_dir: Path, scale: DemoScale, device: torch.device, results_r
         "fps": {"evaluation": evaluation["speed"]["fps"], "reenactment": video["fps"]},
         "paths": {"video": str(video["video"]), "frames": str(video["frames_dir"]), "strip": str(strip),
                   "compact_avatar": str(RunFiles.of(cfgs.gaussian).compact),
-                  "evaluation": str(evaluation["path"]), "preview": str(subjects[0] / "preview.jpg")},
+                  "evaluation": str(evaluation["path"]), "cross_identity_evaluation": str(cross["path"]),
+                  "preview": str(subjects[0] / "preview.jpg")},
         "commands": _commands(cfgs),
     }
     summary_path = out_dir / "summary.json"
     summary["paths"]["summary"] = str(summary_path)
     write_bytes_atomic(summary_path, (json.dumps(summary, indent=2) + "\n").encode())
     return summary
+
+
+def _split_summary(entry: Dict[str, Any]) -> Dict[str, Any]:
+    """One evaluated split's output-resolution numbers for the summary."""
+    return {"psnr": entry["output"]["psnr"], "ssim": entry["output"]["ssim"],
+            "psnr_masked": entry["output"]["psnr_masked"], "images": entry["num_images"],
+            "resolution": entry["output_resolution"]}
 
 
 def _commands(cfgs: DemoConfigs) -> List[str]:
@@ -196,6 +229,10 @@ def format_summary(summary: Dict[str, Any]) -> str:
         rows.append((f"held-out {split.replace('test_', '')}",
                      f"PSNR {entry['psnr']:.2f} dB, SSIM {entry['ssim']:.4f} (masked PSNR {entry['psnr_masked']:.2f}) "
                      f"over {entry['images']} images at {entry['resolution']}^2"))
+    cross = summary["cross_identity"]
+    rows.append(("cross-identity", f"PSNR {cross['psnr']:.2f} dB, SSIM {cross['ssim']:.4f} (masked PSNR "
+                                   f"{cross['psnr_masked']:.2f}) over {cross['images']} images: identity 0's avatar "
+                                   f"driven by identity 1's codes vs identity 0 rendered making them"))
     mesh = summary["mesh_head"]
     if mesh:
         rows.append(("mesh head (held-out)", f"mask IoU {mesh['mask_iou']:.4f}, PSNR {mesh['psnr']:.2f} dB"))

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Dict
 
 import imageio.v2 as imageio
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -73,6 +74,16 @@ def test_demo_runs_every_stage_and_reports_measured_numbers(demo_run):
     assert set(summary["held_out"]) == {"test_cameras", "test_frames"}
     for entry in summary["held_out"].values():
         assert math.isfinite(entry["psnr"]) and 0.0 < entry["ssim"] <= 1.0 and entry["images"] > 0
+    # Cross-identity ground truth: identity 0 rendered with identity 1's codes (its params are identity 1's exactly).
+    cross = summary["cross_identity"]
+    assert math.isfinite(cross["psnr"]) and cross["images"] == 5 * 4  # every view of the driver's 5 frames
+    truth, driver = out / "data" / "id0_codes_of_id1", out / "data" / "id1"
+    for frame in ("0000", "0004"):
+        truth_params, driver_params = (np.load(root / "params" / frame / "params.npz") for root in (truth, driver))
+        assert np.array_equal(truth_params["exp_coeff"], driver_params["exp_coeff"])
+        assert np.array_equal(truth_params["pose"], driver_params["pose"])
+    cross_json = json.loads(Path(summary["paths"]["cross_identity_evaluation"]).read_text())
+    assert cross_json["splits"]["all"]["pose_offsets"] is False
     evaluation = json.loads(Path(summary["paths"]["evaluation"]).read_text())
     assert evaluation["avatar"]["kind"] == "compact"
     assert evaluation["splits"]["test_frames"]["output"]["psnr"] == summary["held_out"]["test_frames"]["psnr"]
@@ -91,7 +102,7 @@ def test_demo_runs_every_stage_and_reports_measured_numbers(demo_run):
 def test_summary_table_and_rerun_commands(demo_run):
     summary, out = demo_run
     table = format_summary(summary)
-    for text in ("held-out cameras", "held-out frames", "avatar size", "x smaller", "FPS reenactment", "wall time",
+    for text in ("held-out cameras", "held-out frames", "cross-identity", "avatar size", "x smaller", "FPS reenactment", "wall time",
                  summary["paths"]["video"], "python train_gaussianhead.py --config"):
         assert text in table
     evaluate = next(line for line in summary["commands"] if line.startswith("python evaluate.py"))
