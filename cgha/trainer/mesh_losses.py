@@ -11,12 +11,14 @@ def laplacian_loss(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     edge shared by two faces counts twice, as in GHA).
     """
     batch, count, _ = verts.shape
-    corners = verts[:, faces]  # [B, F, 3, 3]
+    # index_select, not verts[:, faces]: every vertex is a corner of several faces, and the backward of indexing
+    # (index_put_ with accumulate) adds them with unordered atomics on multi-threaded CPUs at demo-size meshes.
+    corners = verts.index_select(1, faces.reshape(-1)).view(batch, -1, 3, 3)  # [B, F, 3, 3]
     total = torch.zeros_like(verts)
     degree = torch.zeros(count, device=verts.device, dtype=verts.dtype)
     for corner in range(3):
-        others = [c for c in range(3) if c != corner]
-        offset = corners[:, :, others].sum(2) - 2 * corners[:, :, corner]  # [B, F, 3]
+        first, second = [c for c in range(3) if c != corner]
+        offset = corners[:, :, first] + corners[:, :, second] - 2 * corners[:, :, corner]  # [B, F, 3]
         total.index_add_(1, faces[:, corner], offset)
         degree.index_add_(0, faces[:, corner], torch.full_like(faces[:, corner], 2, dtype=verts.dtype))
     return (total / degree.clamp(min=1.0)[None, :, None]).pow(2).mean()

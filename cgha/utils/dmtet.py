@@ -418,16 +418,20 @@ def _march_one(
         faces = faces[used]  # [K, 3]
         lo, hi = edge_keys // num_verts, edge_keys % num_verts
 
-    s_lo, s_hi = sdf[lo], sdf[hi]
+    # index_select, not indexing: a grid vertex ends several crossed edges, and the backward of `x[lo]` is an
+    # index_put_ with accumulate, which multi-threaded CPUs run with unordered atomic float adds from 32768
+    # elements on (the features reach that), so two runs of one config drifted apart; index_select's backward
+    # (index_add_) adds in a fixed order.
+    s_lo, s_hi = sdf.index_select(0, lo), sdf.index_select(0, hi)
     # Linear zero crossing. The signs on a crossed edge differ strictly (one < 0, the other >= 0), so the
     # denominator is never 0; written symmetrically, it does not matter which end is inside.
     w = (s_lo / (s_lo - s_hi)).unsqueeze(-1)  # [M, 1]
-    v_lo = verts[lo]
-    out_verts = v_lo + w * (verts[hi] - v_lo)
+    v_lo = verts.index_select(0, lo)
+    out_verts = v_lo + w * (verts.index_select(0, hi) - v_lo)
     out_features = None
     if features is not None:
-        f_lo = features[lo]
-        out_features = f_lo + w.to(features.dtype) * (features[hi] - f_lo)
+        f_lo = features.index_select(0, lo)
+        out_features = f_lo + w.to(features.dtype) * (features.index_select(0, hi) - f_lo)
     return MarchingTetsMesh(out_verts, faces, out_features)
 
 

@@ -135,7 +135,10 @@ def knn(
         flat.detach(), points.detach(), k, num_points if exclude_self else None, chunk_size, point_chunk_size
     )
     # Exact distances of the chosen neighbours, then a final sort (selection order is unsorted).
-    diff = flat[:, None, :] - points[idx]  # [B*M, k, D]
+    # index_select, not points[idx]: the backward of indexing adds the gradients of a point chosen by several
+    # queries with unordered atomics on multi-threaded CPUs (large inputs), so runs would differ in the last bits.
+    neighbours = points.index_select(0, idx.reshape(-1)).view(*idx.shape, points.shape[-1])
+    diff = flat[:, None, :] - neighbours  # [B*M, k, D]
     dists_sq = (diff * diff).sum(-1)
     dists_sq, order = torch.sort(dists_sq, dim=1, stable=True)
     idx = torch.gather(idx, 1, order)
