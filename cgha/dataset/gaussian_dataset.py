@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from cgha.config import DatasetConfig
+from cgha.dataset.loader import DatasetKey, resolve_key
 from cgha.dataset.subject import Subject
 from cgha.dataset.views import frame_params, load_view
 from cgha.errors import ConfigError
@@ -18,8 +19,9 @@ COARSE_FACTOR = 4  # the Gaussians are rendered at 1/4 of the output resolution,
 class GaussianDataset(Dataset):
     """Views of `split` at `dataset.resolution` plus 1/4-resolution copies.
 
-    `views="random"` (training, GHA): one item per frame, with one random camera. `views="all"` (evaluation): one
-    item per (frame, camera) pair, in a fixed order.
+    `views="random"` (training, GHA): one item per frame, with one random camera, drawn with the key's generator
+    (cgha.dataset.loader.Draw; torch's global one for a plain index). `views="all"` (evaluation): one item per
+    (frame, camera) pair, in a fixed order.
 
     Item (R = dataset.resolution, r = R / 4): images [3, R, R] composited on white with the mask (as GHA),
     masks [1, R, R], visibles [1, R, R], images_coarse [3, r, r], masks_coarse, visibles_coarse [1, r, r],
@@ -48,11 +50,12 @@ class GaussianDataset(Dataset):
     def __len__(self) -> int:
         return len(self.frames) * (len(self.cameras) if self.views == "all" else 1)
 
-    def __getitem__(self, index: int) -> Dict[str, torch.Tensor]:
+    def __getitem__(self, key: DatasetKey) -> Dict[str, torch.Tensor]:
+        index, generator = resolve_key(key)
         if self.views == "all":
             frame, view_id = self.frames[index // len(self.cameras)], index % len(self.cameras)
         else:
-            frame, view_id = self.frames[index], int(torch.randint(len(self.cameras), ()))
+            frame, view_id = self.frames[index], int(torch.randint(len(self.cameras), (), generator=generator))
         view = load_view(self.subject, frame, self.cameras[view_id], self.resolution)
         mask = view["mask"]
         image = view["image"] * mask + (1.0 - mask)

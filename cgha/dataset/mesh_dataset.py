@@ -7,6 +7,7 @@ import torch
 from torch.utils.data import Dataset
 
 from cgha.config import DatasetConfig
+from cgha.dataset.loader import DatasetKey, resolve_key
 from cgha.dataset.subject import Subject
 from cgha.dataset.views import frame_params, load_view
 from cgha.errors import ConfigError
@@ -19,7 +20,8 @@ class MeshDataset(Dataset):
         images [V, 3, R, R] multiplied by the mask (black background, as GHA), masks [V, 1, R, R],
         visibles [V, 1, R, R], intrinsics [V, 3, 3] (pixels at R), viewmats [V, 4, 4], extrinsics [V, 3, 4],
         view_ids [V] (indices into `self.cameras`), pose [6], scale [1], exp_coeff [D], landmarks_3d [K, 3], exp_id.
-    Views are drawn with torch's RNG, which DataLoader seeds per worker, so runs are reproducible.
+    Views are drawn with the generator of the key: seeded by the training sampler's `Draw` (so runs and resumes
+    are reproducible with any number of workers), torch's global one for a plain index.
     """
 
     def __init__(self, cfg: DatasetConfig, split: str = "train", expected_exp_dim: Optional[int] = None,
@@ -42,8 +44,10 @@ class MeshDataset(Dataset):
     def __len__(self) -> int:
         return len(self.frames)
 
-    def __getitem__(self, index: int) -> Dict[str, torch.Tensor]:
-        return self._item(self.frames[index], torch.randperm(len(self.cameras))[: self.num_sample_view])
+    def __getitem__(self, key: DatasetKey) -> Dict[str, torch.Tensor]:
+        index, generator = resolve_key(key)
+        views = torch.randperm(len(self.cameras), generator=generator)[: self.num_sample_view]
+        return self._item(self.frames[index], views)
 
     def all_views(self, index: int) -> Dict[str, torch.Tensor]:
         """Like an item, but with every camera of the split in order (for evaluation)."""

@@ -71,12 +71,22 @@ class Trainer:
         try:
             self.optimizer.load_state_dict(saved["optimizer"])
             self.iteration, self.epoch = int(saved["iter"]), int(saved["epoch"])
-        except (KeyError, ValueError, TypeError) as error:
+            self.restore_rng_states(saved)
+        except (KeyError, ValueError, TypeError, RuntimeError) as error:
             # E.g. a state written by another version whose optimizer grouped the parameters differently.
             raise CheckpointError(f"{state_path}: cannot resume from this {self.stage} training state ({error}); "
                                   f"set train.resume=false to start a new run instead") from None
         log.info("resuming %s at iteration %d (epoch %d)", own.parent, self.iteration, self.epoch)
         return True
+
+    def rng_states(self) -> Dict[str, Any]:
+        """The stage's own generators for the training state, beside torch's (which `training_state` stores):
+        resuming must continue every sequence the loop draws from for the run to equal the uninterrupted one."""
+        return {}
+
+    def restore_rng_states(self, saved: Dict[str, Any]) -> None:
+        """Continue the generators of a training state (see `rng_states`)."""
+        torch.set_rng_state(saved["torch_rng"])
 
     def to_device(self, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         return {key: value.to(self.device, non_blocking=True) for key, value in batch.items()}
@@ -248,7 +258,8 @@ class Trainer:
 
     def save(self) -> None:
         self.recorder.save_checkpoints(self.checkpoint_states(), epoch=self.epoch)
-        self.recorder.save_checkpoints({self.state_kind: training_state(self.optimizer, self.iteration, self.epoch)})
+        self.recorder.save_checkpoints({self.state_kind: training_state(self.optimizer, self.iteration, self.epoch,
+                                                                        self.rng_states())})
 
     def log_evaluation(self) -> Dict[str, float]:
         self.set_train_mode(False)

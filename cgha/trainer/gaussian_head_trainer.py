@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import random
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -50,6 +50,17 @@ def stage2_losses(model: AvatarModel, post_render: nn.Module, batch: Dict[str, t
     if lpips_loss is not None:
         losses["vgg"] = lpips_loss(output * cropped_visible, cropped_image * cropped_visible, normalize=True).mean()
     return losses, {"render": render, "output": output, "target": cropped_image}
+
+
+def random_state_as_lists(rng: random.Random) -> Dict[str, Any]:
+    """`rng.getstate()` in types `torch.load(weights_only=True)` reads back (ints and lists, no tuples)."""
+    version, internal, gauss_next = rng.getstate()
+    return {"version": version, "internal": list(internal), "gauss_next": gauss_next}
+
+
+def random_state_from_lists(state: Dict[str, Any]) -> tuple:
+    """The inverse of `random_state_as_lists`, for `rng.setstate`."""
+    return int(state["version"]), tuple(int(value) for value in state["internal"]), state["gauss_next"]
 
 
 def make_optimizer(cfg: TrainConfig, model: AvatarModel, post_render: nn.Module,
@@ -169,6 +180,17 @@ class GaussianHeadTrainer(Trainer):
 
     def load_own_checkpoints(self) -> None:
         """Weights were already read from this run's own files by the constructor."""
+
+    def rng_states(self) -> Dict[str, Any]:
+        return {"augmentation_rng": random_state_as_lists(self.rng)}
+
+    def restore_rng_states(self, saved: Dict[str, Any]) -> None:
+        super().restore_rng_states(saved)
+        if "augmentation_rng" in saved:
+            self.rng.setstate(random_state_from_lists(saved["augmentation_rng"]))
+        else:
+            log.warning("this training state predates saved augmentation RNG states: the resumed run's crops "
+                        "restart from train.seed and will differ from an uninterrupted run")
 
     def checkpoint_states(self):
         states = {self.model_kind: self.model.state_dict(), "delta_poses": self.delta_poses.detach().clone()}
