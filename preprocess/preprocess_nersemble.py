@@ -30,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cameras", nargs="+", default=None,
                         help="camera serials (default: every calibrated camera with videos in every sequence)")
     parser.add_argument("--size", type=int, default=2048, help="output side in pixels (default 2048, GHA)")
-    parser.add_argument("--lowres", type=int, default=256, help="side of the *_lowres copies (default 256)")
+    parser.add_argument("--lowres", type=int, default=None,
+                        help="side of the *_lowres copies (default 256, or --size when smaller; never above --size)")
     parser.add_argument("--crop-size", type=int, default=None,
                         help="side of the centred square crop in raw pixels (default: the shorter side; GHA: 2600)")
     parser.add_argument("--crop-offset", type=int, nargs=2, default=(0, 0), metavar=("DX", "DY"),

@@ -220,3 +220,12 @@ def test_cli_reports_user_errors_as_one_line(raw, tmp_path, capsys):
     with pytest.raises(SystemExit):
         exit_on_user_error(lambda: _script("remove_background").main(["--subject-dir", str(tmp_path / "none")]))
     assert "dataset root not found" in capsys.readouterr().err
+
+
+def test_lowres_copies_are_never_larger_than_the_images():
+    from cgha.errors import DataError
+    from cgha.preprocess.extract import PreprocessOptions, _check_options, lowres_side
+
+    assert lowres_side(PreprocessOptions(size=128)) == 128 and lowres_side(PreprocessOptions(size=2048)) == 256
+    with pytest.raises(DataError, match=r"--lowres must be between 1 and --size \(128\)"):
+        _check_options(PreprocessOptions(size=128, lowres=256))

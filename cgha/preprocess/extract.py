@@ -51,7 +51,7 @@ class PreprocessOptions:
         sequences: sequences in output order; None = every sequence except BACKGROUND, sorted by name.
         cameras: camera serials; None = every calibrated camera with a video in every chosen sequence.
         size: output side in pixels (intrinsics are written at this size).
-        lowres: side of the image_lowres copies.
+        lowres: side of the image_lowres copies; None = min(256, size). Never larger than `size`.
         crop_size: side of the centred square crop in raw pixels; None = the shorter raw side.
         crop_offset: (dx, dy) shift of the crop in raw pixels.
         stride: keep source frames 0, stride, 2 * stride, ...; max_frames: at most this many per sequence.
@@ -65,7 +65,7 @@ class PreprocessOptions:
     sequences: Optional[Sequence[str]] = None
     cameras: Optional[Sequence[str]] = None
     size: int = 2048
-    lowres: int = 256
+    lowres: Optional[int] = None
     crop_size: Optional[int] = None
     crop_offset: Tuple[int, int] = (0, 0)
     stride: int = 1
@@ -151,10 +151,21 @@ def preprocess_subject(raw_root, subject: str, out_root, options: Optional[Prepr
 
 
 # ------------------------------------------------------------------------------------------------ selection
+DEFAULT_LOWRES = 256  # GHA's mesh-stage image size
+
+
+def lowres_side(options: PreprocessOptions) -> int:
+    """Side of the image_lowres copies: `options.lowres`, by default GHA's 256 but never more than `size`."""
+    return options.lowres if options.lowres is not None else min(DEFAULT_LOWRES, options.size)
+
+
 def _check_options(options: PreprocessOptions) -> None:
-    for name in ("size", "lowres", "stride"):
+    for name in ("size", "stride"):
         if getattr(options, name) < 1:
             raise DataError(f"--{name} must be >= 1, got {getattr(options, name)}")
+    if not 1 <= lowres_side(options) <= options.size:
+        raise DataError(f"--lowres must be between 1 and --size ({options.size}): low-resolution copies larger than "
+                        f"the images are not low-resolution; got {options.lowres}")
     if options.max_frames is not None and options.max_frames < 1:
         raise DataError(f"--max-frames must be >= 1, got {options.max_frames}")
     if options.crop_size is not None and options.crop_size < 1:
@@ -250,7 +261,7 @@ def _settings(subject: str, sequences: List[str], cameras: List[str], options: P
         "sequences": list(sequences),
         "cameras": list(cameras),
         "size": options.size,
-        "lowres": options.lowres,
+        "lowres": lowres_side(options),
         "crop_size": options.crop_size,
         "crop_offset": list(options.crop_offset),
         "stride": options.stride,
@@ -356,7 +367,7 @@ def _write_view(layout: SubjectLayout, frame: str, setup: _Camera, image: np.nda
     write_npz(layout.camera(frame, camera), intrinsic=setup.intrinsic, extrinsic=setup.extrinsic)
     if visible is not None:
         write_jpeg(layout.visible(frame, camera), visible, options.jpeg_quality)
-        write_jpeg(layout.visible(frame, camera, lowres=True), resize_square(visible, options.lowres),
+        write_jpeg(layout.visible(frame, camera, lowres=True), resize_square(visible, lowres_side(options)),
                    options.jpeg_quality)
-    write_jpeg(layout.image(frame, camera, lowres=True), resize_square(image, options.lowres), options.jpeg_quality)
+    write_jpeg(layout.image(frame, camera, lowres=True), resize_square(image, lowres_side(options)), options.jpeg_quality)
     write_jpeg(layout.image(frame, camera), image, options.jpeg_quality)
