@@ -66,6 +66,9 @@ class DatasetConfig:
     num_sample_view: int = option(8, "views per frame in a mesh-head step", min=1)
     eval_camera_ids: List[str] = option([], "held-out cameras: never trained on, used by evaluation")
     eval_frame_ids: List[str] = option([], "held-out frames (folder names under images/)")
+    out_of_rig_camera_ids: List[str] = option(
+        [], "evaluation-only cameras outside the training rig (split out_of_rig: never trained on); empty = "
+            "meta.json's splits.out_of_rig_camera_ids, if any")
     split_from_meta: bool = option(False, "take empty held-out lists from the subject's meta.json splits")
     num_workers: int = option(2, "data-loader worker processes (0 = load in the main process)", min=0)
     # Reenactment (GHA's config_reenactment keys).
@@ -124,7 +127,9 @@ class RenderSection:
 @dataclass
 class EvalSection:
     """Evaluation (evaluate.py)."""
-    splits: List[str] = option(["test_cameras", "test_frames"], "which held-out sets to evaluate")
+    splits: List[str] = option(["test_cameras", "test_frames", "out_of_rig"],
+                               "which held-out sets to evaluate (out_of_rig is skipped on subjects without out-of-rig "
+                               "cameras)")
     max_images: int = option(0, "cap on evaluated images per split; 0 = all", min=0)
     lpips: bool = option(False, "report LPIPS (needs the optional lpips package and its weights)")
 
@@ -421,7 +426,7 @@ def _check_device(device: str) -> None:
 
 
 def _check_dataset(dataset: DatasetConfig) -> None:
-    for key in ("camera_ids", "eval_camera_ids", "eval_frame_ids"):
+    for key in ("camera_ids", "eval_camera_ids", "eval_frame_ids", "out_of_rig_camera_ids"):
         values = getattr(dataset, key)
         if len(set(values)) != len(values):
             raise ConfigError(f"'dataset.{key}' lists an entry twice: {values}")

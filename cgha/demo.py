@@ -51,6 +51,9 @@ SCALES = {
 CROSS_IDENTITY_IMAGES = 64
 AVATAR_IDENTITY, DRIVER_IDENTITY = 0, 1
 STRIP_FRAMES = 4  # reenactment frames in the summary strip image
+# Summary row labels of the evaluated splits.
+HELD_OUT_LABELS = {"test_cameras": "held-out cameras", "test_frames": "held-out frames",
+                   "out_of_rig": "out-of-rig cameras"}
 
 
 def default_scale(device: torch.device) -> str:
@@ -226,7 +229,7 @@ def format_summary(summary: Dict[str, Any]) -> str:
     """The summary as aligned plain-text rows."""
     rows: List[Tuple[str, str]] = []
     for split, entry in summary["held_out"].items():
-        rows.append((f"held-out {split.replace('test_', '')}",
+        rows.append((HELD_OUT_LABELS.get(split, f"held-out {split}"),
                      f"PSNR {entry['psnr']:.2f} dB, SSIM {entry['ssim']:.4f} (masked PSNR {entry['psnr_masked']:.2f}) "
                      f"over {entry['images']} images at {entry['resolution']}^2"))
     cross = summary["cross_identity"]

@@ -65,6 +65,7 @@ def main(argv=None) -> None:
 
     start = time.perf_counter()
     existed = args.out.exists() and not args.force
+    meta_before = _meta_bytes(args.out)
     if args.raw_capture:
         _raw_capture(args, existed, start)
         return
@@ -72,10 +73,19 @@ def main(argv=None) -> None:
                             resolution=args.resolution, seed=args.seed, lowres=args.lowres,
                             progress=not args.quiet, force=args.force, device=args.device)
     elapsed = time.perf_counter() - start
-    if existed:
+    # A subject of an older generator version is regenerated in place: only an untouched meta.json means "reused".
+    if existed and _meta_bytes(root) == meta_before:
         print(f"{root}: already generated with these arguments (use --force to regenerate)")
     else:
-        print(f"{root}: {args.frames} frames x {args.cameras} cameras at {args.resolution}^2 in {elapsed:.1f} s")
+        print(f"{root}: {args.frames} frames x {args.cameras} cameras (+ out-of-rig evaluation cameras) at "
+              f"{args.resolution}^2 in {elapsed:.1f} s")
+
+
+def _meta_bytes(out: Path) -> bytes | None:
+    try:
+        return (out / "meta.json").read_bytes()
+    except OSError:
+        return None
 
 
 def _raw_capture(args, existed: bool, start: float) -> None:

@@ -84,6 +84,30 @@ def test_splits_hold_out_cameras_and_frames(tiny_subject):
     assert len(GaussianDataset(cfg, split="test_cameras", views="all")) == 3
 
 
+def test_out_of_rig_cameras_are_never_trained_on_and_form_their_own_split(tiny_subject):
+    out_of_rig = ("oor00", "oor01", "oor02", "oor03", "oor04")
+    for cfg in (dataset_cfg(tiny_subject), dataset_cfg(tiny_subject, split_from_meta=True)):
+        subject = Subject(cfg)
+        assert subject.out_of_rig_cameras == list(out_of_rig)
+        split = subject.split("out_of_rig")
+        assert split.cameras == out_of_rig and split.frames == subject.split("test_cameras").frames
+        for name in ("train", "test_cameras", "test_frames", "all"):
+            assert not set(subject.split(name).cameras) & set(out_of_rig), name
+        assert all(MeshDataset(cfg).cameras[i] not in out_of_rig for i in MeshDataset(cfg)[0]["view_ids"])
+    # Listing them in the config does the same on a subject whose meta.json does not name them.
+    meta = json.loads((tiny_subject / "meta.json").read_text())
+    del meta["splits"]["out_of_rig_camera_ids"]
+    copy = tiny_subject.parent / "id0_without_out_of_rig_in_meta"
+    shutil.copytree(tiny_subject, copy)
+    (copy / "meta.json").write_text(json.dumps(meta))
+    assert "oor00" in Subject(dataset_cfg(copy)).split("train").cameras
+    listed = Subject(dataset_cfg(copy, out_of_rig_camera_ids=["oor01", "oor03"]))
+    assert listed.split("out_of_rig").cameras == ("oor01", "oor03") and "oor01" not in listed.split("train").cameras
+    with pytest.raises(DataError, match="one split"):
+        Subject(dataset_cfg(copy, out_of_rig_camera_ids=["oor01"], eval_camera_ids=["oor01"]))
+    shutil.rmtree(copy)
+
+
 def test_split_from_meta(tiny_subject):
     meta = json.loads((tiny_subject / "meta.json").read_text())
     subject = Subject(dataset_cfg(tiny_subject, split_from_meta=True))

@@ -70,8 +70,9 @@ def test_demo_runs_every_stage_and_reports_measured_numbers(demo_run):
     summary, out = demo_run
     assert set(summary["seconds"]) == {"generate", "mesh_head", "gaussian_head", "evaluate", "reenact", "total"}
     assert summary["seconds"]["total"] == pytest.approx(sum(v for k, v in summary["seconds"].items() if k != "total"))
-    # The synthetic subject's meta.json holds out one camera and the last frames: both splits are evaluated.
-    assert set(summary["held_out"]) == {"test_cameras", "test_frames"}
+    # The synthetic subject's meta.json holds out one camera and the last frames, and names its out-of-rig cameras:
+    # all three splits are evaluated.
+    assert set(summary["held_out"]) == {"test_cameras", "test_frames", "out_of_rig"}
     for entry in summary["held_out"].values():
         assert math.isfinite(entry["psnr"]) and 0.0 < entry["ssim"] <= 1.0 and entry["images"] > 0
     # Cross-identity ground truth: identity 0 rendered with identity 1's codes (its params are identity 1's exactly).
@@ -102,7 +103,7 @@ def test_demo_runs_every_stage_and_reports_measured_numbers(demo_run):
 def test_summary_table_and_rerun_commands(demo_run):
     summary, out = demo_run
     table = format_summary(summary)
-    for text in ("held-out cameras", "held-out frames", "cross-identity", "avatar size", "x smaller", "FPS reenactment", "wall time",
+    for text in ("held-out cameras", "held-out frames", "out-of-rig cameras", "cross-identity", "avatar size", "x smaller", "FPS reenactment", "wall time",
                  summary["paths"]["video"], "python train_gaussianhead.py --config"):
         assert text in table
     evaluate = next(line for line in summary["commands"] if line.startswith("python evaluate.py"))

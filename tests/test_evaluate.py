@@ -97,8 +97,12 @@ def test_lpips_reports_unavailable_instead_of_faking(monkeypatch):
 
 def _check_results(results: dict, path: Path) -> None:
     assert path.is_file() and json.loads(path.read_text()) == json.loads(json.dumps(results))
-    assert set(results["splits"]) == {"test_cameras", "test_frames"}
+    assert set(results["splits"]) == {"test_cameras", "test_frames", "out_of_rig"}
     cameras, frames = results["splits"]["test_cameras"], results["splits"]["test_frames"]
+    out_of_rig = results["splits"]["out_of_rig"]
+    # The training frames 0000-0002 seen from the 5 out-of-rig cameras, with the training pose offsets.
+    assert out_of_rig["num_images"] == 15 and out_of_rig["pose_offsets"] is True
+    assert 0 < out_of_rig["output"]["psnr"] < 60 and -1 <= out_of_rig["output"]["ssim"] <= 1
     assert cameras["num_images"] == 3 and frames["num_images"] == 3  # 3 frames x cam03; frame 0003 x 3 cameras
     assert cameras["pose_offsets"] is True and frames["pose_offsets"] is False
     for entry in (cameras, frames):
@@ -110,9 +114,9 @@ def _check_results(results: dict, path: Path) -> None:
             assert values["psnr"] != values["psnr_masked"] and values["ssim"] != values["ssim_masked"]
         assert entry["speed"]["ms_per_frame"] > 0 and entry["speed"]["fps"] > 0
         assert entry["speed"]["timed_frames"] == 3
-    assert results["speed"]["timed_frames"] == 6
+    assert results["speed"]["timed_frames"] == 21
     table = format_table(results)
-    assert "test_cameras" in table and "test_frames" in table and "MB on disk" in table
+    assert "test_cameras" in table and "test_frames" in table and "out_of_rig" in table and "MB on disk" in table
 
 
 def test_evaluate_raw_and_compact(avatar, tiny_subject):

@@ -48,7 +48,7 @@ def _frames_and_cams(root):
 def test_layout_files_and_shapes(subject):
     meta, frames, cams = _frames_and_cams(subject)
     assert frames == [f"{i:04d}" for i in range(FRAMES)]
-    assert cams == [f"cam{i:02d}" for i in range(CAMS)]
+    assert cams == [f"cam{i:02d}" for i in range(CAMS)] + [f"oor{i:02d}" for i in range(5)]
     assert sorted(p.name for p in (subject / "images").iterdir()) == frames
     assert meta["exp_dim"] == EXP_DIM == len(meta["expression_names"]) >= 10
     assert meta["original_resolution"] == RES
@@ -77,9 +77,10 @@ def test_layout_files_and_shapes(subject):
 
 
 def test_cameras_follow_conventions(subject):
-    _, frames, cams = _frames_and_cams(subject)
+    meta, frames, cams = _frames_and_cams(subject)
     centre = np.asarray(HEAD_CENTRE)
-    for cam in cams:
+    # The rig's cameras (the out-of-rig ones leave its distances and arc on purpose; their own test checks them).
+    for cam in (c for c in cams if c not in meta["splits"]["out_of_rig_camera_ids"]):
         data = np.load(subject / "cameras" / frames[0] / f"camera_{cam}.npz")
         K, E = data["intrinsic"].astype(np.float64), data["extrinsic"].astype(np.float64)
         R = E[:, :3]
@@ -95,7 +96,8 @@ def test_cameras_follow_conventions(subject):
 
 
 def test_landmarks_project_inside_masks_and_head_is_framed(subject):
-    _, frames, cams = _frames_and_cams(subject)
+    meta, frames, cams = _frames_and_cams(subject)
+    out_of_rig = set(meta["splits"]["out_of_rig_camera_ids"])
     heights = []
     for frame in frames:
         lmk = np.load(subject / "params" / frame / "lmk_3d.npy")
@@ -111,11 +113,38 @@ def test_landmarks_project_inside_masks_and_head_is_framed(subject):
             grown = cv2.dilate(mask.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
             inside = grown[px[:, 1], px[:, 0]]
             assert inside.all(), f"{frame}/{cam}: landmarks {np.nonzero(~inside)[0].tolist()} outside the mask"
+            if cam in out_of_rig:  # evaluation-only views keep the head in the image, without the rig's margin
+                assert mask.any() and mask.mean() < 0.9
+                continue
             # The whole head stays inside the image with a margin.
             assert not mask[:2].any() and not mask[-2:].any() and not mask[:, :2].any() and not mask[:, -2:].any()
             rows = np.nonzero(mask.any(axis=1))[0]
             heights.append((rows[-1] - rows[0] + 1) / RES)
     assert 0.55 < float(np.median(heights)) < 0.8
+
+
+def test_out_of_rig_cameras_are_written_and_recorded(subject):
+    meta, frames, cams = _frames_and_cams(subject)
+    out_of_rig = meta["splits"]["out_of_rig_camera_ids"]
+    assert out_of_rig == ["oor00", "oor01", "oor02", "oor03", "oor04"]
+    rig = [c for c in cams if c not in out_of_rig]
+    assert rig == [f"cam{i:02d}" for i in range(CAMS)] and sorted(cams) == rig + out_of_rig
+    # Never a training or a held-out rig camera.
+    assert not set(out_of_rig) & set(meta["splits"]["train_camera_ids"] + meta["splits"]["eval_camera_ids"])
+    described = meta["cameras"]["out_of_rig"]
+    assert described["ids"] == out_of_rig and described["elevation_deg"][0] == 35.0
+    assert described["azimuth_deg"][1:3] == [-90.0, 90.0]
+    rig_distance = float(np.mean(meta["cameras"]["distance"]))
+    for cam, distance, focal in zip(out_of_rig, described["distance"], described["focal_px"]):
+        data = np.load(subject / "cameras" / frames[0] / f"camera_{cam}.npz")
+        centre = camera_center(torch.from_numpy(data["extrinsic"]).double()).numpy()
+        assert math.isclose(np.linalg.norm(centre - np.array(HEAD_CENTRE)), distance, rel_tol=1e-5)
+        assert math.isclose(float(data["intrinsic"][0, 0]), focal, rel_tol=1e-6)
+        image = cv2.imread(str(subject / "images" / frames[-1] / f"image_lowres_{cam}.jpg"))
+        assert image.shape == (LOWRES, LOWRES, 3)
+    assert described["distance"][3] < 0.8 * rig_distance and described["distance"][4] > 1.25 * rig_distance
+    # The closer camera narrows its focal length so the head fits; the others keep the rig's.
+    assert described["focal_px"][3] < meta["cameras"]["focal_px"] == described["focal_px"][4]
 
 
 def test_deterministic(subject, tmp_path):
@@ -135,6 +164,14 @@ def test_existing_subject_reused_or_refused(subject, tmp_path):
     with pytest.raises(SubjectArgumentError, match="already exists"):
         generate_subject(subject, identity=0, frames=FRAMES, cameras=CAMS, resolution=RES, seed=4, lowres=LOWRES,
                          progress=False)
+    # A subject of an older generator version with the same arguments is ours: regenerated, not refused.
+    meta = json.loads((subject / "meta.json").read_text())
+    (subject / "meta.json").write_text(json.dumps({**meta, "generator_version": "1.0.0"}))
+    (subject / "images" / "0000" / "image_oor00.jpg").unlink()
+    generate_subject(subject, identity=0, frames=FRAMES, cameras=CAMS, resolution=RES, seed=3, lowres=LOWRES,
+                     progress=False)
+    assert json.loads((subject / "meta.json").read_text()) == meta
+    assert (subject / "images" / "0000" / "image_oor00.jpg").is_file()
     with pytest.raises(SubjectArgumentError, match="cameras"):
         generate_subject(tmp_path / "bad", cameras=0, progress=False)
 

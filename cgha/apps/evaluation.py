@@ -4,7 +4,8 @@
     print(format_table(results))
 
 Per split of `eval.splits` (test_cameras: training frames seen from held-out cameras; test_frames: held-out
-frames seen from training cameras; all): PSNR and SSIM at the render resolution (first 3 channels of the coarse
+frames seen from training cameras; out_of_rig: training frames seen from the evaluation-only cameras outside the
+training rig, skipped on subjects that have none; all: every frame from every rig camera): PSNR and SSIM at the render resolution (first 3 channels of the coarse
 render vs `images_coarse`) and at the output resolution (super-resolved vs `images`), each over the full image and
 masked; LPIPS when asked for and available; the warm, synchronised time of generate + render + super-resolution.
 """
@@ -94,8 +95,8 @@ def _evaluate_split(avatar: Avatar, dataset: GaussianDataset, indices: List[int]
 def evaluate_avatar(cfg: TrainConfig, device: torch.device) -> Dict[str, Any]:
     """Evaluate the configured avatar on every split of `cfg.eval.splits`; writes and returns the results.
 
-    Pose offsets (`load_delta_poses_checkpoint`, optional) are applied on test_cameras, whose frames were trained
-    on, never on test_frames (no offset was learnt for them); on `all` they are applied as in training.
+    Pose offsets (`load_delta_poses_checkpoint`, optional) are applied on test_cameras and out_of_rig, whose frames
+    were trained on, never on test_frames (no offset was learnt for them); on `all` they are applied as in training.
     Masked PSNR is the MSE over mask pixels only; masked SSIM is the SSIM of both images composited with the mask
     on white. Returns {"name", "device", "render_backend", "avatar": {kind, files, bytes, total_bytes},
     "num_gaussians", "lpips", "splits": {split: {num_images, render_resolution, output_resolution, pose_offsets,
@@ -123,6 +124,10 @@ def evaluate_avatar(cfg: TrainConfig, device: torch.device) -> Dict[str, Any]:
         if delta_path is not None and delta_poses is None:
             delta_poses = load_delta_poses(delta_path, dataset.num_frames).to(device)
         indices = evenly_spaced_indices(len(dataset), cfg.eval.max_images)
+        if split == "out_of_rig" and not subject.out_of_rig_cameras:
+            # Optional by nature (only subjects rendered with them have them): absent from the results, not a hole.
+            log.info("the subject has no out-of-rig cameras; split out_of_rig skipped")
+            continue
         if not indices:
             log.warning("split %s is empty (no held-out cameras/frames configured); skipped", split)
             splits[split] = {"num_images": 0}

@@ -22,7 +22,7 @@ from cgha.dataset.validation import Problems, add_jpeg_problems, check_original_
 from cgha.errors import DataError
 from cgha.utils.rotations import axis_angle_to_matrix
 
-SPLITS = ("train", "test_cameras", "test_frames", "all")
+SPLITS = ("train", "test_cameras", "test_frames", "out_of_rig", "all")
 # iBUG-68, or the 66 points Multiview-3DMM-Fitting (GHA's tracker) writes: iBUG-68 without the mouth corners
 # 48 and 54. Both keep the mouth at rows 48..65, which is all the models index by position.
 LANDMARK_COUNTS = (66, 68)
@@ -36,6 +36,8 @@ _META_SPLIT_ALIASES = {
     "eval_frame_ids": ("eval_frame_ids", "test_frames", "test_frame_ids", "eval_frames", "held_out_frames"),
 }
 _META_KEYS_LISTED = 12
+# Where meta.json names the evaluation-only cameras outside the training rig (synthetic subjects from generator 1.1.0).
+_META_OUT_OF_RIG_KEY = "out_of_rig_camera_ids"
 
 
 def read_landmarks(path: Path) -> np.ndarray:
@@ -84,7 +86,9 @@ class Subject:
 
     Attributes (F = all frames, C = all cameras of the subject, D = expression dim, K = landmarks + vertices):
         frames: sorted frame names, F of them; `frame_index[name]` is the stable per-frame id (GHA's exp_id).
-        cameras: camera ids in use (config's camera_ids, or all found) plus held-out ones.
+        cameras: camera ids in use (config's camera_ids, or all found) plus held-out ones, without out-of-rig ones.
+        out_of_rig_cameras: evaluation-only cameras outside the training rig (config's out_of_rig_camera_ids, or
+            meta.json's splits.out_of_rig_camera_ids); never trained on, never in test_cameras or `all`.
         pose [F, 6], scale [F, 1], exp_coeff [F, D], landmarks [F, K, 3] (float32 numpy).
         intrinsics: {(frame, camera): [3, 3]} pixels at original_resolution; extrinsics: same keys, [3, 4].
     """
@@ -102,10 +106,14 @@ class Subject:
         if not found_cameras:
             raise DataError(f"{self.layout.frame_dir(self.frames[0])} has no image_*.jpg files")
         self.meta_split = self._read_meta_split()
+        self.out_of_rig_cameras = self._out_of_rig_cameras(found_cameras)
         self.train_cameras, self.eval_cameras = self._camera_split(found_cameras)
         self.train_frames, self.eval_frames = self._frame_split()
         self._check_meta_split_not_empty()
         self.cameras = tuple(self.train_cameras) + tuple(self.eval_cameras)
+
+        # Every camera whose files are checked and loaded; `cameras` (the rig's) is what `all` iterates over.
+        self.loaded_cameras = self.cameras + tuple(self.out_of_rig_cameras)
 
         problems = Problems(self.layout.root)
         self._check_files(problems, check_images)
@@ -142,6 +150,28 @@ class Subject:
                             f"eval_frame_ids instead")
         return {key: values for key, values in found.items() if values is not None}
 
+    def _out_of_rig_cameras(self, found: List[str]) -> List[str]:
+        """Out-of-rig cameras from the config, else from meta.json whatever dataset.split_from_meta says: a subject
+        that names them must never have them trained on."""
+        listed = list(self.cfg.out_of_rig_camera_ids) or self._meta_out_of_rig()
+        unknown = [c for c in listed if c not in found]
+        if unknown:
+            raise DataError(f"{self.layout.frame_dir(self.frames[0])}: no images for out-of-rig camera(s) {unknown} "
+                            f"(dataset.out_of_rig_camera_ids or meta.json splits.{_META_OUT_OF_RIG_KEY}); "
+                            f"available: {found}")
+        return listed
+
+    def _meta_out_of_rig(self) -> List[str]:
+        meta = self.layout.meta()
+        splits = meta.get("splits") if isinstance(meta, dict) else None
+        if not isinstance(splits, dict) or _META_OUT_OF_RIG_KEY not in splits:
+            return []
+        values = splits[_META_OUT_OF_RIG_KEY]
+        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+            raise DataError(f"{self.layout.meta_path}: 'splits.{_META_OUT_OF_RIG_KEY}' must be a list of camera ids, "
+                            f"got {values!r}")
+        return values
+
     def _meta_split(self, key: str) -> List[str]:
         return list(self.meta_split.get(key, []))
 
@@ -161,7 +191,11 @@ class Subject:
         if unknown:
             raise DataError(f"{self.layout.frame_dir(self.frames[0])}: no images for camera(s) {unknown} "
                             f"(dataset.camera_ids / eval_camera_ids); available: {found}")
-        train = [c for c in pool if c not in held_out]
+        both = [c for c in held_out if c in self.out_of_rig_cameras]
+        if both:
+            raise DataError(f"camera(s) {both} are both held-out rig cameras (dataset.eval_camera_ids) and out-of-rig "
+                            f"cameras ({self.out_of_rig_cameras}); a camera belongs to one split")
+        train = [c for c in pool if c not in held_out and c not in self.out_of_rig_cameras]
         if not train:
             raise DataError(f"every camera is held out (dataset.eval_camera_ids={held_out}); nothing to train on")
         return train, held_out
@@ -187,13 +221,17 @@ class Subject:
         return matches[0] if len(matches) == 1 else frame
 
     def split(self, name: str) -> Split:
-        """Frames x cameras of a named split: train, test_cameras, test_frames or all."""
+        """Frames x cameras of a named split: train, test_cameras, test_frames, out_of_rig or all (the rig's cameras).
+
+        out_of_rig is like test_cameras: the training frames, seen from the out-of-rig cameras (empty without them)."""
         if name == "train":
             return Split(tuple(self.train_frames), tuple(self.train_cameras))
         if name == "test_cameras":
             return Split(tuple(self.train_frames), tuple(self.eval_cameras))
         if name == "test_frames":
             return Split(tuple(self.eval_frames), tuple(self.train_cameras))
+        if name == "out_of_rig":
+            return Split(tuple(self.train_frames), tuple(self.out_of_rig_cameras))
         if name == "all":
             return Split(tuple(self.frames), tuple(self.cameras))
         raise DataError(f"unknown split '{name}'; expected one of {', '.join(SPLITS)}")
@@ -203,13 +241,13 @@ class Subject:
         """Every file the stage will read exists; JPEGs are checked for truncation without decoding them."""
         required: List[Path] = []
         for frame in self.frames:
-            for camera in self.cameras:
+            for camera in self.loaded_cameras:
                 required += [self.layout.image(frame, camera, self.lowres), self.layout.mask(frame, camera, self.lowres)]
         if check_images:
             add_jpeg_problems(problems, required)
         for frame in self.frames:
             paths = [self.layout.params(frame), self.layout.landmarks(frame), self.layout.vertices(frame)]
-            paths += [self.layout.camera(frame, camera) for camera in self.cameras]
+            paths += [self.layout.camera(frame, camera) for camera in self.loaded_cameras]
             for path in paths:
                 if not path.is_file():
                     problems.add(path, "missing")
@@ -245,7 +283,7 @@ class Subject:
         self.exp_dim = int(self.exp_coeff.shape[1])
 
     def _load_cameras(self, problems: Problems) -> None:
-        keys = [(frame, camera) for frame in self.frames for camera in self.cameras]
+        keys = [(frame, camera) for frame in self.frames for camera in self.loaded_cameras]
         paths = [self.layout.camera(frame, camera) for frame, camera in keys]
         def read(path: Path) -> Optional[Dict[str, np.ndarray]]:
             try:

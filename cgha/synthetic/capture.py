@@ -4,6 +4,10 @@ Cameras sit about one world unit from the head centre, spread over azimuth -75..
 left) on three elevation rows (-12, +6, +22 degrees), and look at the head centre. The rig is the same for every
 identity and seed; its focal length is chosen once so that the head under every pose the trajectories can produce
 stays inside every view with a margin.
+
+Evaluation-only cameras outside the training arc (`out_of_rig_cameras`) see the head from above (+35 degrees), from
+the sides (azimuth -90 / +90 degrees) and from 1.3x closer and 1.3x farther than the rig: views and scales a model
+trained on the rig never saw.
 """
 from __future__ import annotations
 
@@ -20,8 +24,8 @@ from cgha.utils.cameras import intrinsics_from_focal, look_at_world_to_camera, p
 from .head_model import DEFAULT_SCALE, HeadModel
 from .trajectory import POSE_LIMITS_DEG, TRANSLATION_LIMIT, euler_to_matrix
 
-__all__ = ["CameraRig", "camera_rig", "camera_ids", "frontal_camera", "HEAD_CENTRE", "AZIMUTH_RANGE_DEG",
-           "ELEVATION_ROWS_DEG"]
+__all__ = ["CameraRig", "camera_rig", "camera_ids", "frontal_camera", "out_of_rig_cameras", "HEAD_CENTRE",
+           "AZIMUTH_RANGE_DEG", "ELEVATION_ROWS_DEG", "OUT_OF_RIG_PLACEMENT"]
 
 AZIMUTH_RANGE_DEG = 75.0
 ELEVATION_ROWS_DEG = (-12.0, 6.0, 22.0)
@@ -32,6 +36,9 @@ HEAD_CENTRE = (0.0, -0.025, 0.0)
 _MARGIN = 0.05
 # Headroom for identities larger than the reference identity used to fit the focal length.
 _IDENTITY_HEADROOM = 1.08
+# Out-of-rig cameras as (azimuth deg, elevation deg, distance / CAMERA_DISTANCE): above the top row, beyond both ends
+# of the arc, and a frontal camera 1.3x closer and 1.3x farther. Ids "oor00".. sort after the rig's "camNN".
+OUT_OF_RIG_PLACEMENT = ((0.0, 35.0, 1.0), (-90.0, 0.0, 1.0), (90.0, 0.0, 1.0), (0.0, 0.0, 1.0 / 1.3), (0.0, 0.0, 1.3))
 
 
 def camera_ids(num_cameras: int) -> list[str]:
@@ -95,9 +102,9 @@ def _viewmats(az, el, dist) -> torch.Tensor:
     return look_at_world_to_camera(eye, target, up)
 
 
-@functools.lru_cache(maxsize=8)
-def _focal_fraction(num_cameras: int) -> float:
-    """Largest focal/size such that the reference head under all extreme poses keeps the margin in every view."""
+def _worst_offsets(az, el, dist) -> np.ndarray:
+    """Per camera, the largest |u| or |v| (in focal units from the principal point) of the reference head under all
+    extreme poses."""
     head = HeadModel(0, dtype=torch.float64)
     extremes = [head.expression(), head.expression(jaw_open=1.0, jaw_left=1.0)]
     canon = torch.cat([head.canonical_vertices(e) for e in extremes])[:, ::4] * _IDENTITY_HEADROOM
@@ -107,15 +114,34 @@ def _focal_fraction(num_cameras: int) -> float:
     for sy, sp, sr, st in itertools.product((-1, 0, 1), (-1, 0, 1), (-1, 0, 1), (-1, 1)):
         R = euler_to_matrix(sy * yaw, sp * pitch, sr * roll)
         poses.append((R, st * TRANSLATION_LIMIT))
-    az, el, dist = _placement(num_cameras)
     views = _viewmats(az, el, dist)
     K1 = intrinsics_from_focal(1.0, 0, 0, dtype=torch.float64)  # principal point at 0: offsets in focal units
-    worst = 0.0
+    worst = np.zeros(len(az))
     for R, t in poses:
         world = (DEFAULT_SCALE * canon[0]) @ R.T + torch.full((3,), t, dtype=torch.float64)
         uv, _ = project_points(world[None].expand(len(az), -1, -1), views, K1.expand(len(az), 3, 3))
-        worst = max(worst, float(uv.abs().max()))
-    return (0.5 - _MARGIN) / worst
+        worst = np.maximum(worst, uv.abs().flatten(1).amax(dim=1).numpy())
+    return worst
+
+
+@functools.lru_cache(maxsize=8)
+def _focal_fraction(num_cameras: int) -> float:
+    """Largest focal/size such that the reference head under all extreme poses keeps the margin in every view."""
+    return float((0.5 - _MARGIN) / _worst_offsets(*_placement(num_cameras)).max())
+
+
+def _out_of_rig_placement():
+    az, el, dist = (np.array(column) for column in zip(*OUT_OF_RIG_PLACEMENT))
+    return az, el, CAMERA_DISTANCE * dist
+
+
+@functools.lru_cache(maxsize=8)
+def _out_of_rig_focal_fractions(num_cameras: int) -> tuple[float, ...]:
+    """The rig's focal/size, narrowed only where the head under the extreme poses would leave the image: the closer
+    camera. These views are only evaluated, so the head may touch the border there (no margin) and shows as large
+    as it can."""
+    fitted = 0.5 / _worst_offsets(*_out_of_rig_placement())
+    return tuple(float(f) for f in np.minimum(_focal_fraction(num_cameras), fitted))
 
 
 def camera_rig(num_cameras: int, resolution: int, device="cpu") -> CameraRig:
@@ -134,6 +160,27 @@ def camera_rig(num_cameras: int, resolution: int, device="cpu") -> CameraRig:
         distance=[float(round(d, 6)) for d in dist],
         resolution=resolution,
         focal_fraction=float(ff),
+    )
+
+
+def out_of_rig_cameras(num_cameras: int, resolution: int, device="cpu") -> CameraRig:
+    """The evaluation-only cameras beside the rig of ``num_cameras`` cameras, at the same image size; ids ``oor00``..
+
+    ``focal_fraction`` is the smallest of them (the closer camera's); ``Ks`` holds each camera's own focal length.
+    """
+    az, el, dist = _out_of_rig_placement()
+    fractions = _out_of_rig_focal_fractions(num_cameras)
+    Ks = torch.stack([intrinsics_from_focal(f * resolution, resolution, resolution, dtype=torch.float32,
+                                            device=device) for f in fractions])
+    return CameraRig(
+        ids=[f"oor{i:02d}" for i in range(len(az))],
+        viewmats=_viewmats(az, el, dist).to(dtype=torch.float32, device=device),
+        Ks=Ks,
+        azimuth_deg=[float(round(a, 6)) for a in az],
+        elevation_deg=[float(round(e, 6)) for e in el],
+        distance=[float(round(d, 6)) for d in dist],
+        resolution=resolution,
+        focal_fraction=min(fractions),
     )
 
 

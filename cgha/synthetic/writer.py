@@ -4,7 +4,11 @@
 
 Everything is written into a temporary sibling folder that is renamed into place at the end, so an interrupted
 run never leaves a folder that looks complete. An existing subject whose ``meta.json`` records the same generator
-version and arguments is reused as is (unless ``force``).
+version and arguments is reused as is (unless ``force``); one this generator wrote with the same arguments at another
+version is regenerated in place (it is our own output, only older).
+
+Besides the rig's cameras ``camNN`` every frame is rendered from evaluation-only out-of-rig cameras ``oorNN``
+(`cgha.synthetic.capture.out_of_rig_cameras`), listed in ``meta.json`` under ``splits.out_of_rig_camera_ids``.
 """
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ from cgha.errors import UserError
 from cgha.utils.atomic import write_directory_atomic
 
 from .background import camera_backgrounds
-from .capture import camera_rig
+from .capture import camera_rig, out_of_rig_cameras
 from .expression import EXP_DIM, EXPRESSION_MODEL, EXPRESSION_NAMES
 from .head_model import DEFAULT_SCALE, HeadModel
 from .render import DEFAULT_LIGHT, render_views
@@ -34,7 +38,7 @@ __all__ = ["GENERATOR", "GENERATOR_VERSION", "SubjectArgumentError", "generate_s
            "frame_names"]
 
 GENERATOR = "cgha.synthetic"
-GENERATOR_VERSION = "1.0.0"
+GENERATOR_VERSION = "1.1.0"  # 1.1.0: out-of-rig cameras oor00..oor04
 _JPEG_QUALITY = 95
 DEFAULT_LOWRES = 256  # GHA's image_lowres side, used when the images are at least this large
 _PREVIEW_THUMB = 128
@@ -207,16 +211,17 @@ def generate_subject(out_dir, identity: int = 0, frames: int = 40, cameras: int 
         raise SubjectArgumentError(f"{out_dir} exists and is not a folder")
     if out_dir.exists() and not force:
         existing = _existing_meta(out_dir)
-        if (existing and existing.get("generator") == GENERATOR
-                and existing.get("generator_version") == GENERATOR_VERSION and existing.get("arguments") == args):
+        ours = bool(existing) and existing.get("generator") == GENERATOR and existing.get("arguments") == args
+        if ours and existing.get("generator_version") == GENERATOR_VERSION:
             return out_dir
-        raise SubjectArgumentError(
-            f"{out_dir} already exists and is not a synthetic subject with these arguments; "
-            "choose another folder or pass --force (force=True) to replace it")
+        if not ours:
+            raise SubjectArgumentError(
+                f"{out_dir} already exists and is not a synthetic subject with these arguments; "
+                "choose another folder or pass --force (force=True) to replace it")
     return write_directory_atomic(out_dir, lambda tmp: _write_subject(tmp, args, progress, torch.device(device)))
 
 
-def _write_frame(root: Path, name: str, cam_ids: list[str], frame: dict, lowres: int, intrinsic: np.ndarray,
+def _write_frame(root: Path, name: str, cam_ids: list[str], frame: dict, lowres: int, intrinsics: np.ndarray,
                  extrinsics: np.ndarray, params: dict) -> None:
     """All files of one frame: images, masks, low-res copies, cameras, params, landmarks, vertices."""
     img_dir = root / "images" / name
@@ -230,7 +235,7 @@ def _write_frame(root: Path, name: str, cam_ids: list[str], frame: dict, lowres:
         _write_jpeg(img_dir / f"mask_{cam}.jpg", mask)
         _write_jpeg(img_dir / f"image_lowres_{cam}.jpg", _resize(rgb, lowres))
         _write_jpeg(img_dir / f"mask_lowres_{cam}.jpg", _resize(mask, lowres))
-        _save_npz(cam_dir / f"camera_{cam}.npz", intrinsic=intrinsic, extrinsic=extrinsics[c])
+        _save_npz(cam_dir / f"camera_{cam}.npz", intrinsic=intrinsics[c], extrinsic=extrinsics[c])
     _save_npz(par_dir / "params.npz", **params)
     np.save(par_dir / "lmk_3d.npy", frame["landmarks"])
     np.save(par_dir / "vertices.npy", frame["vertices"])
@@ -241,13 +246,19 @@ def _write_subject(root: Path, args: dict, progress: bool, device: torch.device)
     head = HeadModel(args["identity"], device=device)
     texture = HeadTexture(head.params, head.layout, device=device)
     rig = camera_rig(args["cameras"], R, device=device)
-    backgrounds = camera_backgrounds(args["cameras"], R, R, device=device)
+    out_of_rig = out_of_rig_cameras(args["cameras"], R, device=device)
+    # Rig and out-of-rig views of a frame are rendered in one call; the out-of-rig backgrounds follow the rig's.
+    cam_ids = rig.ids + out_of_rig.ids
+    viewmats = torch.cat([rig.viewmats, out_of_rig.viewmats])
+    Ks = torch.cat([rig.Ks, out_of_rig.Ks])
+    backgrounds = camera_backgrounds(len(cam_ids), R, R, device=device)
     exp_traj = expression_trajectory(args["frames"], args["seed"])
     pose_traj = pose_trajectory(args["frames"], args["seed"])
     names = frame_names(args["frames"])
     scale = np.array([DEFAULT_SCALE], dtype=np.float32)
     intrinsic = rig.Ks[0].cpu().numpy().astype(np.float32)
-    extrinsics = rig.viewmats[:, :3, :].cpu().numpy().astype(np.float32)
+    intrinsics = Ks.cpu().numpy().astype(np.float32)
+    extrinsics = viewmats[:, :3, :].cpu().numpy().astype(np.float32)
 
     preview_frames = _preview_frames(exp_traj)
     preview_cams = _preview_picks(args["cameras"], 5)
@@ -260,7 +271,7 @@ def _write_subject(root: Path, args: dict, progress: bool, device: torch.device)
         pending = None
         for f in bar:
             out = render_views(head, texture, torch.from_numpy(exp_traj[f]), torch.from_numpy(pose_traj[f]),
-                               float(scale[0]), rig.viewmats, rig.Ks, R, R, backgrounds)
+                               float(scale[0]), viewmats, Ks, R, R, backgrounds)
             frame = {
                 "rgb": [_to_uint8(img) for img in out["image"]],
                 "mask": [_to_uint8(m) for m in out["mask"]],
@@ -272,7 +283,7 @@ def _write_subject(root: Path, args: dict, progress: bool, device: torch.device)
                                             interpolation=cv2.INTER_AREA)
             if pending is not None:
                 pending.result()
-            pending = pool.submit(_write_frame, root, names[f], rig.ids, frame, L, intrinsic, extrinsics,
+            pending = pool.submit(_write_frame, root, names[f], cam_ids, frame, L, intrinsics, extrinsics,
                                   {"pose": pose_traj[f][None].astype(np.float32), "scale": scale,
                                    "exp_coeff": exp_traj[f][None].astype(np.float32)})
         if pending is not None:
@@ -280,7 +291,8 @@ def _write_subject(root: Path, args: dict, progress: bool, device: torch.device)
 
     sheet = _contact_sheet(thumbs, preview_frames, preview_cams, names, rig.ids)
     _write_jpeg(root / "preview.jpg", sheet)
-    splits = recommended_splits(rig.ids, rig.azimuth_deg, rig.elevation_deg, names)
+    splits = {**recommended_splits(rig.ids, rig.azimuth_deg, rig.elevation_deg, names),
+              "out_of_rig_camera_ids": out_of_rig.ids}
     meta = {
         "generator": GENERATOR,
         "generator_version": GENERATOR_VERSION,
@@ -289,7 +301,7 @@ def _write_subject(root: Path, args: dict, progress: bool, device: torch.device)
         "expression_names": list(EXPRESSION_NAMES),
         "expression_basis": {"model": EXPRESSION_MODEL, "names": list(EXPRESSION_NAMES)},
         "exp_dim": EXP_DIM,
-        "camera_ids": rig.ids,
+        "camera_ids": cam_ids,
         "frame_names": names,
         "original_resolution": R,
         "lowres_resolution": L,
@@ -303,6 +315,16 @@ def _write_subject(root: Path, args: dict, progress: bool, device: torch.device)
             "distance": rig.distance,
             "focal_px": float(intrinsic[0, 0]),
             "focal_fraction": rig.focal_fraction,
+            "out_of_rig": {
+                "ids": out_of_rig.ids,
+                "azimuth_deg": out_of_rig.azimuth_deg,
+                "elevation_deg": out_of_rig.elevation_deg,
+                "distance": out_of_rig.distance,
+                "focal_px": [float(K[0, 0]) for K in intrinsics[len(rig.ids):]],
+                "use": "evaluation only, never trained on: above the top row (+35 deg), beyond both ends of the arc "
+                       "(azimuth -90 / +90 deg), 1.3x closer (focal narrowed so the head stays in the image) and "
+                       "1.3x farther than the rig",
+            },
             "convention": "extrinsic = world-to-camera [3, 4], OpenCV axes; intrinsic in pixels at "
                           "original_resolution, pixel (u, v) centred at (u + 0.5, v + 0.5)",
         },
