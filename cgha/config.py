@@ -50,7 +50,7 @@ __all__ = ["CompactSection", "CompactStoreConfig", "DatasetConfig", "EvalSection
 # Loss weights of each stage (GHA's values); `train.loss_weights` overrides any of them by name.
 LOSS_WEIGHTS = {
     "meshhead": {"rgb": 0.1, "sil": 0.1, "def": 1.0, "offset": 0.01, "lmk": 0.1, "lap": 100.0},
-    "gaussianhead": {"rgb_lr": 1.0, "rgb_hr": 1.0, "vgg": 0.0},
+    "gaussianhead": {"rgb_lr": 1.0, "rgb_hr": 1.0, "vgg": 0.0, "sr_residual": 0.0},
 }
 STAGES = ("meshhead", "gaussianhead", "reenactment", "evaluate")
 
@@ -113,6 +113,13 @@ class TrainSection:
     loss_weights: Dict[str, float] = option({}, "overrides of the stage's loss weights by name (see LOSS_WEIGHTS)")
     pretrain_sphere_iters: int = option(300, "mesh head: SDF sphere pre-training steps on a fresh start", min=0)
     eval_every: int = option(0, "iterations between held-out evaluations during training; 0 = only at the end", min=0)
+    crop_scale_range: List[float] = option([0.8, 1.25], "Gaussian head: [low, high] random zoom of the render crop the "
+                                           "super-resolution net trains on (GHA: [0.8, 1.25])")
+
+    def check(self) -> None:
+        low_high = self.crop_scale_range
+        if len(low_high) != 2 or not 0.0 < low_high[0] <= low_high[1]:
+            raise ConfigError(f"'train.crop_scale_range' must be [low, high] with 0 < low <= high, got {low_high}")
 
 
 @dataclass
@@ -132,6 +139,8 @@ class EvalSection:
                                "cameras)")
     max_images: int = option(0, "cap on evaluated images per split; 0 = all", min=0)
     lpips: bool = option(False, "report LPIPS (needs the optional lpips package and its weights)")
+    sheet_images: int = option(0, "write {split}_sheet.jpg beside evaluation.json: this many evaluated views, evenly "
+                                  "spaced, ground truth over output; 0 = none", min=0)
 
 
 # ------------------------------------------------------------------------------------------- schema: top level
@@ -390,6 +399,7 @@ def validate(config: Any, stage: Optional[str] = None) -> None:
             raise ConfigError("'train.epochs' and 'train.max_iters' are both 0: training would never stop")
         if stage in ("meshhead", "gaussianhead"):
             _check_loss_weights(config.train.loss_weights, stage)
+            config.train.check()
         if stage == "meshhead" or (stage == "gaussianhead" and config.model.kind == "gha"):
             config.meshheadmodule.check()
     cls, model_cfg = model_config(config)

@@ -113,14 +113,18 @@ def cross_identity_root(avatar_root: Path) -> Path:
     return avatar_root.parent / f"id{AVATAR_IDENTITY}_codes_of_id{DRIVER_IDENTITY}"
 
 
-def _evaluate_cross_identity(cfgs: DemoConfigs, root: Path, device: torch.device) -> Dict[str, Any]:
-    """The avatar driven by identity 1's codes against the ground truth of its own identity making them: every view
-    of `root` (no pose offsets: these frames were never trained on), written to its own evaluation folder."""
-    stage = "train_gaussianhead"
-    overrides = cfgs.overrides[stage] + _evaluation_overrides(cfgs.gaussian) + [
+def cross_identity_overrides(cfg: TrainConfig, root: Path) -> List[str]:
+    """Overrides that make `evaluate.py` on the Gaussian-head config `cfg` score its run's compact avatar driven by
+    identity 1's codes against the ground truth of its own identity making them (`root`): every view (no pose
+    offsets: these frames were never trained on), written to its own evaluation folder."""
+    return _evaluation_overrides(cfg) + [
         f"dataset.dataroot={root}", "load_delta_poses_checkpoint=", "eval.splits=[all]",
-        f"eval.max_images={CROSS_IDENTITY_IMAGES}",
-        f"recorder.name={cfgs.gaussian.recorder.name}_cross_identity"]
+        f"eval.max_images={CROSS_IDENTITY_IMAGES}", f"recorder.name={cfg.recorder.name}_cross_identity"]
+
+
+def _evaluate_cross_identity(cfgs: DemoConfigs, root: Path, device: torch.device) -> Dict[str, Any]:
+    stage = "train_gaussianhead"
+    overrides = cfgs.overrides[stage] + cross_identity_overrides(cfgs.gaussian, root)
     return evaluate_avatar(load_config(TrainConfig, cfgs.files[stage], overrides, stage="evaluate"), device)
 
 

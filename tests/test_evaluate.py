@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from cgha.apps.evaluation import evaluate_avatar, format_table
+from cgha.dataset import GaussianDataset
 from cgha.dataset.loader import evenly_spaced_indices
 from cgha.compact.avatar_file import save_compact_avatar
 from cgha.compact.quantizer import GroupedQuantizer, GroupSpec
@@ -22,6 +23,7 @@ from cgha.utils.lpips import load_lpips
 from cgha.module.mesh_head import MeshHeadModule, pretrain_sphere
 from cgha.module.super_resolution import SuperResolutionModule
 from cgha.recorder.checkpoint import save_atomic
+from cgha.utils.image_io import read_rgb
 from cgha.utils.metrics import composite_on_white, masked_psnr, masked_ssim, psnr, ssim
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -151,6 +153,20 @@ def test_max_images_caps_each_split(avatar, tiny_subject):
     results = evaluate_avatar(eval_config(tiny_subject, out, "eval.max_images=2", "eval.splits=[test_frames]"),
                               torch.device("cpu"))
     assert list(results["splits"]) == ["test_frames"] and results["splits"]["test_frames"]["num_images"] == 2
+
+
+def test_contact_sheet_shows_ground_truth_over_output(avatar, tiny_subject):
+    out, _, delta = avatar
+    results = evaluate_avatar(eval_config(tiny_subject, out, "eval.sheet_images=2", "eval.splits=[out_of_rig]",
+                                          f"load_delta_poses_checkpoint={delta}"), torch.device("cpu"))
+    entry = results["splits"]["out_of_rig"]
+    sheet = read_rgb(entry["sheet"])
+    assert sheet.shape == (2 * 64, 2 * 64, 3)  # 2 rows (ground truth, output) x 2 views at the output size
+    # The top row is the data: the first out-of-rig view's ground truth, pixel for pixel up to JPEG loss.
+    dataset = GaussianDataset(eval_config(tiny_subject, out).dataset, split="out_of_rig", views="all")
+    first = dataset[0]["images"].permute(1, 2, 0).numpy()
+    assert abs(sheet[:64, :64] - first).mean() < 0.03
+    assert abs(sheet[64:, :64] - first).mean() > abs(sheet[:64, :64] - first).mean()
 
 
 def test_missing_checkpoints_are_user_errors(avatar, tiny_subject, tmp_path):

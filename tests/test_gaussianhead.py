@@ -347,3 +347,26 @@ def test_compaction_writes_a_loadable_compressed_avatar_and_resumes(tiny_subject
                                    trainer.compaction.quantizer.quantizers[group].codebook)
         assert torch.equal(resumed.compaction.quantizer.quantizers[group].index,
                            trainer.compaction.quantizer.quantizers[group].index)
+
+
+def test_residual_prior_and_zoom_range_reach_the_training_step(tiny_subject, mesh_head_checkpoint, tmp_path):
+    """`train.loss_weights.sr_residual` adds its term to the step's losses (absent at weight 0, GHA's default), and
+    `train.crop_scale_range` sets the zoom of the crop the super-resolution net sees."""
+    dataset_batch = None
+    for extra, expect_prior in (((), False), (("train.loss_weights.sr_residual=0.1",
+                                               "train.crop_scale_range=[0.5,0.5]"), True)):
+        cfg = tiny_training_config(tiny_subject, tmp_path / str(expect_prior), mesh_head_checkpoint,
+                                   "train.max_iters=1", *extra)
+        dataset = GaussianDataset(cfg.dataset)
+        trainer = GaussianHeadTrainer(cfg, torch.device("cpu"), dataset, {})
+        if dataset_batch is None:
+            dataset_batch = {key: value[None] for key, value in GaussianDataset(cfg.dataset, views="all")[0].items()}
+        losses, visuals = trainer.compute_losses(trainer.to_device(dataset_batch))
+        assert ("sr_residual" in losses) == expect_prior
+        if expect_prior:
+            assert float(losses["sr_residual"]) > 0
+            # Zoomed out by 0.5: a white frame of at least a quarter of the side on two sides of the target crop.
+            target = visuals["target"][0]
+            side = target.shape[-1]
+            white_rows = int((target.min(0).values.min(1).values > 0.999).sum())
+            assert white_rows >= side // 2 - 1

@@ -16,7 +16,7 @@ import logging
 import statistics
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -25,9 +25,11 @@ from cgha.config import TrainConfig
 from cgha.dataset import GaussianDataset
 from cgha.dataset.loader import evenly_spaced_indices
 from cgha.errors import CheckpointError, ConfigError
+from cgha.recorder.images import grid
 from cgha.recorder.run_files import RunFiles
 from cgha.utils.atomic import write_bytes_atomic
 from cgha.utils.device import synchronize
+from cgha.utils.image_io import write_image
 from cgha.utils.lpips import load_lpips
 from cgha.utils.metrics import composite_on_white, masked_psnr, masked_ssim, psnr, ssim
 from cgha.utils.paths import ensure_writable_folders
@@ -51,11 +53,14 @@ def _speed(times_ms: List[float]) -> Dict[str, Any]:
 
 @torch.no_grad()
 def _evaluate_split(avatar: Avatar, dataset: GaussianDataset, indices: List[int], delta_poses: Optional[torch.Tensor],
-                    backend: str, device: torch.device, lpips_net: Optional[Callable], warm: bool
-                    ) -> Tuple[Dict[str, Any], List[float]]:
-    """Metrics of one split and the per-frame times in ms of generate + render + post-render."""
+                    backend: str, device: torch.device, lpips_net: Optional[Callable], warm: bool,
+                    sheet_positions: Sequence[int] = ()
+                    ) -> Tuple[Dict[str, Any], List[float], List[Tuple[torch.Tensor, torch.Tensor]]]:
+    """Metrics of one split, the per-frame times in ms of generate + render + post-render, and the (target,
+    output) pairs [3, R, R] on the CPU of the evaluated positions listed in `sheet_positions`."""
     sums: Dict[str, List[torch.Tensor]] = {}
     times: List[float] = []
+    pairs: List[Tuple[torch.Tensor, torch.Tensor]] = []
 
     def add(key: str, value: torch.Tensor) -> None:
         sums.setdefault(key, []).append(value.detach().float().cpu())
@@ -73,6 +78,8 @@ def _evaluate_split(avatar: Avatar, dataset: GaussianDataset, indices: List[int]
         times.append(elapsed)
         coarse = render[:, :3].clamp(0, 1).float()
         output = output.clamp(0, 1).float()
+        if position in sheet_positions:
+            pairs.append((batch["images"][0].float().cpu(), output[0].cpu()))
         suffix, _, image, _ = batch_render_inputs(batch, avatar.post_render)
         for level, predicted, target, mask in (("render", coarse, image, batch[f"masks{suffix}"]),
                                                ("output", output, batch["images"], batch["masks"])):
@@ -89,7 +96,13 @@ def _evaluate_split(avatar: Avatar, dataset: GaussianDataset, indices: List[int]
     for key, values in sums.items():
         level, name = key.split(".")
         metrics[level][name] = _mean(values)
-    return metrics, times
+    return metrics, times, pairs
+
+
+def write_contact_sheet(path: Path, pairs: Sequence[Tuple[torch.Tensor, torch.Tensor]]) -> Path:
+    """Ground truth (top row) over the avatar's output (bottom row), one column per (target, output) pair."""
+    write_image(path, grid([[target for target, _ in pairs], [output for _, output in pairs]]))
+    return path
 
 
 def evaluate_avatar(cfg: TrainConfig, device: torch.device) -> Dict[str, Any]:
@@ -133,13 +146,16 @@ def evaluate_avatar(cfg: TrainConfig, device: torch.device) -> Dict[str, Any]:
             splits[split] = {"num_images": 0}
             continue
         offsets = delta_poses if split != "test_frames" else None
-        metrics, times = _evaluate_split(avatar, dataset, indices, offsets, cfg.render.backend, device, lpips_net,
-                                         warm=bool(all_times))
+        sheet_positions = evenly_spaced_indices(len(indices), cfg.eval.sheet_images) if cfg.eval.sheet_images else []
+        metrics, times, pairs = _evaluate_split(avatar, dataset, indices, offsets, cfg.render.backend, device,
+                                                lpips_net, warm=bool(all_times), sheet_positions=sheet_positions)
         all_times += times
         resolution = dataset.resolution
         splits[split] = {"num_images": len(indices), "render_resolution": resolution // avatar.post_render.upscale,
                          "output_resolution": resolution, "pose_offsets": offsets is not None,
                          **metrics, "speed": _speed(times)}
+        if pairs:
+            splits[split]["sheet"] = str(write_contact_sheet(out_dir / f"{split}_sheet.jpg", pairs))
     if not all_times:
         raise ConfigError(f"nothing to evaluate: the splits {cfg.eval.splits} are empty; set dataset.eval_camera_ids "
                           f"/ dataset.eval_frame_ids (or dataset.split_from_meta=true), or eval.splits=[all]")

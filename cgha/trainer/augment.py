@@ -7,19 +7,22 @@ from typing import Tuple
 import torch
 import torch.nn.functional as F
 
+# GHA's zoom range; `train.crop_scale_range` widens it (free-view training, issue 16).
 SCALE_RANGE = (0.8, 1.25)
 
 
-def random_scale_crop(render: torch.Tensor, image: torch.Tensor, visible: torch.Tensor, rng: random.Random
+def random_scale_crop(render: torch.Tensor, image: torch.Tensor, visible: torch.Tensor, rng: random.Random,
+                      scale_range: Tuple[float, float] = SCALE_RANGE
                       ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Zoom the coarse render [B, C, r, r] and the fine target/visibility [B, 3|1, R, R] (R = k r) by one random
-    factor in [0.8, 1.25), then crop (zoom in) or pad with white (zoom out) back to r and R at matching positions.
+    factor in ``scale_range`` (GHA: [0.8, 1.25)), then crop (zoom in) or pad with white (zoom out) back to r and R at
+    matching positions.
 
     The factor is rounded so that r * factor is whole, so both images stay pixel-aligned (as GHA does).
     """
     coarse, fine = render.shape[-1], image.shape[-1]
     ratio = fine // coarse
-    size = int(coarse * rng.uniform(*SCALE_RANGE))
+    size = max(1, int(coarse * rng.uniform(*scale_range)))
     render = F.interpolate(render, size=(size, size), mode="bilinear", align_corners=False)
     image = F.interpolate(image, size=(size * ratio, size * ratio), mode="bilinear", align_corners=False)
     visible = F.interpolate(visible, size=(size * ratio, size * ratio), mode="nearest")

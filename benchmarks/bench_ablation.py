@@ -1,0 +1,198 @@
+"""Ablation of Gaussian-head training options: every variant x every seed, mean ± spread per evaluated split.
+
+Each (variant, seed) trains with `train_gaussianhead.py` from the config's mesh head (identical config, only the
+variant's overrides and `train.seed` differ), several at once per GPU, then `evaluate.py` scores its compact file on
+the config's held-out splits (held-out cameras, held-out frames, out-of-rig cameras) and, with `--cross-identity`, on
+the ground truth of the avatar's identity making another identity's expressions (`cgha.demo.cross_identity_overrides`).
+The table gives, per split, each variant's mean PSNR ± spread (half the max-min range over seeds) and its difference
+from the first variant, marked "no measurable effect" when the difference is inside the spreads.
+
+    python benchmarks/bench_ablation.py --config config/train_gaussianhead_synthetic.yaml --seeds 0 1 2 \\
+        --variant baseline= --variant free_view=train.crop_scale_range=[0.6,1.6],train.loss_weights.sr_residual=0.1 \\
+        --cross-identity data/synthetic/id0_codes_of_id1 --sheet 5 --parallel 3 --out benchmarks/results/x.json
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+ROOT = Path(__file__).resolve().parents[1]
+
+from cgha.config import TrainConfig, load_config  # noqa: E402
+from cgha.demo import cross_identity_overrides  # noqa: E402
+from cgha.recorder.run_files import RunFiles  # noqa: E402
+
+CROSS_IDENTITY = "cross_identity"
+
+
+def parse_variant(text: str) -> Tuple[str, List[str]]:
+    """`name=key=value,key=value` (or `name=` for the config as is) -> (name, overrides).
+
+    A comma inside brackets belongs to a list value (`train.crop_scale_range=[0.6,1.6]`)."""
+    name, _, rest = text.partition("=")
+    if not name:
+        raise argparse.ArgumentTypeError(f"--variant needs NAME=overrides, got {text!r}")
+    overrides, depth, current = [], 0, ""
+    for char in rest:
+        depth += (char == "[") - (char == "]")
+        if char == "," and depth == 0:
+            overrides.append(current)
+            current = ""
+        else:
+            current += char
+    if current:
+        overrides.append(current)
+    return name, overrides
+
+
+def _run(script: str, args: Sequence[str], env: Dict[str, str]) -> Optional[str]:
+    """Run a repository script; None on success, else the last line of its error output."""
+    done = subprocess.run([sys.executable, str(ROOT / script), *args], cwd=ROOT, capture_output=True, text=True,
+                          env=env)
+    if done.returncode == 0:
+        return None
+    lines = (done.stderr or done.stdout).strip().splitlines()
+    return lines[-1] if lines else f"{script} exited with {done.returncode}"
+
+
+def run_one(config: Path, variant: str, overrides: List[str], seed: int, common: List[str], work: Path,
+            gpu: Optional[int], cross_identity: Optional[Path], sheet: int) -> Dict:
+    """Train and evaluate one (variant, seed) in its own run folder; returns its per-split metrics."""
+    run = f"ablation_{variant}_seed{seed}"
+    run_args = [f"recorder.name={run}", f"recorder.logdir={work / 'log' / run}",
+                f"recorder.checkpoint_path={work / 'checkpoints'}", f"recorder.result_path={work / 'results'}",
+                f"train.seed={seed}", *common, *overrides]
+    env = dict(os.environ, **({"CUDA_VISIBLE_DEVICES": str(gpu)} if gpu is not None else {}))
+    row: Dict = {"variant": variant, "seed": seed, "overrides": overrides}
+    start = time.perf_counter()
+    error = _run("train_gaussianhead.py", ["--config", str(config), *run_args], env)
+    row["train_seconds"] = time.perf_counter() - start
+    if error:
+        return {**row, "error": f"training: {error}"}
+    cfg = load_config(TrainConfig, config, run_args, stage="evaluate")
+    evaluations = {"held_out": [f"load_gaussianhead_checkpoint={RunFiles.of(cfg).compact}", "load_supres_checkpoint=",
+                                f"recorder.name={run}_eval", f"eval.sheet_images={sheet}"]}
+    delta = RunFiles.of(cfg).checkpoint("delta_poses")
+    evaluations["held_out"].append(f"load_delta_poses_checkpoint={delta if delta.is_file() else ''}")
+    if cross_identity is not None:
+        evaluations[CROSS_IDENTITY] = cross_identity_overrides(cfg, cross_identity) + [f"eval.sheet_images={sheet}"]
+    row["splits"], row["sheets"] = {}, {}
+    for name, extra in evaluations.items():
+        error = _run("evaluate.py", ["--config", str(config), *run_args, *extra], env)
+        if error:
+            return {**row, "error": f"evaluation ({name}): {error}"}
+        result = json.loads((work / "results" / _last_value(extra, "recorder.name") / "evaluation.json").read_text())
+        for split, entry in result["splits"].items():
+            if entry.get("num_images"):
+                key = CROSS_IDENTITY if name == CROSS_IDENTITY else split
+                row["splits"][key] = {"psnr": entry["output"]["psnr"], "ssim": entry["output"]["ssim"],
+                                      "images": entry["num_images"]}
+                if "sheet" in entry:
+                    row["sheets"][key] = entry["sheet"]
+    row["compact_mb"] = RunFiles.of(cfg).compact.stat().st_size / 1e6
+    return row
+
+
+def _last_value(overrides: Sequence[str], key: str) -> str:
+    return [item.split("=", 1)[1] for item in overrides if item.startswith(f"{key}=")][-1]
+
+
+def summarise(rows: List[Dict], variants: List[str]) -> Dict[str, Dict[str, Dict[str, float]]]:
+    """variant -> split -> {mean, spread (half the max-min range), n, ssim_mean} over the seeds that finished."""
+    summary: Dict[str, Dict[str, Dict[str, float]]] = {}
+    for variant in variants:
+        per_split: Dict[str, List[Tuple[float, float]]] = {}
+        for row in rows:
+            if row["variant"] == variant and "error" not in row:
+                for split, values in row["splits"].items():
+                    per_split.setdefault(split, []).append((values["psnr"], values["ssim"]))
+        summary[variant] = {
+            split: {"mean": sum(p for p, _ in values) / len(values),
+                    "spread": (max(p for p, _ in values) - min(p for p, _ in values)) / 2.0, "n": len(values),
+                    "ssim_mean": sum(s for _, s in values) / len(values)}
+            for split, values in per_split.items()}
+    return summary
+
+
+def table(summary: Dict[str, Dict[str, Dict[str, float]]], variants: List[str]) -> str:
+    splits = sorted({split for entries in summary.values() for split in entries})
+    lines = ["| variant | " + " | ".join(f"{split} PSNR (SSIM)" for split in splits) + " |",
+             "|---" * (len(splits) + 1) + "|"]
+    reference = summary[variants[0]]
+    for variant in variants:
+        cells = []
+        for split in splits:
+            entry = summary[variant].get(split)
+            if entry is None:
+                cells.append("-")
+                continue
+            cell = f"{entry['mean']:.2f} ± {entry['spread']:.2f} ({entry['ssim_mean']:.4f}, n={entry['n']})"
+            base = reference.get(split)
+            if variant != variants[0] and base is not None:
+                delta = entry["mean"] - base["mean"]
+                verdict = "no measurable effect" if abs(delta) <= entry["spread"] + base["spread"] else "measurable"
+                cell += f" {delta:+.2f} ({verdict})"
+            cells.append(cell)
+        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config", type=Path, default=ROOT / "config" / "train_gaussianhead_synthetic.yaml")
+    parser.add_argument("--variant", dest="variants", action="append", type=parse_variant, required=True,
+                        help="NAME=key=value,key=value (repeat; the first is the reference)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--cross-identity", type=Path, help="subject: the avatar's identity making another's codes")
+    parser.add_argument("--sheet", type=int, default=0, help="views per split in each run's contact sheet")
+    parser.add_argument("--parallel", type=int, default=3, help="runs trained at once on each GPU")
+    parser.add_argument("--gpus", type=int, default=0, help="spread the runs over this many GPUs (0: as is)")
+    parser.add_argument("--work", type=Path, default=ROOT / "bench_ablation_runs")
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("overrides", nargs="*", help="extra key=value overrides for every run (e.g. device=cuda)")
+    args = parser.parse_args()
+    names = [name for name, _ in args.variants]
+    if len(set(names)) != len(names):
+        parser.error(f"variant names must differ, got {names}")
+    cfg = load_config(TrainConfig, args.config, args.overrides, stage="gaussianhead")
+    if not Path(cfg.load_meshhead_checkpoint).is_file():
+        sys.exit(f"error: the mesh head {cfg.load_meshhead_checkpoint} does not exist; train it first "
+                 f"(train_meshhead.py) or pass load_meshhead_checkpoint=...")
+    jobs = [(name, overrides, seed) for name, overrides in args.variants for seed in args.seeds]
+
+    def run(index: int) -> Dict:
+        name, overrides, seed = jobs[index]
+        gpu = index % args.gpus if args.gpus else None
+        return run_one(args.config, name, overrides, seed, list(args.overrides), args.work, gpu, args.cross_identity,
+                       args.sheet)
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=args.parallel * max(args.gpus, 1)) as pool:
+        rows = list(pool.map(run, range(len(jobs))))
+    import torch
+
+    summary = summarise(rows, names)
+    result = {"date": datetime.date.today().isoformat(),
+              "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+              "config": str(args.config), "seeds": args.seeds, "parallel_per_gpu": args.parallel, "gpus": args.gpus,
+              "wall_seconds": time.perf_counter() - start, "common_overrides": args.overrides, "runs": rows,
+              "summary": summary}
+    for row in rows:
+        if "error" in row:
+            print(f"{row['variant']} seed {row['seed']}: {row['error']}", file=sys.stderr)
+    print(table(summary, names))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
