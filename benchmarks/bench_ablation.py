@@ -9,7 +9,8 @@ from the first variant, marked "no measurable effect" when the difference is ins
 
     python benchmarks/bench_ablation.py --config config/train_gaussianhead_synthetic.yaml --seeds 0 1 2 \\
         --variant baseline= --variant free_view=train.crop_scale_range=[0.6,1.6],train.loss_weights.sr_residual=0.1 \\
-        --cross-identity data/synthetic/id0_codes_of_id1 --sheet 5 --parallel 3 --out benchmarks/results/x.json
+        --cross-identity data/synthetic/id0_codes_of_id1 --sheet 5 --reenact config/reenactment_synthetic.yaml \\
+        --parallel 3 --out benchmarks/results/x.json
 """
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ import os
 import subprocess
 import sys
 import time
+
+import torch
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -27,10 +30,14 @@ from typing import Dict, List, Optional, Sequence, Tuple
 ROOT = Path(__file__).resolve().parents[1]
 
 from cgha.config import TrainConfig, load_config  # noqa: E402
-from cgha.demo import cross_identity_overrides  # noqa: E402
+from cgha.demo import cross_identity_overrides, write_strip  # noqa: E402
 from cgha.recorder.run_files import RunFiles  # noqa: E402
 
 CROSS_IDENTITY = "cross_identity"
+STRIP_FRAMES = 6  # free-view reenactment frames per strip
+# Of the common overrides only these reach reenactment.py: the rest configure training (train.*, dataset.* of the
+# training subject), which the reenactment config either rejects or must not take for its driver.
+REENACT_SHARED_PREFIXES = ("device=", "render.")
 
 
 def parse_variant(text: str) -> Tuple[str, List[str]]:
@@ -64,7 +71,7 @@ def _run(script: str, args: Sequence[str], env: Dict[str, str]) -> Optional[str]
 
 
 def run_one(config: Path, variant: str, overrides: List[str], seed: int, common: List[str], work: Path,
-            gpu: Optional[int], cross_identity: Optional[Path], sheet: int) -> Dict:
+            gpu: Optional[int], cross_identity: Optional[Path], sheet: int, reenact: Optional[Path]) -> Dict:
     """Train and evaluate one (variant, seed) in its own run folder; returns its per-split metrics."""
     run = f"ablation_{variant}_seed{seed}"
     run_args = [f"recorder.name={run}", f"recorder.logdir={work / 'log' / run}",
@@ -98,6 +105,17 @@ def run_one(config: Path, variant: str, overrides: List[str], seed: int, common:
                 if "sheet" in entry:
                     row["sheets"][key] = entry["sheet"]
     row["compact_mb"] = RunFiles.of(cfg).compact.stat().st_size / 1e6
+    if reenact is not None:
+        name = f"{run}_reenact"
+        shared = [item for item in common if item.startswith(REENACT_SHARED_PREFIXES)]
+        error = _run("reenactment.py", ["--config", str(reenact), *shared,
+                                        f"load_gaussianhead_checkpoint={RunFiles.of(cfg).compact}",
+                                        "load_supres_checkpoint=", f"recorder.name={name}",
+                                        f"recorder.result_path={work / 'results'}"], env)
+        if error:
+            return {**row, "error": f"reenactment: {error}"}
+        row["reenactment_strip"] = str(write_strip(work / "results" / name / "frames", STRIP_FRAMES,
+                                                   work / "results" / f"{name}_strip.jpg"))
     return row
 
 
@@ -153,6 +171,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--cross-identity", type=Path, help="subject: the avatar's identity making another's codes")
     parser.add_argument("--sheet", type=int, default=0, help="views per split in each run's contact sheet")
+    parser.add_argument("--reenact", type=Path, help="reenactment config: also render each run's free-view video and "
+                                                     "a strip of its frames")
     parser.add_argument("--parallel", type=int, default=3, help="runs trained at once on each GPU")
     parser.add_argument("--gpus", type=int, default=0, help="spread the runs over this many GPUs (0: as is)")
     parser.add_argument("--work", type=Path, default=ROOT / "bench_ablation_runs")
@@ -172,12 +192,12 @@ def main() -> None:
         name, overrides, seed = jobs[index]
         gpu = index % args.gpus if args.gpus else None
         return run_one(args.config, name, overrides, seed, list(args.overrides), args.work, gpu, args.cross_identity,
-                       args.sheet)
+                       args.sheet, args.reenact)
 
     start = time.perf_counter()
     with ThreadPoolExecutor(max_workers=args.parallel * max(args.gpus, 1)) as pool:
         rows = list(pool.map(run, range(len(jobs))))
-    import torch
+
 
     summary = summarise(rows, names)
     result = {"date": datetime.date.today().isoformat(),

@@ -11,6 +11,12 @@ the input of preprocess/preprocess_nersemble.py; --resolution is then the width 
 
     python preprocess/make_synthetic.py --raw-capture --out data/raw_synthetic --frames 10 --cameras 8 \\
         --resolution 512
+
+With --monocular it writes the tracking / monocular-avatar preset (cgha.synthetic.generate_monocular_subject): one
+training camera cam00 straight ahead, 300 frames by default of a person talking while the head turns over yaw +-40
+and pitch +-20 degrees, and one evaluation-only camera oor00 (meta.json splits.out_of_rig_camera_ids):
+
+    python preprocess/make_synthetic.py --monocular --out data/synthetic_mono0 --identity 0 --resolution 512
 """
 from __future__ import annotations
 
@@ -40,14 +46,19 @@ def build_parser() -> argparse.ArgumentParser:
                     "params, 3D landmarks, tracked vertices, meta.json, preview.jpg) in the GHA layout.")
     parser.add_argument("--out", required=True, type=Path, help="subject folder to write")
     parser.add_argument("--identity", type=_positive(0), default=0, help="identity index (default 0)")
-    parser.add_argument("--frames", type=_positive(1), default=40, help="number of frames (default 40)")
-    parser.add_argument("--cameras", type=_positive(1), default=16, help="number of cameras (default 16)")
+    parser.add_argument("--frames", type=_positive(1), default=None,
+                        help="number of frames (default 40; 300 with --monocular)")
+    parser.add_argument("--cameras", type=_positive(1), default=None,
+                        help="number of cameras (default 16; not with --monocular, which has one)")
     parser.add_argument("--resolution", type=_positive(16), default=512,
                         help="image side in pixels (default 512)")
     parser.add_argument("--seed", type=_positive(0), default=0, help="trajectory seed (default 0)")
     parser.add_argument("--lowres", type=_positive(8), default=None,
                         help="side of the image_lowres/mask_lowres copies, at most --resolution "
                              "(default 256, or --resolution when smaller)")
+    parser.add_argument("--monocular", action="store_true",
+                        help="the monocular preset: one training camera, talking, yaw +-40 / pitch +-20 deg head "
+                             "turns, one evaluation-only camera (default 300 frames)")
     parser.add_argument("--raw-capture", action="store_true",
                         help="write a NeRSemble-style raw capture (videos, camera_params.json, BACKGROUND) instead")
     parser.add_argument("--subject-id", default="000", help="raw capture: participant folder name (default 000)")
@@ -60,22 +71,40 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> None:
-    args = build_parser().parse_args(argv)
-    from cgha.synthetic import generate_subject
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.monocular and args.raw_capture:
+        parser.error("--monocular and --raw-capture cannot be combined")
+    if args.monocular and args.cameras is not None:
+        parser.error(f"--monocular has one training camera (and one evaluation camera); drop --cameras {args.cameras}")
+    from cgha.synthetic import generate_monocular_subject, generate_subject
+    from cgha.synthetic.trajectory import MONOCULAR_FRAMES
 
     start = time.perf_counter()
     existed = args.out.exists() and not args.force
     meta_before = _meta_bytes(args.out)
+    if args.frames is None:
+        args.frames = MONOCULAR_FRAMES if args.monocular else 40
+    if args.cameras is None and not args.monocular:
+        args.cameras = 16
     if args.raw_capture:
         _raw_capture(args, existed, start)
         return
-    root = generate_subject(args.out, identity=args.identity, frames=args.frames, cameras=args.cameras,
-                            resolution=args.resolution, seed=args.seed, lowres=args.lowres,
-                            progress=not args.quiet, force=args.force, device=args.device)
+    if args.monocular:
+        root = generate_monocular_subject(args.out, identity=args.identity, frames=args.frames,
+                                          resolution=args.resolution, seed=args.seed, lowres=args.lowres,
+                                          progress=not args.quiet, force=args.force, device=args.device)
+    else:
+        root = generate_subject(args.out, identity=args.identity, frames=args.frames, cameras=args.cameras,
+                                resolution=args.resolution, seed=args.seed, lowres=args.lowres,
+                                progress=not args.quiet, force=args.force, device=args.device)
     elapsed = time.perf_counter() - start
     # A subject of an older generator version is regenerated in place: only an untouched meta.json means "reused".
     if existed and _meta_bytes(root) == meta_before:
         print(f"{root}: already generated with these arguments (use --force to regenerate)")
+    elif args.monocular:
+        print(f"{root}: monocular, {args.frames} frames from one camera (+ one evaluation camera) at "
+              f"{args.resolution}^2 in {elapsed:.1f} s")
     else:
         print(f"{root}: {args.frames} frames x {args.cameras} cameras (+ out-of-rig evaluation cameras) at "
               f"{args.resolution}^2 in {elapsed:.1f} s")

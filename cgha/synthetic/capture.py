@@ -8,6 +8,10 @@ stays inside every view with a margin.
 Evaluation-only cameras outside the training arc (`out_of_rig_cameras`) see the head from above (+35 degrees), from
 the sides (azimuth -90 / +90 degrees) and from 1.3x closer and 1.3x farther than the rig: views and scales a model
 trained on the rig never saw.
+
+The monocular preset (`monocular_cameras`) has one training camera straight ahead at head height, as a phone or
+webcam films, and one evaluation-only camera to the side and above; their shared focal length keeps the head in
+both views under the preset's wider head rotation (`trajectory.MONOCULAR_POSE_LIMITS_DEG`).
 """
 from __future__ import annotations
 
@@ -22,10 +26,10 @@ import torch
 from cgha.utils.cameras import intrinsics_from_focal, look_at_world_to_camera, project_points
 
 from .head_model import DEFAULT_SCALE, HeadModel
-from .trajectory import POSE_LIMITS_DEG, TRANSLATION_LIMIT, euler_to_matrix
+from .trajectory import MONOCULAR_POSE_LIMITS_DEG, POSE_LIMITS_DEG, TRANSLATION_LIMIT, euler_to_matrix
 
-__all__ = ["CameraRig", "camera_rig", "camera_ids", "frontal_camera", "out_of_rig_cameras", "HEAD_CENTRE",
-           "AZIMUTH_RANGE_DEG", "ELEVATION_ROWS_DEG", "OUT_OF_RIG_PLACEMENT"]
+__all__ = ["CameraRig", "camera_rig", "camera_ids", "frontal_camera", "out_of_rig_cameras", "monocular_cameras",
+           "HEAD_CENTRE", "AZIMUTH_RANGE_DEG", "ELEVATION_ROWS_DEG", "OUT_OF_RIG_PLACEMENT", "MONOCULAR_PLACEMENT"]
 
 AZIMUTH_RANGE_DEG = 75.0
 ELEVATION_ROWS_DEG = (-12.0, 6.0, 22.0)
@@ -39,6 +43,9 @@ _IDENTITY_HEADROOM = 1.08
 # Out-of-rig cameras as (azimuth deg, elevation deg, distance / CAMERA_DISTANCE): above the top row, beyond both ends
 # of the arc, and a frontal camera 1.3x closer and 1.3x farther. Ids "oor00".. sort after the rig's "camNN".
 OUT_OF_RIG_PLACEMENT = ((0.0, 35.0, 1.0), (-90.0, 0.0, 1.0), (90.0, 0.0, 1.0), (0.0, 0.0, 1.0 / 1.3), (0.0, 0.0, 1.3))
+# The monocular preset, same form: the training camera "cam00" straight ahead, and the evaluation-only "oor00" 30 deg
+# to the subject's right (the lit side) and 10 deg above: a view between those the head turns show to the camera.
+MONOCULAR_PLACEMENT = ((0.0, 0.0, 1.0), (-30.0, 10.0, 1.0))
 
 
 def camera_ids(num_cameras: int) -> list[str]:
@@ -102,14 +109,14 @@ def _viewmats(az, el, dist) -> torch.Tensor:
     return look_at_world_to_camera(eye, target, up)
 
 
-def _worst_offsets(az, el, dist) -> np.ndarray:
+def _worst_offsets(az, el, dist, pose_limits_deg=POSE_LIMITS_DEG) -> np.ndarray:
     """Per camera, the largest |u| or |v| (in focal units from the principal point) of the reference head under all
-    extreme poses."""
+    extreme poses (|yaw|, |pitch|, |roll| up to ``pose_limits_deg`` and every combination of their signs)."""
     head = HeadModel(0, dtype=torch.float64)
     extremes = [head.expression(), head.expression(jaw_open=1.0, jaw_left=1.0)]
     canon = torch.cat([head.canonical_vertices(e) for e in extremes])[:, ::4] * _IDENTITY_HEADROOM
     canon = canon.reshape(1, -1, 3)
-    yaw, pitch, roll = (math.radians(d) for d in POSE_LIMITS_DEG)
+    yaw, pitch, roll = (math.radians(d) for d in pose_limits_deg)
     poses = []
     for sy, sp, sr, st in itertools.product((-1, 0, 1), (-1, 0, 1), (-1, 0, 1), (-1, 1)):
         R = euler_to_matrix(sy * yaw, sp * pitch, sr * roll)
@@ -182,6 +189,30 @@ def out_of_rig_cameras(num_cameras: int, resolution: int, device="cpu") -> Camer
         resolution=resolution,
         focal_fraction=min(fractions),
     )
+
+
+@functools.lru_cache(maxsize=1)
+def _monocular_focal_fraction() -> float:
+    """Largest focal/size keeping the margin in both monocular views under the preset's extreme poses."""
+    az, el, dist = (np.array(column) for column in zip(*MONOCULAR_PLACEMENT))
+    return float((0.5 - _MARGIN) / _worst_offsets(az, el, CAMERA_DISTANCE * dist, MONOCULAR_POSE_LIMITS_DEG).max())
+
+
+def monocular_cameras(resolution: int, device="cpu") -> tuple[CameraRig, CameraRig]:
+    """The monocular preset's cameras at ``resolution x resolution``: (the training camera ``cam00``, the
+    evaluation-only camera ``oor00``), one focal length for both."""
+    az, el, dist = (np.array(column) for column in zip(*MONOCULAR_PLACEMENT))
+    dist = CAMERA_DISTANCE * dist
+    ff = _monocular_focal_fraction()
+    K = intrinsics_from_focal(ff * resolution, resolution, resolution, dtype=torch.float32, device=device)
+    views = _viewmats(az, el, dist).to(dtype=torch.float32, device=device)
+    rigs = []
+    for i, camera_id in enumerate(("cam00", "oor00")):
+        rigs.append(CameraRig(
+            ids=[camera_id], viewmats=views[i:i + 1].clone(), Ks=K[None].clone(),
+            azimuth_deg=[float(round(az[i], 6))], elevation_deg=[float(round(el[i], 6))],
+            distance=[float(round(dist[i], 6))], resolution=resolution, focal_fraction=ff))
+    return rigs[0], rigs[1]
 
 
 def frontal_camera(resolution: int, device="cpu", elevation_deg: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -9,6 +9,12 @@ version is regenerated in place (it is our own output, only older).
 
 Besides the rig's cameras ``camNN`` every frame is rendered from evaluation-only out-of-rig cameras ``oorNN``
 (`cgha.synthetic.capture.out_of_rig_cameras`), listed in ``meta.json`` under ``splits.out_of_rig_camera_ids``.
+
+The monocular preset (``generate_monocular_subject``) writes the same layout for tracking and monocular avatars: one
+training camera ``cam00`` straight ahead, a person talking with wide head turns (yaw +-40, pitch +-20 degrees;
+``trajectory.talking_expression_trajectory`` / ``monocular_pose_trajectory``), and one evaluation-only camera
+``oor00`` (``capture.monocular_cameras``) recorded like the out-of-rig cameras; ``meta.json`` adds
+``"preset": "monocular"`` and a ``monocular`` section. Subjects without a preset are written exactly as before.
 """
 from __future__ import annotations
 
@@ -27,21 +33,26 @@ from cgha.errors import UserError
 from cgha.utils.atomic import write_directory_atomic
 
 from .background import camera_backgrounds
-from .capture import camera_rig, out_of_rig_cameras
+from .capture import CameraRig, camera_rig, monocular_cameras, out_of_rig_cameras
 from .expression import EXP_DIM, EXPRESSION_MODEL, EXPRESSION_NAMES
 from .head_model import DEFAULT_SCALE, HeadModel
 from .render import DEFAULT_LIGHT, render_views
 from .texture import HeadTexture
-from .trajectory import expression_trajectory, pose_trajectory
+from .trajectory import (MONOCULAR_FRAMES, MONOCULAR_POSE_LIMITS_DEG, expression_trajectory,
+                         monocular_pose_trajectory, pose_trajectory, talking_expression_trajectory)
 
-__all__ = ["GENERATOR", "GENERATOR_VERSION", "SubjectArgumentError", "generate_subject", "recommended_splits",
-           "frame_names"]
+__all__ = ["GENERATOR", "GENERATOR_VERSION", "SubjectArgumentError", "generate_subject", "generate_monocular_subject",
+           "recommended_splits", "frame_names", "MONOCULAR_PRESET"]
 
 GENERATOR = "cgha.synthetic"
 GENERATOR_VERSION = "1.1.0"  # 1.1.0: out-of-rig cameras oor00..oor04
 _JPEG_QUALITY = 95
 DEFAULT_LOWRES = 256  # GHA's image_lowres side, used when the images are at least this large
 _PREVIEW_THUMB = 128
+MONOCULAR_PRESET = "monocular"  # meta.json "preset" (and "arguments.preset") of generate_monocular_subject's subjects
+_OUT_OF_RIG_USE = ("evaluation only, never trained on: above the top row (+35 deg), beyond both ends of the arc "
+                   "(azimuth -90 / +90 deg), 1.3x closer (focal narrowed so the head stays in the image) and "
+                   "1.3x farther than the rig")
 
 
 class SubjectArgumentError(UserError, ValueError):
@@ -206,6 +217,36 @@ def generate_subject(out_dir, identity: int = 0, frames: int = 40, cameras: int 
         SubjectArgumentError: bad arguments, or ``out_dir`` exists, is not this subject and ``force`` is off.
     """
     args = _arguments(identity, frames, cameras, resolution, seed, lowres)
+    return _generate(out_dir, args, progress, force, device)
+
+
+def generate_monocular_subject(out_dir, identity: int = 0, frames: int = MONOCULAR_FRAMES, resolution: int = 512,
+                               seed: int = 0, lowres: int | None = None, progress: bool = True, force: bool = False,
+                               device="cpu") -> Path:
+    """Generate (or reuse) a monocular synthetic subject: one training camera, talking, wide head turns.
+
+    Same layout and reuse rules as ``generate_subject``. Cameras: ``cam00`` (training, straight ahead) and ``oor00``
+    (evaluation only: ``meta.json`` ``splits.out_of_rig_camera_ids``, so ``cgha.dataset.Subject`` never trains on
+    it). Held-out frames: the last ~10 % (``splits.eval_frame_ids``). The default 300 frames sweep yaw over +-40 and
+    pitch over +-20 degrees (``meta.json`` ``monocular.pose_limits_deg``).
+
+    Args:
+        out_dir: subject folder to create.
+        identity: identity index (shape and colours).
+        frames: number of frames (default ``MONOCULAR_FRAMES`` = 300; fewer frames cover less of the sweep).
+        resolution: image side in pixels; ``lowres``, ``progress``, ``force``, ``device``: as ``generate_subject``.
+        seed: seed of the expression and pose trajectories.
+    Returns:
+        The subject folder.
+    Raises:
+        SubjectArgumentError: bad arguments, or ``out_dir`` exists, is not this subject and ``force`` is off.
+    """
+    args = {"preset": MONOCULAR_PRESET, **_arguments(identity, frames, 1, resolution, seed, lowres)}
+    del args["cameras"]  # not an argument of the preset: always one training camera
+    return _generate(out_dir, args, progress, force, device)
+
+
+def _generate(out_dir, args: dict, progress: bool, force: bool, device) -> Path:
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise SubjectArgumentError(f"{out_dir} exists and is not a folder")
@@ -241,19 +282,31 @@ def _write_frame(root: Path, name: str, cam_ids: list[str], frame: dict, lowres:
     np.save(par_dir / "vertices.npy", frame["vertices"])
 
 
+def _capture_plan(args: dict, device: torch.device) -> tuple[CameraRig, CameraRig, np.ndarray, np.ndarray, str]:
+    """What a preset films: (training rig, evaluation-only cameras, expressions [F, D], poses [F, 6], the
+    evaluation-only cameras' description for meta.json)."""
+    R, F, seed = args["resolution"], args["frames"], args["seed"]
+    if args.get("preset") == MONOCULAR_PRESET:
+        rig, held_out = monocular_cameras(R, device=device)
+        use = (f"evaluation only, never trained on: a second view of the monocular sequence (azimuth "
+               f"{held_out.azimuth_deg[0]:g} deg, elevation {held_out.elevation_deg[0]:g} deg)")
+        return rig, held_out, talking_expression_trajectory(F, seed), monocular_pose_trajectory(F, seed), use
+    if "preset" in args:
+        raise SubjectArgumentError(f"unknown synthetic preset {args['preset']!r} (known: {MONOCULAR_PRESET!r})")
+    return (camera_rig(args["cameras"], R, device=device), out_of_rig_cameras(args["cameras"], R, device=device),
+            expression_trajectory(F, seed), pose_trajectory(F, seed), _OUT_OF_RIG_USE)
+
+
 def _write_subject(root: Path, args: dict, progress: bool, device: torch.device) -> None:
     R, L = args["resolution"], args["lowres"]
     head = HeadModel(args["identity"], device=device)
     texture = HeadTexture(head.params, head.layout, device=device)
-    rig = camera_rig(args["cameras"], R, device=device)
-    out_of_rig = out_of_rig_cameras(args["cameras"], R, device=device)
+    rig, out_of_rig, exp_traj, pose_traj, out_of_rig_use = _capture_plan(args, device)
     # Rig and out-of-rig views of a frame are rendered in one call; the out-of-rig backgrounds follow the rig's.
     cam_ids = rig.ids + out_of_rig.ids
     viewmats = torch.cat([rig.viewmats, out_of_rig.viewmats])
     Ks = torch.cat([rig.Ks, out_of_rig.Ks])
     backgrounds = camera_backgrounds(len(cam_ids), R, R, device=device)
-    exp_traj = expression_trajectory(args["frames"], args["seed"])
-    pose_traj = pose_trajectory(args["frames"], args["seed"])
     names = frame_names(args["frames"])
     scale = np.array([DEFAULT_SCALE], dtype=np.float32)
     intrinsic = rig.Ks[0].cpu().numpy().astype(np.float32)
@@ -261,7 +314,7 @@ def _write_subject(root: Path, args: dict, progress: bool, device: torch.device)
     extrinsics = viewmats[:, :3, :].cpu().numpy().astype(np.float32)
 
     preview_frames = _preview_frames(exp_traj)
-    preview_cams = _preview_picks(args["cameras"], 5)
+    preview_cams = _preview_picks(len(rig.ids), 5)
     thumbs = {}
     bar = tqdm(range(args["frames"]), desc=f"synthetic subject id{args['identity']}", unit="frame",
                disable=not progress)
@@ -321,9 +374,7 @@ def _write_subject(root: Path, args: dict, progress: bool, device: torch.device)
                 "elevation_deg": out_of_rig.elevation_deg,
                 "distance": out_of_rig.distance,
                 "focal_px": [float(K[0, 0]) for K in intrinsics[len(rig.ids):]],
-                "use": "evaluation only, never trained on: above the top row (+35 deg), beyond both ends of the arc "
-                       "(azimuth -90 / +90 deg), 1.3x closer (focal narrowed so the head stays in the image) and "
-                       "1.3x farther than the rig",
+                "use": out_of_rig_use,
             },
             "convention": "extrinsic = world-to-camera [3, 4], OpenCV axes; intrinsic in pixels at "
                           "original_resolution, pixel (u, v) centred at (u + 0.5, v + 0.5)",
@@ -334,5 +385,18 @@ def _write_subject(root: Path, args: dict, progress: bool, device: torch.device)
                   "ambient_sky": DEFAULT_LIGHT.ambient_sky, "ambient_ground": DEFAULT_LIGHT.ambient_ground},
         "splits": splits,
     }
+    if args.get("preset") == MONOCULAR_PRESET:
+        meta["preset"] = MONOCULAR_PRESET
+        meta["monocular"] = {
+            "train_camera_id": rig.ids[0],
+            "held_out_camera_id": out_of_rig.ids[0],
+            "pose_limits_deg": {"yaw": MONOCULAR_POSE_LIMITS_DEG[0], "pitch": MONOCULAR_POSE_LIMITS_DEG[1],
+                                "roll": MONOCULAR_POSE_LIMITS_DEG[2]},
+            "pose": "yaw and pitch sweep their full range in every run of >= 150 frames (yaw period 90-110 "
+                    "frames, pitch 125-150); euler angles of R = Ry(yaw) Rx(pitch) Rz(roll) "
+                    "(cgha.synthetic.trajectory.matrix_to_euler)",
+            "expressions": "talking: syllable-rate jaw_open with pucker / mouth_stretch visemes in phrases, smile "
+                           "swells, blinks, brow raises at phrase starts, occasional events of the others",
+        }
     # meta.json last: a folder with it is complete.
     (root / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")

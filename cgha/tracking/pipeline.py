@@ -1,0 +1,1018 @@
+"""Own capture -> subject: landmarks, the face-model fit, and a subject folder in our dataset layout (issue 17).
+
+    result = track_video("me.mp4", "data/me", TrackOptions())                        # one camera
+    result = track_images("frames/", "cams.json", "data/rig", TrackOptions())        # calibrated multi-view
+
+Steps (docs/tracking.md has the reasons behind each choice):
+
+1. **Inputs** are opened and checked before anything is computed: a video (``cgha.preprocess.video.VideoReader``),
+   or a folder ``DIR/<frame>/<camera>.{jpg,jpeg,png}`` with a camera file (``read_cameras_json``) that must name
+   exactly the cameras found in every frame folder. Every error names the file.
+2. **Landmarks**: MediaPipe's face mesh on every raw image (``cgha.tracking.landmarker``), mapped to iBUG-68.
+3. **Crop**: one fixed square per camera for the whole sequence, resized to ``resolution``. ``face`` (a video's
+   default): around the robust bounds of that camera's landmarks over all frames, times ``crop_scale``, kept inside
+   the frame. ``full`` (calibrated images' default): the centred square of the shorter side, as
+   preprocess_nersemble.py crops. A fixed crop keeps each camera's intrinsics constant over time, which the training
+   stages assume (they read one camera per view and let the head move), and avoids per-frame zoom jitter.
+4. **Fit** (``cgha.tracking.fitting.fit_landmarks``) in the cropped images' pixels: per-frame pose and expression,
+   one identity and scale. Monocular: intrinsics from a field of view (``fov_deg`` across the longer side of the
+   raw frame, principal point at its centre) and a camera fixed one unit in front of the world origin looking at it;
+   after the fit the world is shifted so that the head's mean position is the origin (the camera then looks at the
+   head from the fitted distance). Multi-view: the given calibration's world.
+5. **Drop**: frames without a face in any camera, and frames whose fit reprojects worse than
+   ``max_reprojection_px`` (a wrong detection), are dropped with a warning naming them; fewer than
+   ``min_face_fraction`` of the frames left is an error naming the input.
+6. **Write** (``cgha.tracking.subject_writer``) into a hidden folder renamed into place at the end
+   (``cgha.utils.atomic.write_directory_atomic``): images, masks (MediaPipe selfie segmentation, or background
+   subtraction against plates), cameras, params, 3D landmarks, vertices, ``faces.npy``, ``preview.jpg``,
+   ``tracking.json`` and ``meta.json`` (expression basis and splits).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import re
+import time
+import typing
+from pathlib import Path
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from cgha.errors import DataError, UserError
+from cgha.preprocess.crop import SquareCrop, centred_square_crop, crop_resize, crop_resize_intrinsics
+from cgha.preprocess.files import jpeg_size, write_jpeg
+from cgha.preprocess.masks import MaskParams, subtract_background
+from cgha.preprocess.video import VideoReader
+from cgha.synthetic.expression import EXP_DIM, EXPRESSION_MODEL, EXPRESSION_NAMES
+from cgha.utils.atomic import write_directory_atomic
+from cgha.utils.cameras import look_at_world_to_camera, project_points
+from cgha.utils.rotations import axis_angle_to_matrix
+
+from . import subject_writer as sw
+from .face_model import FACE_MODEL_NAME, FaceModel
+from .fitting import FitConfig, fit_landmarks
+
+__all__ = [
+    "TRACKER", "TRACKER_VERSION", "DEFAULT_FOV_DEG", "DEFAULT_RESOLUTION", "DEFAULT_CROP_SCALE", "MONOCULAR_CAMERA",
+    "TrackOptions", "TrackResult", "TrackArgumentError", "TrackingUnavailable", "Camera", "read_cameras_json", "track_video",
+    "track_images", "parse_fit_overrides", "resolve_device", "ground_truth_errors",
+]
+
+log = logging.getLogger(__name__)
+
+TRACKER = "cgha.tracking"
+TRACKER_VERSION = "1.0.0"
+DEFAULT_RESOLUTION = 512
+# Field of view across the longer side of the raw frame. Phones' main cameras (26 mm equivalent) see about 69 deg,
+# their front cameras 70-80 deg, webcams 60-75 deg: 65 deg is in the middle (docs/tracking.md, --fov).
+DEFAULT_FOV_DEG = 65.0
+DEFAULT_CROP_SCALE = 1.8  # crop side / larger side of the face-mesh bounds (forehead to chin): head, hair, neck
+# The face crop's centre sits this fraction of its side above the landmarks' centre: with --crop-scale 1.8 that
+# leaves ~0.55 face heights above the forehead (skull, hair) and ~0.25 below the chin (neck).
+_CROP_RAISE = 0.08
+DEFAULT_LOWRES = 256  # the mesh stage's low-res copies, as the synthetic writer and preprocess_nersemble.py
+DEFAULT_MAX_REPROJECTION_PX = 25.0  # at a 512 px image side
+MONOCULAR_CAMERA = "cam00"
+MONOCULAR_DISTANCE = 1.0  # camera to world origin before the world is re-centred on the head
+REFERENCE_SIZE = 512.0  # pixel thresholds and reported errors are also given at this image side
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+CROP_MODES = ("face", "full")
+MASK_MODES = ("auto", "segmentation", "plates")
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_LISTED = 20  # names listed in a warning or error before "..."
+_FIT_PASSES = 3  # fits run at most: each drops the frames that fit badly and fits the rest again
+
+
+class TrackArgumentError(UserError, ValueError):
+    """A bad option of the tracker (resolution, fov, device, an output folder it must not overwrite, ...)."""
+
+
+class TrackingUnavailable(UserError):
+    """MediaPipe (the optional extra ``track``, installed as cgha/tracking/landmarker.py says) is missing."""
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Options and results
+# ------------------------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class TrackOptions:
+    """Settings of one tracking run (the flags of preprocess/track.py).
+
+    Attributes:
+        resolution: side of the written square images; intrinsics are written for it.
+        lowres: side of the ``*_lowres_*`` copies (None: min(256, resolution)).
+        fov_deg: monocular only: field of view across the longer side of the raw frame, degrees.
+        crop: ``face`` or ``full`` (None: ``face`` for a video, ``full`` for calibrated images).
+        crop_scale: ``face`` crop side / larger side of the landmarks' bounds.
+        stride, max_frames: use frames 0, stride, 2 stride, ... and at most max_frames of them.
+        min_face_fraction: at least this fraction of the frames must keep a face (and a good fit), else error.
+        max_reprojection_px: frames whose mean landmark reprojection error (px at a 512 side) is larger are dropped.
+        holdout_frames: fraction of the frames (the last ones) held out for evaluation.
+        holdout_cameras: cameras held out: a number (spread over the rig, never the most frontal) or camera ids;
+            None = 1 with 3 or more cameras, else 0.
+        masks: ``segmentation`` (MediaPipe selfie segmentation), ``plates`` (background subtraction against
+            ``backgrounds``) or ``auto`` (plates when ``backgrounds`` is set).
+        backgrounds: folder of empty-scene plates ``<camera>.{jpg,png}`` at each camera's raw size.
+        min_detection_confidence: the face detector's threshold.
+        fit: the fitter's weights and schedule.
+        device: ``auto``, ``cpu`` or ``cuda[:N]`` (where the fit runs; landmarks are always on the CPU).
+        force: replace an existing output folder.
+        progress: tqdm bars.
+    """
+
+    resolution: int = DEFAULT_RESOLUTION
+    lowres: Optional[int] = None
+    fov_deg: float = DEFAULT_FOV_DEG
+    crop: Optional[str] = None
+    crop_scale: float = DEFAULT_CROP_SCALE
+    stride: int = 1
+    max_frames: Optional[int] = None
+    min_face_fraction: float = 0.5
+    max_reprojection_px: float = DEFAULT_MAX_REPROJECTION_PX
+    holdout_frames: float = 0.1
+    holdout_cameras: Optional[Union[int, Sequence[str]]] = None
+    masks: str = "auto"
+    backgrounds: Optional[Path] = None
+    min_detection_confidence: float = 0.5
+    fit: FitConfig = dataclasses.field(default_factory=FitConfig)
+    device: str = "auto"
+    force: bool = False
+    progress: bool = True
+
+    def check(self) -> None:
+        def bad(message: str):
+            raise TrackArgumentError(message)
+
+        if isinstance(self.resolution, bool) or not isinstance(self.resolution, int) or not 16 <= self.resolution <= 8192:
+            bad(f"resolution must be an integer in [16, 8192], got {self.resolution!r}")
+        if self.lowres is not None and not (isinstance(self.lowres, int) and 8 <= self.lowres <= self.resolution):
+            bad(f"lowres must be an integer in [8, resolution={self.resolution}], got {self.lowres!r}")
+        if not (isinstance(self.fov_deg, (int, float)) and 1.0 <= float(self.fov_deg) <= 170.0):
+            bad(f"fov must be in [1, 170] degrees, got {self.fov_deg!r}")
+        if self.crop is not None and self.crop not in CROP_MODES:
+            bad(f"crop must be one of {', '.join(CROP_MODES)}, got {self.crop!r}")
+        if not (isinstance(self.crop_scale, (int, float)) and 1.0 <= float(self.crop_scale) <= 10.0):
+            bad(f"crop_scale must be in [1, 10], got {self.crop_scale!r}")
+        if not (isinstance(self.stride, int) and self.stride >= 1):
+            bad(f"stride must be an integer >= 1, got {self.stride!r}")
+        if self.max_frames is not None and not (isinstance(self.max_frames, int) and self.max_frames >= 1):
+            bad(f"max_frames must be an integer >= 1, got {self.max_frames!r}")
+        if not 0.0 < float(self.min_face_fraction) <= 1.0:
+            bad(f"min_face_fraction must be in (0, 1], got {self.min_face_fraction!r}")
+        if not float(self.max_reprojection_px) > 0.0:
+            bad(f"max_reprojection_px must be > 0, got {self.max_reprojection_px!r}")
+        if not 0.0 <= float(self.holdout_frames) < 1.0:
+            bad(f"holdout_frames must be in [0, 1), got {self.holdout_frames!r}")
+        if isinstance(self.holdout_cameras, (int, np.integer)) and not isinstance(self.holdout_cameras, bool):
+            if self.holdout_cameras < 0:
+                bad(f"holdout_cameras must be >= 0, got {self.holdout_cameras}")
+        elif self.holdout_cameras is not None and (isinstance(self.holdout_cameras, str)
+                                                   or not all(isinstance(c, str) for c in self.holdout_cameras)):
+            bad(f"holdout_cameras must be a number or a list of camera ids, got {self.holdout_cameras!r}")
+        if self.masks not in MASK_MODES:
+            bad(f"masks must be one of {', '.join(MASK_MODES)}, got {self.masks!r}")
+        if self.masks == "plates" and self.backgrounds is None:
+            bad("masks=plates needs a folder of background plates (--backgrounds DIR)")
+        if not 0.0 <= float(self.min_detection_confidence) <= 1.0:
+            bad(f"min_detection_confidence must be in [0, 1], got {self.min_detection_confidence!r}")
+        if not isinstance(self.fit, FitConfig):
+            bad(f"fit must be a FitConfig, got {type(self.fit).__name__}")
+        resolve_device(self.device)
+
+    @property
+    def lowres_side(self) -> int:
+        return self.lowres if self.lowres is not None else min(DEFAULT_LOWRES, self.resolution)
+
+
+@dataclasses.dataclass
+class TrackResult:
+    """What a run wrote: the subject folder, its frames and cameras, the dropped frames and the report
+    (``tracking.json``'s contents)."""
+
+    out_dir: Path
+    frames: List[str]
+    cameras: List[str]
+    dropped: List[Dict[str, object]]
+    report: Dict[str, object]
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` (CUDA when available, else CPU), ``cpu`` or ``cuda[:N]``; TrackArgumentError for anything else or for
+    CUDA on a machine without it."""
+    text = str(device)
+    if text == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", text):
+        raise TrackArgumentError(f"device must be auto, cpu or cuda[:N], got {text!r}")
+    if text.startswith("cuda") and not torch.cuda.is_available():
+        raise TrackArgumentError(f"device {text} was asked for but CUDA is not available (use --device cpu)")
+    return torch.device(text)
+
+
+def parse_fit_overrides(items: Sequence[str], base: Optional[FitConfig] = None) -> FitConfig:
+    """``FitConfig`` with ``key=value`` overrides (e.g. ``smooth_rotation=0`` for frames that are not a video)."""
+    base = base or FitConfig()
+    fields = {f.name: f for f in dataclasses.fields(FitConfig)}
+    hints = typing.get_type_hints(FitConfig)
+    changes = {}
+    for item in items:
+        key, sep, text = str(item).partition("=")
+        key = key.strip()
+        if not sep or key not in fields:
+            raise TrackArgumentError(f"fit override {item!r}: expected KEY=VALUE with KEY one of "
+                                     f"{', '.join(fields)}")
+        kind = hints[key]
+        text = text.strip()
+        try:
+            if kind in (bool, Optional[bool]):
+                lowered = text.lower()
+                if kind is not bool and lowered in ("none", "null", "auto"):
+                    value = None
+                elif lowered in ("1", "true", "yes", "on"):
+                    value = True
+                elif lowered in ("0", "false", "no", "off"):
+                    value = False
+                else:
+                    raise ValueError(text)
+            elif kind is int:
+                value = int(text)
+            else:
+                value = float(text)
+        except ValueError:
+            raise TrackArgumentError(f"fit override {item!r}: {text!r} is not a valid {getattr(kind, '__name__', kind)}"
+                                     ) from None
+        changes[key] = value
+    try:
+        return dataclasses.replace(base, **changes)
+    except ValueError as error:
+        raise TrackArgumentError(f"fit overrides {list(items)}: {error}") from None
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Inputs
+# ------------------------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Camera:
+    """One camera of the input: id, intrinsics ``K`` [3, 3] in pixels of its raw images, world-to-camera
+    ``viewmat`` [4, 4] (OpenCV axes), raw image ``width`` x ``height``."""
+
+    id: str
+    K: np.ndarray
+    viewmat: np.ndarray
+    width: int
+    height: int
+
+
+def _check_camera_id(camera: str, where: str) -> None:
+    if not isinstance(camera, str) or not _ID.match(camera) or camera.startswith("lowres_"):
+        raise DataError(f"{where}: camera id {camera!r} must be letters, digits, '_', '-' or '.', start with a letter "
+                        "or digit and not with 'lowres_' (it becomes part of file names such as image_<id>.jpg)")
+
+
+def _matrix(value, shapes: Sequence[Tuple[int, int]], where: str) -> np.ndarray:
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DataError(f"{where} must be a matrix of numbers, got {value!r}") from None
+    if array.shape not in shapes:
+        wanted = " or ".join("x".join(map(str, s)) for s in shapes)
+        raise DataError(f"{where} must be {wanted}, got shape {list(array.shape)}")
+    if not np.isfinite(array).all():
+        raise DataError(f"{where} has NaN or infinite entries")
+    return array
+
+
+def read_cameras_json(path) -> List[Camera]:
+    """Cameras of a calibrated rig from a JSON file (docs/tracking.md, "The camera file")::
+
+        {"cameras": {"<id>": {"K": 3x3 pixels of that camera's images,
+                              "world_to_camera": 4x4 (or 3x4), OpenCV axes (x right, y down, z forward),
+                              "image_size": [width, height]}, ...}}
+
+    Pixel (u, v) covers [u, u+1) x [v, v+1) (centre at +0.5), as everywhere in this project. Returns the cameras
+    sorted by id; DataError naming the file and the camera for anything malformed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"camera file not found: {path}")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise DataError(f"{path}: not a readable JSON file ({error})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("cameras"), dict) or not data["cameras"]:
+        raise DataError(f'{path}: expected {{"cameras": {{"<id>": {{"K": ..., "world_to_camera": ..., '
+                        f'"image_size": [w, h]}}, ...}}}} with at least one camera')
+    cameras = []
+    for camera, entry in sorted(data["cameras"].items()):
+        where = f"{path}: camera {camera!r}"
+        _check_camera_id(camera, f"{path}")
+        if not isinstance(entry, dict):
+            raise DataError(f"{where}: expected an object with K, world_to_camera and image_size")
+        missing = [key for key in ("K", "world_to_camera", "image_size") if key not in entry]
+        if missing:
+            raise DataError(f"{where}: missing {', '.join(missing)} (it has: {', '.join(entry) or 'nothing'})")
+        K = _matrix(entry["K"], [(3, 3)], f"{where} K")
+        if K[0, 0] <= 0 or K[1, 1] <= 0 or not np.allclose(K[2], [0.0, 0.0, 1.0]) or K[1, 0] != 0:
+            raise DataError(f"{where} K is not a pinhole matrix [[fx, s, cx], [0, fy, cy], [0, 0, 1]] with fx, fy > 0")
+        E = _matrix(entry["world_to_camera"], [(4, 4), (3, 4)], f"{where} world_to_camera")
+        if E.shape == (4, 4) and not np.allclose(E[3], [0.0, 0.0, 0.0, 1.0]):
+            raise DataError(f"{where} world_to_camera: the last row must be 0 0 0 1")
+        rotation = E[:3, :3]
+        if not np.allclose(rotation @ rotation.T, np.eye(3), atol=1e-4) or np.linalg.det(rotation) <= 0:
+            raise DataError(f"{where} world_to_camera[:3, :3] is not a rotation matrix (orthonormal, det +1)")
+        size = entry["image_size"]
+        if (not isinstance(size, (list, tuple)) or len(size) != 2
+                or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)):
+            raise DataError(f"{where} image_size must be [width, height] in pixels, got {size!r}")
+        width, height = int(size[0]), int(size[1])
+        if not (0.0 <= K[0, 2] <= width and 0.0 <= K[1, 2] <= height):
+            raise DataError(f"{where}: principal point ({K[0, 2]:.1f}, {K[1, 2]:.1f}) lies outside its {width}x{height} "
+                            "images: K must be in pixels of the images given")
+        viewmat = np.eye(4)
+        viewmat[:3] = E[:3]
+        cameras.append(Camera(camera, K, viewmat, width, height))
+    return cameras
+
+
+def _read_image(path: Path) -> np.ndarray:
+    import cv2
+
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise DataError(f"{path}: cannot decode the image (unreadable, corrupt or not an image)")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _header_size(path: Path) -> Optional[Tuple[int, int]]:
+    """(width, height) from a JPEG or PNG header without decoding; None when the header cannot be read."""
+    if path.suffix.lower() in (".jpg", ".jpeg"):
+        return jpeg_size(path)
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(24)
+    except OSError:
+        return None
+    if len(head) < 24 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        return None
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+
+
+def _subsample(count: int, stride: int, max_frames: Optional[int]) -> List[int]:
+    picks = list(range(0, count, stride))
+    return picks[:max_frames] if max_frames is not None else picks
+
+
+class _VideoSource:
+    """One video = one camera; frames named by their index in the video (zero-padded)."""
+
+    kind = "video"
+
+    def __init__(self, path, options: TrackOptions):
+        self.path = Path(path)
+        with VideoReader(self.path) as reader:
+            self.width, self.height, count = reader.width, reader.height, reader.frame_count
+        self.indices = _subsample(count, options.stride, options.max_frames)
+        digits = max(4, len(str(self.indices[-1])))
+        self.names = [f"{i:0{digits}d}" for i in self.indices]
+        focal = 0.5 * max(self.width, self.height) / math.tan(math.radians(options.fov_deg) / 2.0)
+        K = np.array([[focal, 0.0, self.width / 2.0], [0.0, focal, self.height / 2.0], [0.0, 0.0, 1.0]])
+        viewmat = look_at_world_to_camera(np.array([0.0, 0.0, MONOCULAR_DISTANCE]), np.zeros(3),
+                                          np.array([0.0, 1.0, 0.0]))
+        self.cameras = [Camera(MONOCULAR_CAMERA, K, np.asarray(viewmat, dtype=np.float64), self.width, self.height)]
+        self.fov_deg = float(options.fov_deg)
+        self.label = str(self.path)
+
+    def frames(self, positions: Sequence[int], tolerate_end: bool = False) -> Iterator[Tuple[int, List[np.ndarray]]]:
+        """(position, [RGB uint8 [H, W, 3]]) for the wanted positions into ``self.names``, in order. With
+        ``tolerate_end`` a video shorter than its container announced ends the iteration (with a warning) instead
+        of raising; the missing frames are then removed from ``self.names``."""
+        by_index = {self.indices[p]: p for p in positions}
+        done = 0
+        with VideoReader(self.path) as reader:
+            frames = reader.frames(sorted(by_index))
+            while True:
+                try:
+                    item = next(frames, None)
+                except DataError:
+                    if not tolerate_end or done == 0:
+                        raise
+                    log.warning("%s: the video ends after %d of the %d frames its container announces (for "
+                                "these settings); tracking those", self.path, done, len(by_index))
+                    self.indices, self.names = self.indices[:done], self.names[:done]
+                    return
+                if item is None:
+                    return
+                index, rgb = item
+                if rgb.shape[:2] != (self.height, self.width):
+                    raise DataError(f"{self.path}: frame {index} is {rgb.shape[1]}x{rgb.shape[0]} but the video is "
+                                    f"{self.width}x{self.height} (inconsistent resolutions)")
+                done += 1
+                yield by_index[index], [rgb]
+
+    def describe(self) -> Dict[str, object]:
+        return {"video": str(self.path), "frame_indices": [self.indices[0], self.indices[-1]],
+                "raw_size": [self.width, self.height], "fov_deg": self.fov_deg,
+                "fov_across": "the longer side of the raw frame"}
+
+    def image_path(self, position: int, camera: int) -> str:
+        return f"{self.path} (frame {self.indices[position]})"
+
+
+class _ImageSetSource:
+    """``DIR/<frame>/<camera>.{jpg,jpeg,png}`` with a camera file that names exactly the cameras of every frame."""
+
+    kind = "images"
+
+    def __init__(self, images_dir, cameras_json, options: TrackOptions):
+        self.root = Path(images_dir)
+        self.cameras_json = Path(cameras_json)
+        if not self.root.is_dir():
+            raise DataError(f"image folder not found: {self.root}")
+        self.cameras = read_cameras_json(self.cameras_json)
+        ids = [c.id for c in self.cameras]
+        frames = sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if not frames:
+            loose = sorted(p.name for p in self.root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:3]
+            hint = f" (found images directly in it: {', '.join(loose)}; expected DIR/<frame>/<camera>.jpg)" if loose else ""
+            raise DataError(f"{self.root}: no frame folders; expected {self.root}/<frame>/<camera>.jpg{hint}")
+        for frame in frames:
+            if not _ID.match(frame):
+                raise DataError(f"{self.root / frame}: frame folder names must be letters, digits, '_', '-' or '.'")
+        self.paths: List[Dict[str, Path]] = []
+        for frame in frames:
+            found: Dict[str, Path] = {}
+            for path in sorted((self.root / frame).iterdir()):
+                if path.name.startswith(".") or path.suffix.lower() not in IMAGE_SUFFIXES:
+                    continue
+                if path.stem in found:
+                    raise DataError(f"{path}: camera {path.stem!r} has two images in {self.root / frame} "
+                                    f"({found[path.stem].name} and {path.name})")
+                found[path.stem] = path
+            unknown = sorted(set(found) - set(ids))
+            if unknown:
+                raise DataError(f"{found[unknown[0]]}: camera {unknown[0]!r} is not in {self.cameras_json} "
+                                f"(the camera file does not match the frames; it has {', '.join(ids)})")
+            missing = [c for c in ids if c not in found]
+            if missing:
+                raise DataError(f"{self.root / frame}: no image of camera(s) {', '.join(missing)} listed in "
+                                f"{self.cameras_json} (the camera file does not match the frames; every frame "
+                                f"folder needs <camera>.jpg/.png for every camera)")
+            self.paths.append(found)
+        picks = _subsample(len(frames), options.stride, options.max_frames)
+        self.names = [frames[i] for i in picks]
+        self.paths = [self.paths[i] for i in picks]
+        self.label = str(self.root)
+        for found in self.paths:  # sizes from the file headers: a mismatch fails now, not after the landmarks
+            for camera in self.cameras:
+                self._check_size(found[camera.id], camera, _header_size(found[camera.id]))
+
+    def _check_size(self, path: Path, camera: Camera, size: Optional[Tuple[int, int]]) -> None:
+        if size is None:
+            raise DataError(f"{path}: not a readable JPEG or PNG image (no image header)")
+        if size != (camera.width, camera.height):
+            raise DataError(f"{path} is {size[0]}x{size[1]} but {self.cameras_json} gives camera {camera.id!r} "
+                            f"image_size [{camera.width}, {camera.height}] (inconsistent resolutions: K must be in "
+                            "pixels of these images)")
+
+    def frames(self, positions: Sequence[int], tolerate_end: bool = False) -> Iterator[Tuple[int, List[np.ndarray]]]:
+        for p in positions:
+            views = []
+            for camera in self.cameras:
+                path = self.paths[p][camera.id]
+                rgb = _read_image(path)
+                self._check_size(path, camera, (rgb.shape[1], rgb.shape[0]))
+                views.append(rgb)
+            yield p, views
+
+    def describe(self) -> Dict[str, object]:
+        return {"images": str(self.root), "cameras_file": str(self.cameras_json),
+                "raw_sizes": {c.id: [c.width, c.height] for c in self.cameras}}
+
+    def image_path(self, position: int, camera: int) -> str:
+        return str(self.paths[position][self.cameras[camera].id])
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Steps
+# ------------------------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class _Detections:
+    points: np.ndarray  # [T, C, 478, 2] raw pixels, NaN where no face
+    found: np.ndarray  # [T, C] bool
+    score: np.ndarray  # [T, C]
+    decode_s: float
+    landmark_s: float
+
+
+def _detect(source, options: TrackOptions) -> _Detections:
+    from .landmarker import NUM_POINTS, FaceMeshDetector
+
+    T, C = len(source.names), len(source.cameras)
+    points = np.full((T, C, NUM_POINTS, 2), np.nan, dtype=np.float32)
+    found = np.zeros((T, C), dtype=bool)
+    score = np.zeros((T, C), dtype=np.float32)
+    decode_s = landmark_s = 0.0
+    bar = tqdm(total=T, desc="landmarks", unit="frame", disable=not options.progress)
+    with FaceMeshDetector(options.min_detection_confidence) as detector:
+        frames = source.frames(range(T), tolerate_end=True)
+        while True:
+            start = time.perf_counter()
+            item = next(frames, None)
+            decode_s += time.perf_counter() - start
+            if item is None:
+                break
+            position, views = item
+            for c, rgb in enumerate(views):
+                start = time.perf_counter()
+                pts, s = detector.detect(rgb)
+                landmark_s += time.perf_counter() - start
+                if pts is not None:
+                    points[position, c], found[position, c], score[position, c] = pts, True, s
+            bar.update(1)
+    bar.close()
+    T = len(source.names)  # a video may have ended early
+    return _Detections(points[:T], found[:T], score[:T], decode_s, landmark_s)
+
+
+def _face_crop(points: np.ndarray, width: int, height: int, scale: float) -> SquareCrop:
+    """One square for the sequence around the landmarks [N, P, 2] of the frames with a face: the 2nd / 98th
+    percentiles of the per-frame bounds (one wrong detection does not move it), side ``scale`` times their larger
+    extent, at most the shorter image side, its centre ``_CROP_RAISE`` of the side above the landmarks' centre (the
+    face mesh ends at the forehead, the skull and hair go on above it), shifted to lie inside the frame."""
+    lo = np.percentile(np.nanmin(points, axis=1), 2, axis=0)
+    hi = np.percentile(np.nanmax(points, axis=1), 98, axis=0)
+    side = int(round(min(scale * float((hi - lo).max()), min(width, height))))
+    side = max(side, 16)
+    centre = (lo + hi) / 2.0 - np.array([0.0, _CROP_RAISE * side])
+    x0 = int(np.clip(round(centre[0] - side / 2.0), 0, width - side))
+    y0 = int(np.clip(round(centre[1] - side / 2.0), 0, height - side))
+    return SquareCrop(x0, y0, side)
+
+
+def _crops(source, det: _Detections, mode: str, options: TrackOptions) -> List[SquareCrop]:
+    crops = []
+    for c, camera in enumerate(source.cameras):
+        if mode == "face" and det.found[:, c].any():
+            crops.append(_face_crop(det.points[det.found[:, c], c], camera.width, camera.height, options.crop_scale))
+        else:
+            if mode == "face":
+                log.warning("camera %s: no face found in any frame, so it gets the centred square crop", camera.id)
+            crops.append(centred_square_crop(camera.width, camera.height))
+    return crops
+
+
+def _to_crop(points: np.ndarray, crop: SquareCrop, size: int) -> np.ndarray:
+    """Raw pixel coordinates [..., 2] -> pixels of the crop resized to ``size`` (continuous coordinates)."""
+    return (points - np.array([crop.x0, crop.y0], dtype=np.float64)) * (size / crop.side)
+
+
+def _head_frame_angles(cameras: List[np.ndarray], pose: np.ndarray) -> Tuple[List[float], List[float]]:
+    """Azimuth and elevation (degrees) of each camera centre seen from the head (median frame's pose): 0 / 0 is
+    straight in front of the face, positive azimuth toward the subject's left, positive elevation above."""
+    mid = pose[len(pose) // 2]
+    R = axis_angle_to_matrix(torch.from_numpy(mid[:3]).double()).numpy()
+    centre = pose[:, 3:].mean(axis=0)
+    az, el = [], []
+    for viewmat in cameras:
+        eye = -viewmat[:3, :3].T @ viewmat[:3, 3]
+        d = R.T @ (eye - centre)
+        az.append(float(np.degrees(np.arctan2(d[0], d[2]))))
+        el.append(float(np.degrees(np.arctan2(d[1], np.hypot(d[0], d[2])))))
+    return az, el
+
+
+def _holdout_cameras(ids: List[str], az: List[float], el: List[float], wanted) -> List[str]:
+    """Held-out cameras: the listed ids, or ``k`` of them spread over the rig in azimuth order, never the most
+    frontal one (the rule of the synthetic subjects' recommended splits)."""
+    C = len(ids)
+    if wanted is not None and not isinstance(wanted, (int, np.integer)):
+        listed = list(dict.fromkeys(wanted))
+        unknown = [c for c in listed if c not in ids]
+        if unknown:
+            raise TrackArgumentError(f"held-out camera(s) {unknown} are not among the cameras {ids}")
+        if len(listed) >= C:
+            raise TrackArgumentError(f"holding out {listed} leaves no camera to train on")
+        return sorted(listed)
+    k = (1 if C >= 3 else 0) if wanted is None else int(wanted)
+    if k == 0:
+        return []
+    if k >= C:
+        raise TrackArgumentError(f"holding out {k} of {C} camera(s) leaves none to train on")
+    frontal = int(np.argmin([np.hypot(a, e) for a, e in zip(az, el)]))
+    candidates = [i for i in np.argsort(az, kind="stable").tolist() if i != frontal]
+    picks = sorted({candidates[int(round((j + 0.5) * len(candidates) / k - 0.5))] for j in range(k)})
+    return [ids[i] for i in picks]
+
+
+def _holdout_frames(names: List[str], fraction: float) -> List[str]:
+    F = len(names)
+    n = int(round(fraction * F))
+    if fraction > 0 and F >= 2:
+        n = max(1, n)
+    n = min(n, F - 1)
+    return names[F - n:] if n > 0 else []
+
+
+def _listed(names: Sequence[str]) -> str:
+    shown = ", ".join(names[:_LISTED])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > _LISTED else "")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Masks
+# ------------------------------------------------------------------------------------------------------------
+
+def _plate_masker(folder: Path, source, crops: List[SquareCrop], size: int) -> Callable[[np.ndarray, int], np.ndarray]:
+    """Masks by background subtraction against ``folder/<camera>.{jpg,png}`` (each at its camera's raw size),
+    cropped and resized like the frames."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"background plate folder not found: {folder}")
+    plates = []
+    for camera, crop in zip(source.cameras, crops):
+        paths = [folder / f"{camera.id}{suffix}" for suffix in IMAGE_SUFFIXES]
+        path = next((p for p in paths if p.is_file()), None)
+        if path is None:
+            raise DataError(f"{folder}: no background plate for camera {camera.id!r} (expected {camera.id}.jpg or "
+                            f"{camera.id}.png)")
+        plate = _read_image(path)
+        if plate.shape[:2] != (camera.height, camera.width):
+            raise DataError(f"{path} is {plate.shape[1]}x{plate.shape[0]} but camera {camera.id!r}'s images are "
+                            f"{camera.width}x{camera.height}")
+        plates.append(crop_resize(plate, crop, size))
+    params = MaskParams()
+
+    def mask(image: np.ndarray, camera: int) -> np.ndarray:
+        alpha = subtract_background(image, plates[camera], params)
+        return (alpha * 255.0 + 0.5).astype(np.uint8)
+
+    return mask
+
+
+def _segmentation_masker() -> Tuple[Callable[[np.ndarray, int], np.ndarray], Callable[[], None]]:
+    """Masks from MediaPipe's selfie segmentation (``cgha.tracking.segmentation``): (mask function, close)."""
+    from . import segmentation
+
+    segmenter = segmentation.PersonSegmenter()
+
+    def mask(image: np.ndarray, camera: int) -> np.ndarray:
+        alpha = np.asarray(segmenter.segment(image), dtype=np.float32)
+        return (np.clip(alpha, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+    return mask, segmenter.close
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The run
+# ------------------------------------------------------------------------------------------------------------
+
+def track_video(video, out_dir, options: Optional[TrackOptions] = None) -> TrackResult:
+    """Track a single-camera video into the subject folder ``out_dir`` (see the module docstring)."""
+    options = options or TrackOptions()
+    options.check()
+    _check_out(out_dir, options)
+    return _track(_VideoSource(video, options), Path(out_dir), options)
+
+
+def track_images(images_dir, cameras_json, out_dir, options: Optional[TrackOptions] = None) -> TrackResult:
+    """Track calibrated multi-view frames ``images_dir/<frame>/<camera>.{jpg,png}`` with the camera file
+    ``cameras_json`` (``read_cameras_json``) into the subject folder ``out_dir``."""
+    options = options or TrackOptions()
+    options.check()
+    _check_out(out_dir, options)
+    return _track(_ImageSetSource(images_dir, cameras_json, options), Path(out_dir), options)
+
+
+def _check_out(out_dir, options: TrackOptions) -> None:
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise TrackArgumentError(f"{out} exists and is not a folder")
+    if out.exists() and not options.force:
+        raise TrackArgumentError(f"{out} already exists; choose another folder or pass --force to replace it")
+
+
+def _track(source, out_dir: Path, options: TrackOptions) -> TrackResult:
+    start_all = time.perf_counter()
+    device = resolve_device(options.device)
+    monocular = source.kind == "video"
+    crop_mode = options.crop or ("face" if monocular else "full")
+    R = options.resolution
+    mask_mode = options.masks if options.masks != "auto" else ("plates" if options.backgrounds else "segmentation")
+    cam_ids = [cam.id for cam in source.cameras]
+    if options.holdout_cameras is not None:  # a bad choice fails now, not after the landmarks and the fit
+        _holdout_cameras(cam_ids, [0.0] * len(cam_ids), [0.0] * len(cam_ids), options.holdout_cameras)
+    try:
+        from .landmarker import import_mediapipe
+
+        import_mediapipe()
+        if mask_mode == "segmentation":
+            from . import segmentation  # noqa: F401  (fail before the long passes, not after them)
+    except ImportError as error:
+        raise TrackingUnavailable(str(error)) from None
+    from .landmarker import IBUG68_FROM_MEDIAPIPE
+
+    # -- landmarks --------------------------------------------------------------------------------------------
+    det = _detect(source, options)
+    names = list(source.names)
+    T, C = det.found.shape
+    has_face = det.found.any(axis=1)
+    if has_face.mean() < options.min_face_fraction:
+        per_camera = ", ".join(f"{cam.id} {int(det.found[:, c].sum())}" for c, cam in enumerate(source.cameras))
+        raise DataError(f"{source.label}: a face was found in only {int(has_face.sum())} of {T} frames "
+                        f"(at least {options.min_face_fraction:.0%} needed, --min-face-fraction; per camera: "
+                        f"{per_camera}): no face visible, too small, too dark or turned away?")
+
+    # -- crops and the fit ------------------------------------------------------------------------------------
+    crops = _crops(source, det, crop_mode, options)
+    Ks = np.stack([crop_resize_intrinsics(cam.K, crop, R) for cam, crop in zip(source.cameras, crops)])
+    viewmats = np.stack([cam.viewmat for cam in source.cameras])
+    lmk = det.points[:, :, IBUG68_FROM_MEDIAPIPE].astype(np.float64)  # [T, C, 68, 2] raw pixels
+    for c, crop in enumerate(crops):
+        lmk[:, c] = _to_crop(lmk[:, c], crop, R)
+    conf = np.repeat(det.found[..., None], lmk.shape[2], axis=2).astype(np.float32)
+    lmk = np.where(conf[..., None] > 0, lmk, 0.0).astype(np.float32)
+
+    model = FaceModel(device=device)
+    # A wrong detection (another face, a poster) fits badly, but it also pulls its neighbours through the temporal
+    # terms and the shared identity: such frames are dropped and the fit is run again without them.
+    bad_fit = np.zeros(T, dtype=bool)
+    bad_reproj: Dict[int, float] = {}
+    fit_s, passes = 0.0, 0
+    while True:
+        start = time.perf_counter()
+        fit = fit_landmarks(model, lmk, conf * ~bad_fit[:, None, None], Ks, viewmats, (R, R), config=options.fit,
+                            device=device)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        fit_s += time.perf_counter() - start
+        passes += 1
+        reproj = fit.reprojection_px.cpu().double().numpy()  # [T] px at R; NaN where nothing was fitted
+        new_bad = has_face & ~bad_fit & ~(reproj * (REFERENCE_SIZE / R) <= options.max_reprojection_px)
+        bad_reproj.update({int(t): float(reproj[t]) for t in np.flatnonzero(new_bad)})
+        bad_fit |= new_bad
+        if not new_bad.any() or passes >= _FIT_PASSES or bad_fit.sum() > (1.0 - options.min_face_fraction) * T:
+            break
+
+    pose = fit.pose.cpu().double().numpy()
+    exp = fit.exp.cpu().float().numpy()
+    scale = float(fit.scale)
+    lmk3d = fit.landmarks_3d.cpu().double().numpy()
+    cam_reproj = fit.camera_reprojection_px.cpu().double().numpy()  # [T, C]
+    kept = fit.observed.cpu().numpy() & has_face & ~bad_fit
+    dropped = [{"frame": names[t], "reason": "no face found"} for t in range(T) if not has_face[t]]
+    dropped += [{"frame": names[t], "reason": "landmarks fit badly (wrong detection?)",
+                 "reprojection_px": round(bad_reproj[t], 3)} for t in range(T) if bad_fit[t]]
+    dropped.sort(key=lambda d: names.index(d["frame"]))
+    if kept.mean() < options.min_face_fraction:
+        raise DataError(f"{source.label}: only {int(kept.sum())} of {T} frames have a face that the face model fits "
+                        f"within {options.max_reprojection_px} px (at {REFERENCE_SIZE:.0f}^2; "
+                        f"--max-reprojection), fewer than --min-face-fraction {options.min_face_fraction:.0%}")
+    if dropped:
+        log.warning("%s: dropped %d of %d frames: %s", source.label, len(dropped), T,
+                    _listed([f"{d['frame']} ({d['reason']})" for d in dropped]))
+
+    # -- world --------------------------------------------------------------------------------------------------
+    keep_idx = np.flatnonzero(kept)
+    if monocular:
+        # The camera was placed arbitrarily: move the world origin to the head's mean position.
+        shift = pose[keep_idx, 3:].mean(axis=0)
+        pose[:, 3:] -= shift
+        lmk3d -= shift
+        to_old = np.eye(4)
+        to_old[:3, 3] = shift
+        viewmats = viewmats @ to_old
+    kept_names = [names[t] for t in keep_idx]
+    az, el = _head_frame_angles(list(viewmats), pose[keep_idx])
+    eval_cams = _holdout_cameras(cam_ids, az, el, options.holdout_cameras)
+    eval_frames = _holdout_frames(kept_names, options.holdout_frames)
+    splits = {
+        "eval_camera_ids": eval_cams,
+        "eval_frame_ids": eval_frames,
+        "train_camera_ids": [c for c in cam_ids if c not in eval_cams],
+        "train_frame_ids": [f for f in kept_names if f not in eval_frames],
+    }
+
+    # -- report ---------------------------------------------------------------------------------------------------
+    n_images = T * C
+    kept_reproj = reproj[keep_idx]
+    report = {
+        "tracker": TRACKER,
+        "tracker_version": TRACKER_VERSION,
+        "input": {"kind": source.kind, **source.describe()},
+        "device": str(device),
+        "frames": {"input": T, "kept": int(kept.sum()), "dropped": len(dropped)},
+        "dropped": dropped,
+        "detections_per_camera": {cam.id: int(det.found[:, c].sum()) for c, cam in enumerate(source.cameras)},
+        "reprojection_px": {
+            "resolution": R,
+            "median": _round(np.median(kept_reproj)),
+            "p95": _round(np.percentile(kept_reproj, 95)),
+            "max": _round(kept_reproj.max()),
+            "median_at_512": _round(np.median(kept_reproj) * REFERENCE_SIZE / R),
+            "per_frame": {names[t]: _round(reproj[t]) for t in range(T) if kept[t]},
+            "per_camera_median": {cam.id: _round(np.nanmedian(cam_reproj[keep_idx, c]))
+                                  if np.isfinite(cam_reproj[keep_idx, c]).any() else None
+                                  for c, cam in enumerate(source.cameras)},
+        },
+        "timings_s": {"decode": _round(det.decode_s), "landmarks": _round(det.landmark_s), "fit": _round(fit_s)},
+        "fps": {"landmarks_images": _round(n_images / max(det.landmark_s, 1e-9)),
+                "landmarks_frames": _round(T / max(det.landmark_s, 1e-9)),
+                "fit_frames": _round(T / max(fit_s, 1e-9))},
+        "fit": {"passes": passes, "scale": scale, "scale_fitted": bool(fit.scale_fitted), "losses": dict(fit.losses),
+                "identity": [float(v) for v in fit.identity.cpu()],
+                "config": dataclasses.asdict(options.fit)},
+    }
+
+    # -- write ------------------------------------------------------------------------------------------------
+    identity = fit.identity.to(device)
+    lowres = options.lowres_side
+    preview_frames = sorted(set(sw.spread(len(keep_idx), 3)) | {int(np.argmax(kept_reproj))})
+    preview_cams = sw.spread(C, 4)
+    arguments = _arguments(options, crop_mode, mask_mode)
+    meta = _meta(source, options, model, arguments, kept_names, cam_ids, crops, Ks, viewmats, scale, fit,
+                 splits, az, el, crop_mode, mask_mode)
+
+    def write(root: Path) -> None:
+        start_write = time.perf_counter()
+        if mask_mode == "plates":
+            masker, close = _plate_masker(options.backgrounds, source, crops, R), (lambda: None)
+        else:
+            masker, close = _segmentation_masker()
+        tiles = {}
+        extrinsics = viewmats[:, :3, :].astype(np.float32)
+        bar = tqdm(total=len(keep_idx), desc="write", unit="frame", disable=not options.progress)
+        try:
+            order = {int(t): i for i, t in enumerate(keep_idx)}
+            for t, views in source.frames(keep_idx.tolist()):
+                i = order[t]
+                with torch.no_grad():
+                    verts = model.posed_vertices(identity, torch.from_numpy(exp[t:t + 1]).to(device),
+                                                 torch.from_numpy(pose[t:t + 1]).float().to(device), scale)[0]
+                verts = verts.cpu().numpy()
+                name = names[t]
+                for c, rgb in enumerate(views):
+                    image = np.ascontiguousarray(crop_resize(rgb, crops[c], R))
+                    sw.write_view(root, name, cam_ids[c], image, masker(image, c), lowres, Ks[c], extrinsics[c])
+                    if i in preview_frames and c in preview_cams:
+                        fitted, _ = project_points(lmk3d[t], viewmats[c], Ks[c])
+                        detected = lmk[t, c] if det.found[t, c] else None
+                        label = f"{name} {cam_ids[c]} {cam_reproj[t, c]:.1f}px" if det.found[t, c] else \
+                            f"{name} {cam_ids[c]} no face"
+                        tiles[(i, c)] = sw.draw_landmarks(image, detected, fitted, label)
+                sw.write_frame_params(root, name, pose[t], scale, exp[t], lmk3d[t], verts)
+                bar.update(1)
+        finally:
+            bar.close()
+            close()
+        np.save(root / "faces.npy", model.faces.cpu().numpy().astype(np.int64))
+        write_jpeg(root / "preview.jpg", sw.preview_sheet(tiles, preview_frames, preview_cams))
+        report["timings_s"]["write"] = _round(time.perf_counter() - start_write)
+        report["timings_s"]["total"] = _round(time.perf_counter() - start_all)
+        sw.write_json(root / "tracking.json", report)
+        sw.write_json(root / "meta.json", meta)  # last: a folder with it is complete
+
+    write_directory_atomic(out_dir, write)
+    return TrackResult(out_dir, kept_names, cam_ids, dropped, report)
+
+
+def _round(value, digits: int = 4):
+    value = float(value)
+    return round(value, digits) if math.isfinite(value) else None
+
+
+def _arguments(options: TrackOptions, crop_mode: str, mask_mode: str) -> Dict[str, object]:
+    return {
+        "resolution": options.resolution, "lowres": options.lowres_side, "fov_deg": options.fov_deg,
+        "crop": crop_mode, "crop_scale": options.crop_scale, "stride": options.stride,
+        "max_frames": options.max_frames, "min_face_fraction": options.min_face_fraction,
+        "max_reprojection_px": options.max_reprojection_px, "holdout_frames": options.holdout_frames,
+        "holdout_cameras": options.holdout_cameras if not isinstance(options.holdout_cameras, tuple)
+        else list(options.holdout_cameras),
+        "masks": mask_mode, "backgrounds": str(options.backgrounds) if options.backgrounds else None,
+        "min_detection_confidence": options.min_detection_confidence, "device": options.device,
+    }
+
+
+def _meta(source, options, model: FaceModel, arguments, frames, cam_ids, crops, Ks, viewmats, scale, fit, splits,
+          az, el, crop_mode, mask_mode) -> Dict[str, object]:
+    R = options.resolution
+    cameras = {
+        "convention": "extrinsic = world-to-camera [3, 4], OpenCV axes; intrinsic in pixels at original_resolution, "
+                      "pixel (u, v) centred at (u + 0.5, v + 0.5)",
+        "source": "field of view (monocular)" if source.kind == "video" else "calibration file",
+        "crop": crop_mode,
+        "crops": {cam.id: {"x0": crop.x0, "y0": crop.y0, "side": crop.side, "raw_size": [cam.width, cam.height]}
+                  for cam, crop in zip(source.cameras, crops)},
+        "intrinsics": {cid: np.asarray(K, dtype=np.float64).round(6).tolist() for cid, K in zip(cam_ids, Ks)},
+        "azimuth_deg": [round(a, 3) for a in az],
+        "elevation_deg": [round(e, 3) for e in el],
+        "angles": "of each camera seen from the head (median frame's pose): 0/0 in front of the face, azimuth "
+                  "positive toward the subject's left, elevation positive above",
+    }
+    if source.kind == "video":
+        cameras["fov_deg"] = float(options.fov_deg)
+        cameras["fov_across"] = "the longer side of the raw frame"
+        cameras["world"] = ("camera fixed in front of the head (y up, looking along -z); world origin = the head's "
+                            "mean tracked position")
+    return {
+        "generator": TRACKER,
+        "generator_version": TRACKER_VERSION,
+        "arguments": arguments,
+        "source": {"kind": source.kind, **source.describe()},
+        "face_model": {"name": FACE_MODEL_NAME, "num_identity": model.num_identity,
+                       "identity": [round(float(v), 6) for v in fit.identity.cpu()],
+                       "num_vertices": model.num_vertices, "faces": "faces.npy"},
+        "expression_names": list(EXPRESSION_NAMES),
+        "expression_basis": {"model": EXPRESSION_MODEL, "names": list(EXPRESSION_NAMES)},
+        "exp_dim": EXP_DIM,
+        "camera_ids": cam_ids,
+        "frame_names": frames,
+        "original_resolution": R,
+        "lowres_resolution": options.lowres_side,
+        "num_vertices": model.num_vertices,
+        "num_faces": int(model.faces.shape[0]),
+        "landmarks": "iBUG-68 (jaw 0-16, brows 17-26, nose 27-35, eyes 36-47, outer lips 48-59, inner lips 60-67)",
+        "scale": scale,
+        "scale_fitted": bool(fit.scale_fitted),
+        "masks": mask_mode,
+        "cameras": cameras,
+        "head_pose": "world = R(pose[:3]) @ (scale * x_canonical) + pose[3:]; canonical: face +z, y up, "
+                     "x to the subject's left",
+        "splits": splits,
+        "report": "tracking.json",
+    }
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Accuracy against ground truth (synthetic subjects)
+# ------------------------------------------------------------------------------------------------------------
+
+def ground_truth_errors(tracked, truth, truth_camera: Optional[str] = None) -> Dict[str, object]:
+    """Tracking accuracy of a tracked subject against the synthetic subject its images came from.
+
+    Frames are matched by name (a tracked video's frame ``0007`` is the truth's frame ``0007`` when the video was
+    written from the truth's frames in order). Multi-view (``truth_camera`` None): the calibration's world is the
+    truth's, so poses compare directly. Monocular (``truth_camera``: the truth camera the video was rendered from):
+    only the head's pose relative to the camera is observable, so rotations compare as ``R_camera @ R_head`` and
+    positions as the head origin in camera coordinates.
+
+    Returns:
+        dict with per-frame ``rotation_deg`` and ``translation`` (world units; the head is ~0.25 wide), their
+        ``median`` / ``p95``, the per-coefficient Pearson ``expression_correlation`` (None for a coefficient that is
+        constant in either), and the tracker's own ``reprojection_px`` summary from tracking.json.
+    """
+    tracked, truth = Path(tracked), Path(truth)
+    meta = json.loads((tracked / "meta.json").read_text())
+    frames = [f for f in meta["frame_names"] if (truth / "params" / f / "params.npz").is_file()]
+    if not frames:
+        raise DataError(f"{tracked} and {truth} have no frame names in common")
+
+    def params(root: Path, frame: str):
+        with np.load(root / "params" / frame / "params.npz") as data:
+            return data["pose"][0].astype(np.float64), data["exp_coeff"][0].astype(np.float64)
+
+    def camera(root: Path, frame: str, cam: str) -> np.ndarray:
+        with np.load(root / "cameras" / frame / f"camera_{cam}.npz") as data:
+            return data["extrinsic"].astype(np.float64)
+
+    rot, trans, exp_t, exp_g = [], [], [], []
+    for frame in frames:
+        (pose_t, e_t), (pose_g, e_g) = params(tracked, frame), params(truth, frame)
+        R_t = axis_angle_to_matrix(torch.from_numpy(pose_t[:3])).numpy()
+        R_g = axis_angle_to_matrix(torch.from_numpy(pose_g[:3])).numpy()
+        p_t, p_g = pose_t[3:], pose_g[3:]
+        if truth_camera is not None:
+            E_t = camera(tracked, frame, meta["camera_ids"][0])
+            E_g = camera(truth, frame, truth_camera)
+            R_t, R_g = E_t[:, :3] @ R_t, E_g[:, :3] @ R_g
+            p_t, p_g = E_t[:, :3] @ p_t + E_t[:, 3], E_g[:, :3] @ p_g + E_g[:, 3]
+        cos = np.clip((np.trace(R_t.T @ R_g) - 1.0) / 2.0, -1.0, 1.0)
+        rot.append(float(np.degrees(np.arccos(cos))))
+        trans.append(float(np.linalg.norm(p_t - p_g)))
+        exp_t.append(e_t)
+        exp_g.append(e_g)
+    exp_t, exp_g = np.stack(exp_t), np.stack(exp_g)
+    corr = {}
+    for d, name in enumerate(EXPRESSION_NAMES[: exp_t.shape[1]]):
+        a, b = exp_t[:, d], exp_g[:, d]
+        corr[name] = None if a.std() < 1e-9 or b.std() < 1e-9 else round(float(np.corrcoef(a, b)[0, 1]), 4)
+    report_path = tracked / "tracking.json"
+    reprojection = json.loads(report_path.read_text())["reprojection_px"] if report_path.is_file() else None
+    return {
+        "frames": len(frames),
+        "rotation_deg": {"median": _round(np.median(rot)), "p95": _round(np.percentile(rot, 95)),
+                         "per_frame": dict(zip(frames, [_round(r) for r in rot]))},
+        "translation": {"median": _round(np.median(trans), 6), "p95": _round(np.percentile(trans, 95), 6),
+                        "per_frame": dict(zip(frames, [_round(t, 6) for t in trans]))},
+        "expression_correlation": corr,
+        "reprojection_px": None if reprojection is None else
+        {k: reprojection[k] for k in ("resolution", "median", "p95", "max", "median_at_512")},
+    }

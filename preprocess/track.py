@@ -1,0 +1,139 @@
+"""Turn your own capture into a subject folder: face landmarks, our license-free face model fitted to them, and
+images / masks / cameras / params in the dataset layout (docs/tracking.md).
+
+    python preprocess/track.py --video me.mp4 --out data/me                      # one camera (phone, webcam)
+    python preprocess/track.py --images DIR --cameras cams.json --out data/rig   # calibrated multi-view frames
+
+Needs the optional extra (MediaPipe, without a second OpenCV):
+    pip install -e .[track] && pip install --no-deps mediapipe==0.10.14
+
+Then check and train as for any subject:
+    python preprocess/check_dataset.py data/me
+    python train_meshhead.py --config config/train_meshhead_synthetic.yaml dataset.dataroot=data/me \\
+        dataset.num_sample_view=1        # one camera: one view per sample
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+
+from cgha.errors import exit_on_user_error  # noqa: E402
+
+
+def _int(low: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+    return parse
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def _holdout(text: str):
+    """A number of cameras, or comma-separated camera ids."""
+    text = text.strip()
+    if text.isdigit():
+        return int(text)
+    ids = [part.strip() for part in text.split(",") if part.strip()]
+    if not ids:
+        raise argparse.ArgumentTypeError("expected a number of cameras or comma-separated camera ids")
+    return ids
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from cgha.tracking.pipeline import (DEFAULT_CROP_SCALE, DEFAULT_FOV_DEG, DEFAULT_MAX_REPROJECTION_PX,
+                                        DEFAULT_RESOLUTION)
+
+    parser = argparse.ArgumentParser(
+        description="Track a face video (one camera) or calibrated multi-view frames with MediaPipe landmarks and "
+                    "the license-free cgha face model, and write a subject folder (images, masks, cameras, params, "
+                    "lmk_3d.npy, vertices.npy, faces.npy, meta.json, tracking.json, preview.jpg).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--video", type=Path, help="one-camera video (mp4, mov, ...)")
+    source.add_argument("--images", type=Path, help="folder of frames DIR/<frame>/<camera>.{jpg,png} (needs --cameras)")
+    parser.add_argument("--cameras", type=Path, help="camera file of --images (JSON: per camera K, world_to_camera, "
+                                                     "image_size; docs/tracking.md)")
+    parser.add_argument("--out", type=Path, required=True, help="subject folder to write")
+    parser.add_argument("--resolution", type=_int(16), default=DEFAULT_RESOLUTION,
+                        help="side of the written square images (intrinsics are written for it)")
+    parser.add_argument("--lowres", type=_int(8), default=None,
+                        help="side of the image_lowres/mask_lowres copies (default: min(256, --resolution))")
+    parser.add_argument("--fov", type=_float, default=DEFAULT_FOV_DEG,
+                        help="--video: field of view across the longer side of the video frame, degrees (a 35 mm "
+                             "equivalent focal length f gives 2*atan(18/f): 26 mm -> 69)")
+    parser.add_argument("--crop", choices=("face", "full"), default=None,
+                        help="one square per camera for the whole sequence: around the face's landmarks (default for "
+                             "--video) or the centred square of the shorter side (default for --images)")
+    parser.add_argument("--crop-scale", type=_float, default=DEFAULT_CROP_SCALE,
+                        help="--crop face: square side / larger side of the face landmarks' bounds")
+    parser.add_argument("--stride", type=_int(1), default=1, help="use every N-th frame")
+    parser.add_argument("--max-frames", type=_int(1), default=None, help="use at most this many frames")
+    parser.add_argument("--min-face-fraction", type=_float, default=0.5,
+                        help="error when fewer frames than this fraction keep a face")
+    parser.add_argument("--max-reprojection", type=_float, default=DEFAULT_MAX_REPROJECTION_PX,
+                        help="drop frames whose mean landmark reprojection error exceeds this (px at a 512 side)")
+    parser.add_argument("--holdout-frames", type=_float, default=0.1,
+                        help="fraction of the frames (the last ones) held out for evaluation")
+    parser.add_argument("--holdout-cameras", type=_holdout, default=None,
+                        help="held-out cameras: a number or comma-separated ids (default: 1 with 3+ cameras, else 0)")
+    parser.add_argument("--masks", choices=("auto", "segmentation", "plates"), default="auto",
+                        help="person masks from MediaPipe selfie segmentation, or background subtraction against "
+                             "--backgrounds (auto: plates when --backgrounds is given)")
+    parser.add_argument("--backgrounds", type=Path, default=None,
+                        help="folder of empty-scene plates <camera>.{jpg,png} at the cameras' raw size")
+    parser.add_argument("--min-detection-confidence", type=_float, default=0.5, help="face detector threshold")
+    parser.add_argument("--fit", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="FitConfig overrides, e.g. smooth_rotation=0 smooth_translation=0 smooth_expression=0 "
+                             "for frames that are not in time order")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (the fit; landmarks run on the CPU)")
+    parser.add_argument("--force", action="store_true", help="replace an existing --out folder")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def main(argv=None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.images is not None and args.cameras is None:
+        parser.error("--images needs --cameras (the rig's calibration); for one camera use --video")
+    if args.video is not None and args.cameras is not None:
+        parser.error("--cameras belongs to --images; a --video is one camera with intrinsics from --fov")
+    logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
+    from cgha.tracking.pipeline import TrackOptions, parse_fit_overrides, track_images, track_video
+
+    options = TrackOptions(
+        resolution=args.resolution, lowres=args.lowres, fov_deg=args.fov, crop=args.crop, crop_scale=args.crop_scale,
+        stride=args.stride, max_frames=args.max_frames, min_face_fraction=args.min_face_fraction,
+        max_reprojection_px=args.max_reprojection, holdout_frames=args.holdout_frames,
+        holdout_cameras=args.holdout_cameras, masks=args.masks, backgrounds=args.backgrounds,
+        min_detection_confidence=args.min_detection_confidence, fit=parse_fit_overrides(args.fit),
+        device=args.device, force=args.force, progress=not args.quiet)
+    if args.video is not None:
+        result = track_video(args.video, args.out, options)
+    else:
+        result = track_images(args.images, args.cameras, args.out, options)
+    report = result.report
+    reproj, fps, timings = report["reprojection_px"], report["fps"], report["timings_s"]
+    print(f"{result.out_dir}: {len(result.frames)} frames x {len(result.cameras)} camera(s) at "
+          f"{reproj['resolution']}^2, {len(result.dropped)} dropped; landmark reprojection median {reproj['median']} px "
+          f"(p95 {reproj['p95']}); landmarks {fps['landmarks_images']} images/s, fit {fps['fit_frames']} frames/s "
+          f"on {report['device']}; {timings['total']} s in all. Report: {result.out_dir / 'tracking.json'}, "
+          f"preview: {result.out_dir / 'preview.jpg'}", file=sys.stdout)
+
+
+if __name__ == "__main__":
+    exit_on_user_error(main)
