@@ -25,19 +25,8 @@ import time
 from pathlib import Path
 
 
+from cgha.apps.cli import int_at_least  # noqa: E402
 from cgha.errors import exit_on_user_error  # noqa: E402
-
-
-def _positive(low: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
-        return value
-    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,15 +34,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Generate a synthetic multi-view head subject (images, masks, cameras, expression/pose "
                     "params, 3D landmarks, tracked vertices, meta.json, preview.jpg) in the GHA layout.")
     parser.add_argument("--out", required=True, type=Path, help="subject folder to write")
-    parser.add_argument("--identity", type=_positive(0), default=0, help="identity index (default 0)")
-    parser.add_argument("--frames", type=_positive(1), default=None,
+    parser.add_argument("--identity", type=int_at_least(0), default=0, help="identity index (default 0)")
+    parser.add_argument("--frames", type=int_at_least(1), default=None,
                         help="number of frames (default 40; 300 with --monocular)")
-    parser.add_argument("--cameras", type=_positive(1), default=None,
+    parser.add_argument("--cameras", type=int_at_least(1), default=None,
                         help="number of cameras (default 16; not with --monocular, which has one)")
-    parser.add_argument("--resolution", type=_positive(16), default=512,
+    parser.add_argument("--resolution", type=int_at_least(16), default=512,
                         help="image side in pixels (default 512)")
-    parser.add_argument("--seed", type=_positive(0), default=0, help="trajectory seed (default 0)")
-    parser.add_argument("--lowres", type=_positive(8), default=None,
+    parser.add_argument("--seed", type=int_at_least(0), default=0, help="trajectory seed (default 0)")
+    parser.add_argument("--lowres", type=int_at_least(8), default=None,
                         help="side of the image_lowres/mask_lowres copies, at most --resolution "
                              "(default 256, or --resolution when smaller)")
     parser.add_argument("--monocular", action="store_true",

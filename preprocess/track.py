@@ -20,19 +20,8 @@ import sys
 from pathlib import Path
 
 
+from cgha.apps.cli import int_at_least  # noqa: E402
 from cgha.errors import exit_on_user_error  # noqa: E402
-
-
-def _int(low: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
-        return value
-    return parse
 
 
 def _float(text: str) -> float:
@@ -68,9 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cameras", type=Path, help="camera file of --images (JSON: per camera K, world_to_camera, "
                                                      "image_size; docs/tracking.md)")
     parser.add_argument("--out", type=Path, required=True, help="subject folder to write")
-    parser.add_argument("--resolution", type=_int(16), default=DEFAULT_RESOLUTION,
+    parser.add_argument("--resolution", type=int_at_least(16), default=DEFAULT_RESOLUTION,
                         help="side of the written square images (intrinsics are written for it)")
-    parser.add_argument("--lowres", type=_int(8), default=None,
+    parser.add_argument("--lowres", type=int_at_least(8), default=None,
                         help="side of the image_lowres/mask_lowres copies (default: min(256, --resolution))")
     parser.add_argument("--fov", type=_float, default=DEFAULT_FOV_DEG,
                         help="--video: field of view across the longer side of the video frame, degrees (a 35 mm "
@@ -80,8 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "--video) or the centred square of the shorter side (default for --images)")
     parser.add_argument("--crop-scale", type=_float, default=DEFAULT_CROP_SCALE,
                         help="--crop face: square side / larger side of the face landmarks' bounds")
-    parser.add_argument("--stride", type=_int(1), default=1, help="use every N-th frame")
-    parser.add_argument("--max-frames", type=_int(1), default=None, help="use at most this many frames")
+    parser.add_argument("--stride", type=int_at_least(1), default=1, help="use every N-th frame")
+    parser.add_argument("--max-frames", type=int_at_least(1), default=None, help="use at most this many frames")
     parser.add_argument("--min-face-fraction", type=_float, default=0.5,
                         help="error when fewer frames than this fraction keep a face")
     parser.add_argument("--max-reprojection", type=_float, default=DEFAULT_MAX_REPROJECTION_PX,

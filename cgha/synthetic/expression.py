@@ -14,7 +14,8 @@ from .layout import FaceLayout
 from .mathutil import gaussian, smoothstep
 from .shape import mouth_band_coords
 
-__all__ = ["EXPRESSION_MODEL", "EXPRESSION_NAMES", "EXP_DIM", "ExpressionBasis", "build_expression_basis", "jaw_weight"]
+__all__ = ["EXPRESSION_MODEL", "EXPRESSION_NAMES", "EXP_DIM", "ExpressionBasis", "build_expression_basis", "jaw_weight",
+           "expression_batch", "named_expression"]
 
 EXPRESSION_NAMES = (
     "jaw_open",
@@ -35,6 +36,26 @@ EXPRESSION_NAMES = (
     "mouth_frown",
 )
 EXP_DIM = len(EXPRESSION_NAMES)
+
+
+def expression_batch(exp, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Coefficients ``exp`` [B, D] or [D] as a [B, D] tensor; any other shape is an error naming it."""
+    exp = torch.as_tensor(exp, dtype=dtype, device=device)
+    if exp.dim() == 1:
+        exp = exp[None]
+    if exp.dim() != 2 or exp.shape[1] != EXP_DIM:
+        raise ValueError(f"exp must be [B, {EXP_DIM}] (or [{EXP_DIM}]), got {tuple(exp.shape)}")
+    return exp
+
+
+def named_expression(coeffs: dict, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A [D] coefficient vector from ``{name: value}``; an unknown name is an error listing the known ones."""
+    exp = torch.zeros(EXP_DIM, dtype=dtype, device=device)
+    for name, value in coeffs.items():
+        if name not in EXPRESSION_NAMES:
+            raise ValueError(f"unknown expression {name!r}; known: {', '.join(EXPRESSION_NAMES)}")
+        exp[EXPRESSION_NAMES.index(name)] = float(value)
+    return exp
 # Identifies this expression basis (its coefficients' meaning, not the generator's version) in subjects and avatars:
 # codes of another face model must never drive an avatar of this one unnoticed.
 EXPRESSION_MODEL = "cgha.synthetic.expression-v1"

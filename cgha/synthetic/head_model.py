@@ -14,7 +14,7 @@ import torch
 
 from cgha.utils.rotations import axis_angle_to_matrix
 
-from .expression import EXP_DIM, EXPRESSION_NAMES, build_expression_basis
+from .expression import EXP_DIM, EXPRESSION_NAMES, build_expression_basis, expression_batch, named_expression
 from .identity import IdentityParams, identity_params
 from .landmarks import build_landmarks
 from .layout import FaceLayout, face_layout
@@ -102,21 +102,11 @@ class HeadModel:
         return EXP_DIM
 
     def _exp(self, exp) -> torch.Tensor:
-        exp = torch.as_tensor(exp, dtype=self.dtype, device=self.device)
-        if exp.dim() == 1:
-            exp = exp[None]
-        if exp.dim() != 2 or exp.shape[1] != EXP_DIM:
-            raise ValueError(f"exp must be [B, {EXP_DIM}] (or [{EXP_DIM}]), got {tuple(exp.shape)}")
-        return exp
+        return expression_batch(exp, self.dtype, self.device)
 
     def expression(self, **coeffs: float) -> torch.Tensor:
         """A [D] coefficient vector from names, e.g. ``head.expression(jaw_open=1.0, blink_left=0.5)``."""
-        exp = torch.zeros(EXP_DIM, dtype=self.dtype, device=self.device)
-        for name, value in coeffs.items():
-            if name not in EXPRESSION_NAMES:
-                raise ValueError(f"unknown expression {name!r}; known: {', '.join(EXPRESSION_NAMES)}")
-            exp[EXPRESSION_NAMES.index(name)] = float(value)
-        return exp
+        return named_expression(coeffs, self.dtype, self.device)
 
     def canonical_vertices(self, exp) -> torch.Tensor:
         """Expressed canonical vertices [B, V, 3] for coefficients ``exp`` [B, D] (or [D])."""

@@ -37,7 +37,8 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 import torch
 
-from cgha.synthetic.expression import EXP_DIM, EXPRESSION_MODEL, EXPRESSION_NAMES, ExpressionBasis
+from cgha.synthetic.expression import (EXP_DIM, EXPRESSION_MODEL, EXPRESSION_NAMES, ExpressionBasis, expression_batch,
+                                      named_expression)
 from cgha.synthetic.head_model import apply_pose
 from cgha.synthetic.landmarks import NUM_LANDMARKS
 from cgha.utils.atomic import atomic_output
@@ -312,12 +313,7 @@ class FaceModel:
 
     def expression(self, **coeffs: float) -> torch.Tensor:
         """A [16] coefficient vector from names, e.g. ``model.expression(jaw_open=1.0, blink_left=0.5)``."""
-        exp = torch.zeros(EXP_DIM, dtype=self.dtype, device=self.device)
-        for name, value in coeffs.items():
-            if name not in EXPRESSION_NAMES:
-                raise ValueError(f"unknown expression {name!r}; known: {', '.join(EXPRESSION_NAMES)}")
-            exp[EXPRESSION_NAMES.index(name)] = float(value)
-        return exp
+        return named_expression(coeffs, self.dtype, self.device)
 
     @property
     def num_identity(self) -> int:
@@ -334,12 +330,7 @@ class FaceModel:
     # -- argument checks -------------------------------------------------------------------------------------
 
     def _exp(self, exp) -> torch.Tensor:
-        exp = torch.as_tensor(exp, dtype=self.dtype, device=self.device)
-        if exp.dim() == 1:
-            exp = exp[None]
-        if exp.dim() != 2 or exp.shape[1] != EXP_DIM:
-            raise ValueError(f"exp must be [B, {EXP_DIM}] (or [{EXP_DIM}]), got {tuple(exp.shape)}")
-        return exp
+        return expression_batch(exp, self.dtype, self.device)
 
     def _identity(self, identity, batch: int) -> torch.Tensor:
         """[K] (shared) or [B, K] identity codes; None is the mean."""
