@@ -23,7 +23,7 @@ import sys
 import time
 
 import torch
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -195,23 +195,32 @@ def main() -> None:
                        args.sheet, args.reenact)
 
     start = time.perf_counter()
+    rows: List[Dict] = []
+
+    def report() -> Dict:
+        """The result so far; written after every finished run, so a run cut short keeps what was measured."""
+        result = {"date": datetime.date.today().isoformat(),
+                  "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+                  "config": str(args.config), "seeds": args.seeds, "parallel_per_gpu": args.parallel,
+                  "gpus": args.gpus, "wall_seconds": time.perf_counter() - start, "common_overrides": args.overrides,
+                  "runs_planned": len(jobs), "runs": rows, "summary": summarise(rows, names)}
+        if args.out:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            temporary = args.out.with_name(args.out.name + ".tmp")
+            temporary.write_text(json.dumps(result, indent=2) + "\n")
+            temporary.replace(args.out)
+        return result
+
     with ThreadPoolExecutor(max_workers=args.parallel * max(args.gpus, 1)) as pool:
-        rows = list(pool.map(run, range(len(jobs))))
-
-
-    summary = summarise(rows, names)
-    result = {"date": datetime.date.today().isoformat(),
-              "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
-              "config": str(args.config), "seeds": args.seeds, "parallel_per_gpu": args.parallel, "gpus": args.gpus,
-              "wall_seconds": time.perf_counter() - start, "common_overrides": args.overrides, "runs": rows,
-              "summary": summary}
+        for done in as_completed([pool.submit(run, index) for index in range(len(jobs))]):
+            rows.append(done.result())
+            rows.sort(key=lambda row: (names.index(row["variant"]), row["seed"]))
+            report()
+    result = report()
     for row in rows:
         if "error" in row:
             print(f"{row['variant']} seed {row['seed']}: {row['error']}", file=sys.stderr)
-    print(table(summary, names))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(table(result["summary"], names))
 
 
 if __name__ == "__main__":
