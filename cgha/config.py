@@ -112,6 +112,9 @@ class TrainSection:
                                 "net from CUDA graphs in training steps (fewer kernel launches; same result)")
     loss_weights: Dict[str, float] = option({}, "overrides of the stage's loss weights by name (see LOSS_WEIGHTS)")
     pretrain_sphere_iters: int = option(300, "mesh head: SDF sphere pre-training steps on a fresh start", min=0)
+    deform_warmup_iters: int = option(0, "mesh head: full-batch steps fitting the expression deformation to every "
+                                         "training frame's tracked landmarks after the sphere pre-training, on a "
+                                         "fresh start (ours; 0 = GHA)", min=0)
     eval_every: int = option(0, "iterations between held-out evaluations during training; 0 = only at the end", min=0)
     crop_scale_range: List[float] = option([0.8, 1.25], "Gaussian head: [low, high] random zoom of the render crop the "
                                            "super-resolution net trains on (GHA: [0.8, 1.25])")

@@ -210,7 +210,8 @@ def run_demo(config_dir: Path, scale: DemoScale, device: torch.device, results_r
 def _split_summary(entry: Dict[str, Any]) -> Dict[str, Any]:
     """One evaluated split's output-resolution numbers for the summary."""
     return {"psnr": entry["output"]["psnr"], "ssim": entry["output"]["ssim"],
-            "psnr_masked": entry["output"]["psnr_masked"], "images": entry["num_images"],
+            "psnr_masked": entry["output"]["psnr_masked"], "psnr_mouth": entry["output"].get("psnr_mouth"),
+            "images": entry["num_images"],
             "resolution": entry["output_resolution"]}
 
 
@@ -237,8 +238,9 @@ def format_summary(summary: Dict[str, Any]) -> str:
                      f"PSNR {entry['psnr']:.2f} dB, SSIM {entry['ssim']:.4f} (masked PSNR {entry['psnr_masked']:.2f}) "
                      f"over {entry['images']} images at {entry['resolution']}^2"))
     cross = summary["cross_identity"]
+    mouth = f", mouth PSNR {cross['psnr_mouth']:.2f}" if cross.get("psnr_mouth") is not None else ""
     rows.append(("cross-identity", f"PSNR {cross['psnr']:.2f} dB, SSIM {cross['ssim']:.4f} (masked PSNR "
-                                   f"{cross['psnr_masked']:.2f}) over {cross['images']} images: identity 0's avatar "
+                                   f"{cross['psnr_masked']:.2f}{mouth}) over {cross['images']} images: identity 0's avatar "
                                    f"driven by identity 1's codes vs identity 0 rendered making them"))
     mesh = summary["mesh_head"]
     if mesh:

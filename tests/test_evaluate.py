@@ -24,7 +24,7 @@ from cgha.module.mesh_head import MeshHeadModule, pretrain_sphere
 from cgha.module.super_resolution import SuperResolutionModule
 from cgha.recorder.checkpoint import save_atomic
 from cgha.utils.image_io import read_rgb
-from cgha.utils.metrics import composite_on_white, masked_psnr, masked_ssim, psnr, ssim
+from cgha.utils.metrics import composite_on_white, masked_psnr, masked_ssim, mouth_box_mask, psnr, ssim
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "config" / "train_gaussianhead_synthetic_demo.yaml"
@@ -91,6 +91,27 @@ def test_metric_helpers():
     assert network is None and status == "disabled"
 
 
+def test_mouth_box_bounds_the_lips_with_a_margin():
+    landmarks = torch.zeros(2, 70, 2)
+    landmarks[0, 48:68] = torch.tensor([[10.0, 20.0], [30.0, 28.0]]).repeat(10, 1)  # lips span u 10..30, v 20..28
+    landmarks[1, 48:68] = torch.tensor([[-40.0, -40.0], [-30.0, -35.0]]).repeat(10, 1)  # mouth outside the image
+    landmarks[:, :48] = 5.0  # other landmarks do not widen the box
+    mask = mouth_box_mask(landmarks, 40, 50)
+    assert mask.shape == (2, 1, 40, 50)
+    rows, cols = mask[0, 0].nonzero(as_tuple=True)
+    # margin 0.25 of the size: u 5..35, v 18..30 (pixel centres at +0.5)
+    assert (cols.min().item(), cols.max().item(), rows.min().item(), rows.max().item()) == (5, 34, 18, 29)
+    assert mask[1].sum() == 0
+    # An error only outside the box is invisible to the mouth PSNR; one inside it is not.
+    image = torch.rand(1, 3, 40, 50, generator=torch.Generator().manual_seed(0))
+    elsewhere, lips = image.clone(), image.clone()
+    elsewhere[..., :10, :] = 0.0
+    lips[..., 22:26, 15:25] = 0.0
+    assert masked_psnr(elsewhere, image, mask[:1]) > 100 and masked_psnr(lips, image, mask[:1]) < 25
+    with pytest.raises(ValueError, match="68 iBUG landmarks"):
+        mouth_box_mask(torch.zeros(1, 20, 2), 8, 8)
+
+
 def test_lpips_reports_unavailable_instead_of_faking(monkeypatch):
     monkeypatch.setitem(sys.modules, "lpips", None)  # makes `import lpips` raise ImportError
     network, status = load_lpips(True, torch.device("cpu"))
@@ -114,6 +135,8 @@ def _check_results(results: dict, path: Path) -> None:
             assert 0 < values["psnr"] < 60 and 0 < values["psnr_masked"] < 60
             assert -1 <= values["ssim"] <= 1 and -1 <= values["ssim_masked"] <= 1
             assert values["psnr"] != values["psnr_masked"] and values["ssim"] != values["ssim_masked"]
+        # The synthetic subject's landmarks start with the iBUG-68 ones: the lips' box is scored on its own.
+        assert 0 < entry["output"]["psnr_mouth"] < 60 and "psnr_mouth" not in entry["render"]
         assert entry["speed"]["ms_per_frame"] > 0 and entry["speed"]["fps"] > 0
         assert entry["speed"]["timed_frames"] == 3
     assert results["speed"]["timed_frames"] == 21

@@ -12,7 +12,8 @@ import torch
 from cgha.config import TrainConfig, load_config
 from cgha.dataset import MeshDataset
 from cgha.errors import CheckpointError
-from cgha.module.mesh_head import MeshHeadModule, blend_weights, pose_to_world, pretrain_sphere, world_to_canonical
+from cgha.module.mesh_head import (MeshHeadModule, blend_weights, pose_to_world, pretrain_sphere,
+                                   warm_up_expression_deformation, world_to_canonical)
 from cgha.recorder.metrics_log import read_metrics
 from cgha.trainer.mesh_head_trainer import MeshHeadTrainer
 
@@ -71,6 +72,33 @@ def test_reconstruct_shapes_and_expression_dimension_check():
     assert out["verts"].abs().max() < 0.5  # scaled into world units
     with pytest.raises(ValueError, match="exp_coeff has 10 coefficients, the mesh head takes 16"):
         module.reconstruct(torch.zeros(1, 10), torch.zeros(1, 6), torch.ones(1, 1))
+
+
+def test_expression_warm_up_fits_landmark_motion_and_touches_nothing_else():
+    cfg = load_config(TrainConfig, DEMO_CONFIG, ["meshheadmodule.tet_resolution=16"], stage="meshhead")
+    torch.manual_seed(0)
+    neutral = torch.randn(30, 3) * 0.5
+    module = MeshHeadModule(cfg.meshheadmodule, neutral)
+    pretrain_sphere(module, 20, torch.device("cpu"), batch=512)
+    # Coefficient 0 opens a "jaw": the lower landmarks move down by 0.2 x the coefficient.
+    exp = torch.zeros(8, 16)
+    exp[:, 0] = torch.linspace(0, 1, 8)
+    lower = (neutral[:, 1] < 0).float()[:, None]
+    with torch.no_grad():
+        surface = module.surface_points(neutral)
+    target = surface[None] + exp[:, :1, None] * lower[None] * torch.tensor([0.0, -0.2, 0.0])
+    others = {name: value.clone() for name, value in module.state_dict().items() if not name.startswith("exp_deform")}
+    before = torch.nn.functional.mse_loss(module.deform(neutral[None].expand(8, -1, -1), exp), target).item()
+    after = warm_up_expression_deformation(module, exp, target, 300, lr=3e-3)
+    assert after < before / 20
+    for name, value in module.state_dict().items():
+        if not name.startswith("exp_deform"):
+            torch.testing.assert_close(value, others[name])
+    opened = torch.zeros(1, 16)
+    opened[0, 0] = 1.0
+    with torch.no_grad():
+        motion = module.deform(neutral[None], opened) - module.deform(neutral[None], torch.zeros(1, 16))
+    assert motion[0, lower[:, 0] > 0, 1].mean() < -0.15 and motion[0, lower[:, 0] == 0].norm(dim=-1).mean() < 0.05
 
 
 def test_tiny_training_run_learns_and_resumes(tiny_subject, tmp_path):

@@ -31,7 +31,8 @@ from cgha.utils.atomic import write_bytes_atomic
 from cgha.utils.device import synchronize
 from cgha.utils.image_io import write_image
 from cgha.utils.lpips import load_lpips
-from cgha.utils.metrics import composite_on_white, masked_psnr, masked_ssim, psnr, ssim
+from cgha.utils.cameras import project_points
+from cgha.utils.metrics import composite_on_white, masked_psnr, masked_ssim, mouth_box_mask, psnr, ssim
 from cgha.utils.paths import ensure_writable_folders
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,12 @@ def _evaluate_split(avatar: Avatar, dataset: GaussianDataset, indices: List[int]
             add(f"{level}.ssim", ssim(predicted, target))
             add(f"{level}.psnr_masked", masked_psnr(predicted, target, mask))
             add(f"{level}.ssim_masked", masked_ssim(predicted, target, mask))
+        if batch["landmarks_3d"].shape[1] >= 68:
+            # The mouth alone: a closed mouth under an open driver's jaw barely moves a whole-image PSNR.
+            pixels, _ = project_points(batch["landmarks_3d"].float(), batch["viewmat"], batch["intrinsics"])
+            mouth = mouth_box_mask(pixels.float(), *output.shape[-2:])
+            if bool(mouth.any()):
+                add("output.psnr_mouth", masked_psnr(output, batch["images"], mouth))
         if lpips_net is not None:
             add("output.lpips", lpips_net(output, batch["images"], normalize=True).flatten())
             add("output.lpips_masked", lpips_net(composite_on_white(output, batch["masks"]),
@@ -113,7 +120,8 @@ def evaluate_avatar(cfg: TrainConfig, device: torch.device) -> Dict[str, Any]:
     Masked PSNR is the MSE over mask pixels only; masked SSIM is the SSIM of both images composited with the mask
     on white. Returns {"name", "device", "render_backend", "avatar": {kind, files, bytes, total_bytes},
     "num_gaussians", "lpips", "splits": {split: {num_images, render_resolution, output_resolution, pose_offsets,
-    render: {psnr, ssim, psnr_masked, ssim_masked}, output: {same (+ lpips, lpips_masked)}, speed: {ms_per_frame,
+    render: {psnr, ssim, psnr_masked, ssim_masked}, output: {same (+ psnr_mouth: PSNR inside a box around the lips
+    when the subject has iBUG-68 landmarks; + lpips, lpips_masked)}, speed: {ms_per_frame,
     fps, timed_frames}}}, "speed": over all evaluated frames, "path": the JSON file}.
     """
     out_dir = Path(cfg.recorder.result_path) / cfg.recorder.name

@@ -49,6 +49,13 @@ class MeshDataset(Dataset):
         views = torch.randperm(len(self.cameras), generator=generator)[: self.num_sample_view]
         return self._item(self.frames[index], views)
 
+    def landmark_targets(self) -> Dict[str, torch.Tensor]:
+        """Every frame of the split at once, without images: exp_coeff [F, D], pose [F, 6], scale [F, 1],
+        landmarks_3d [F, K, 3] (world)."""
+        params = [frame_params(self.subject, frame) for frame in self.frames]
+        return {key: torch.stack([entry[key] for entry in params])
+                for key in ("exp_coeff", "pose", "scale", "landmarks_3d")}
+
     def all_views(self, index: int) -> Dict[str, torch.Tensor]:
         """Like an item, but with every camera of the split in order (for evaluation)."""
         return self._item(self.frames[index], torch.arange(len(self.cameras)))

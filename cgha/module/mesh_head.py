@@ -160,8 +160,15 @@ class MeshHeadModule(nn.Module):
 
     def deform(self, points: torch.Tensor, exp_coeff: torch.Tensor) -> torch.Tensor:
         """Expression-deformed canonical points (GHA's landmark path): points [B, K, 3], exp [B, D] -> [B, K, 3]."""
+        return self.deform_surface_points(self.surface_points(points), exp_coeff)
+
+    def surface_points(self, points: torch.Tensor) -> torch.Tensor:
+        """Points moved by the geometry MLP's vertex offsets, as tet-grid vertices are: [..., 3] -> [..., 3]."""
         _, offsets, _ = self._geometry(points)
-        points = points + offsets * self.deform_bound
+        return points + offsets * self.deform_bound
+
+    def deform_surface_points(self, points: torch.Tensor, exp_coeff: torch.Tensor) -> torch.Tensor:
+        """The expression deformation alone: points [B, K, 3] (from `surface_points`), exp [B, D] -> [B, K, 3]."""
         exp_input = torch.cat([self.pos_embedding(points), _expand(exp_coeff, points.shape[1])], -1)
         return points + self.exp_deform_mlp(exp_input) * self.cfg.deform_scale
 
@@ -229,6 +236,27 @@ def pretrain_sphere(module: MeshHeadModule, iterations: int, device: torch.devic
         points = torch.rand(batch, 3, device=device, generator=generator) * (bbox[:, 1] - bbox[:, 0]) + bbox[:, 0]
         target = points.norm(dim=-1, keepdim=True) - radius
         loss = torch.nn.functional.mse_loss(module.query_sdf(points), target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return float(loss.detach())
+
+
+def warm_up_expression_deformation(module: MeshHeadModule, exp_coeff: torch.Tensor, landmarks: torch.Tensor,
+                                   iterations: int, lr: float = 1e-3) -> float:
+    """Fit the expression deformation MLP alone to the tracked landmarks of every training frame at once.
+
+    exp_coeff [F, D]; landmarks [F, K, 3] in canonical space (`world_to_canonical` of the tracked ones). The same
+    MSE as the mesh head's `def` loss, full batch: a few hundred cheap steps (no rendering) that a short photometric
+    schedule cannot afford, so rare, large expressions (a wide-open jaw) are learned before the surface is fitted.
+    Returns the final loss.
+    """
+    with torch.no_grad():
+        points = module.surface_points(module.landmarks_3d_neutral)[None].expand(exp_coeff.shape[0], -1, -1)
+    optimizer = torch.optim.Adam(module.exp_deform_mlp.parameters(), lr=lr)
+    loss = torch.zeros((), device=exp_coeff.device)
+    for _ in range(iterations):
+        loss = torch.nn.functional.mse_loss(module.deform_surface_points(points, exp_coeff), landmarks)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from cgha.config import TrainConfig, loss_weights
 from cgha.dataset import MeshDataset, make_loader
 from cgha.errors import CheckpointError
-from cgha.module.mesh_head import MeshHeadModule, pretrain_sphere, world_to_canonical
+from cgha.module.mesh_head import MeshHeadModule, pretrain_sphere, warm_up_expression_deformation, world_to_canonical
 from cgha.recorder.checkpoint import load_file, load_state_dict_into
 from cgha.recorder.images import grid, normals_to_image, overlay_mask
 from cgha.render.multiview import render_mesh_views
@@ -65,6 +65,13 @@ class MeshHeadTrainer(Trainer):
             raise CheckpointError(f"load_meshhead_checkpoint not found: {source}")
         loss = pretrain_sphere(self.module, self.cfg.train.pretrain_sphere_iters, self.device, seed=self.cfg.train.seed)
         log.info("SDF sphere pre-training: %d steps, final MSE %.2e", self.cfg.train.pretrain_sphere_iters, loss)
+        steps = self.cfg.train.deform_warmup_iters
+        if steps:
+            frames = {key: value.to(self.device) for key, value in self.dataset.landmark_targets().items()}
+            target = world_to_canonical(frames["landmarks_3d"], frames["pose"], frames["scale"])
+            loss = warm_up_expression_deformation(self.module, frames["exp_coeff"], target, steps, self.cfg.lr_net)
+            log.info("expression deformation warm-up on the landmarks of %d frames: %d steps, final MSE %.2e",
+                     target.shape[0], steps, loss)
 
     def load_own_checkpoints(self) -> None:
         load_mesh_head(self.module, self.recorder.checkpoint(self.stage))

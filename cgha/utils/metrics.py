@@ -67,3 +67,25 @@ def masked_ssim(predicted: torch.Tensor, target: torch.Tensor, mask: torch.Tenso
     SSIM has no per-pixel form that a mask can select, so the background is made identical (white) in both images
     instead; the score then reflects only the head, but it is still averaged over the whole image."""
     return ssim(composite_on_white(predicted, mask), composite_on_white(target, mask))
+
+
+IBUG_MOUTH = slice(48, 68)  # outer and inner lips of the iBUG-68 landmarks
+MOUTH_BOX_MARGIN = 0.25  # of the lips' box size on every side: an opening jaw stays inside
+
+
+def mouth_box_mask(landmarks_px: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """A box around the lips: landmarks_px [B, K >= 68, 2] in pixels (iBUG-68 order first) -> mask [B, 1, H, W].
+
+    The box bounds the 20 lip landmarks, widened by MOUTH_BOX_MARGIN of its size on each side and clipped to the
+    image (empty when the mouth is outside it)."""
+    if landmarks_px.shape[-2] < 68:
+        raise ValueError(f"a mouth box needs the 68 iBUG landmarks first, got {landmarks_px.shape[-2]} points")
+    lips = landmarks_px[:, IBUG_MOUTH]
+    low, high = lips.amin(1), lips.amax(1)  # [B, 2]
+    margin = (high - low) * MOUTH_BOX_MARGIN
+    low, high = low - margin, high + margin
+    u = torch.arange(width, device=landmarks_px.device, dtype=landmarks_px.dtype) + 0.5
+    v = torch.arange(height, device=landmarks_px.device, dtype=landmarks_px.dtype) + 0.5
+    inside_u = (u[None] >= low[:, :1]) & (u[None] <= high[:, :1])  # [B, W]
+    inside_v = (v[None] >= low[:, 1:]) & (v[None] <= high[:, 1:])  # [B, H]
+    return (inside_v[:, :, None] & inside_u[:, None, :]).to(landmarks_px.dtype)[:, None]
