@@ -43,6 +43,7 @@ def _holdout(text: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from cgha.tracking.face_model import DEFAULT_NUM_COMPONENTS, DEFAULT_NUM_SAMPLES
     from cgha.tracking.pipeline import (DEFAULT_CROP_SCALE, DEFAULT_FOV_DEG, DEFAULT_MAX_REPROJECTION_PX,
                                         DEFAULT_RESOLUTION)
 
@@ -85,6 +86,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--backgrounds", type=Path, default=None,
                         help="folder of empty-scene plates <camera>.{jpg,png} at the cameras' raw size")
     parser.add_argument("--min-detection-confidence", type=_float, default=0.5, help="face detector threshold")
+    calibration = parser.add_mutually_exclusive_group()
+    calibration.add_argument("--calibration", type=Path, default=None,
+                             help="landmark calibration file (MediaPipe's points vs the face model's landmarks; "
+                                  "default: the one shipped in cgha/tracking/data)")
+    calibration.add_argument("--no-calibration", action="store_true",
+                             help="fit the face model's own landmark definitions to MediaPipe's points (biased: "
+                                  "docs/tracking.md)")
+    parser.add_argument("--face-model-samples", type=int_at_least(2), default=DEFAULT_NUM_SAMPLES,
+                        help="identity PCA samples of the face model (a smaller model builds faster, fits less well)")
+    parser.add_argument("--face-model-components", type=int_at_least(1), default=DEFAULT_NUM_COMPONENTS,
+                        help="identity components of the face model (fewer than --face-model-samples)")
     parser.add_argument("--fit", nargs="+", default=[], metavar="KEY=VALUE",
                         help="FitConfig overrides, e.g. smooth_rotation=0 smooth_translation=0 smooth_expression=0 "
                              "for frames that are not in time order")
@@ -110,6 +122,8 @@ def main(argv=None) -> None:
         max_reprojection_px=args.max_reprojection, holdout_frames=args.holdout_frames,
         holdout_cameras=args.holdout_cameras, masks=args.masks, backgrounds=args.backgrounds,
         min_detection_confidence=args.min_detection_confidence, fit=parse_fit_overrides(args.fit),
+        calibration=None if args.no_calibration else (args.calibration or "default"),
+        face_model_samples=args.face_model_samples, face_model_components=args.face_model_components,
         device=args.device, force=args.force, progress=not args.quiet)
     if args.video is not None:
         result = track_video(args.video, args.out, options)

@@ -26,6 +26,7 @@ experiments can build a small model quickly (``num_samples``, ``num_components``
 from __future__ import annotations
 
 import concurrent.futures
+import copy
 import hashlib
 import multiprocessing
 import os
@@ -297,6 +298,7 @@ class FaceModel:
         self._lmk_basis = ExpressionBasis(blend[:, anchor], jaw[anchor], push[anchor], t(a["hinge"]))
         self.blink_coeff = torch.from_numpy(a["blink_coeff"]).to(self.device)  # [68], -1 = not blinking
         self.sample_ids = tuple(int(i) for i in a["sample_ids"])
+        self.landmark_offset: Optional[torch.Tensor] = None  # [68, 3] (with_landmark_offset)
 
     def to(self, device: torch.device | str | None = None, dtype: Optional[torch.dtype] = None) -> "FaceModel":
         """This model on another device / dtype (``self`` when nothing changes); the arrays are not reloaded."""
@@ -304,7 +306,25 @@ class FaceModel:
         dtype = self.dtype if dtype is None else dtype
         if device == self.device and dtype == self.dtype:
             return self
-        return FaceModel(device=device, dtype=dtype, arrays=self._arrays)
+        return FaceModel(device=device, dtype=dtype, arrays=self._arrays).with_landmark_offset(self.landmark_offset)
+
+    def with_landmark_offset(self, offset) -> "FaceModel":
+        """This model with every landmark moved by ``offset`` [68, 3] (None: the model's own landmarks).
+
+        The offset is in canonical units and is added to the *neutral* landmark positions, so it deforms with the
+        expression as the landmark does (a chin point's offset turns with the opening jaw) and is posed with the
+        head. It maps the model's landmark definitions onto another landmarker's (``cgha.tracking.calibration``);
+        vertices are not moved. The arrays are shared, not copied.
+        """
+        model = copy.copy(self)
+        if offset is None:
+            model.landmark_offset = None
+            return model
+        offset = torch.as_tensor(offset).to(dtype=self.dtype, device=self.device)
+        if offset.shape != (NUM_LANDMARKS, 3) or not bool(torch.isfinite(offset).all()):
+            raise ValueError(f"landmark offset must be finite [{NUM_LANDMARKS}, 3], got {tuple(offset.shape)}")
+        model.landmark_offset = offset
+        return model
 
     def meta(self) -> dict:
         """What a tracked subject or an avatar records about the model (JSON-serialisable)."""
@@ -411,6 +431,8 @@ class FaceModel:
         B = exp.shape[0]
         identity = self._identity(identity, B)
         rest = self._lmk_mean + (identity @ self._lmk_comp).reshape(identity.shape[:-1] + self._lmk_mean.shape)
+        if self.landmark_offset is not None:
+            rest = rest + self.landmark_offset.repeat(2, 1)  # the open-eye and the closed-lid rows alike
         if identity.dim() == 1:
             pts = self._lmk_basis.deform(rest, exp)
         else:
@@ -426,6 +448,20 @@ class FaceModel:
             raise ValueError("scale is required with pose")
         pose, scale = self._pose(pose, scale, B)
         return apply_pose(lmk, pose, scale)
+
+    def landmark_offset_jacobian(self, exp) -> torch.Tensor:
+        """d (canonical landmark) / d (landmark offset): [B, 68, 3, 3] for ``exp`` [B, 16] (or [16]).
+
+        Exact, since the expression deformation is affine in the rest position: the identity matrix except where
+        the jaw turns a landmark (its rotation about the hinge, scaled by the landmark's jaw weight)."""
+        exp = self._exp(exp)
+        eye = torch.eye(3, dtype=self.dtype, device=self.device)
+        points = torch.cat([torch.zeros(1, 3, dtype=self.dtype, device=self.device), eye])  # origin + unit steps
+        # Every landmark's deformation applied to the same four points: [4, B, 68, 3] (open-eye rows).
+        moved = torch.stack([self._lmk_basis.deform(p.expand(2 * NUM_LANDMARKS, 3), exp)[:, :NUM_LANDMARKS]
+                             for p in points])
+        # Columns: the image of each unit step minus the image of the origin (the blend part is a translation).
+        return (moved[1:] - moved[:1]).permute(1, 2, 3, 0)
 
     def project_identity(self, rest: torch.Tensor) -> torch.Tensor:
         """Least-squares identity code [K] of neutral canonical vertices ``rest`` [V, 3] (no prior)."""

@@ -15,10 +15,13 @@ Steps (docs/tracking.md has the reasons behind each choice):
    preprocess_nersemble.py crops. A fixed crop keeps each camera's intrinsics constant over time, which the training
    stages assume (they read one camera per view and let the head move), and avoids per-frame zoom jitter.
 4. **Fit** (``cgha.tracking.fitting.fit_landmarks``) in the cropped images' pixels: per-frame pose and expression,
-   one identity and scale. Monocular: intrinsics from a field of view (``fov_deg`` across the longer side of the
-   raw frame, principal point at its centre) and a camera fixed one unit in front of the world origin looking at it;
-   after the fit the world is shifted so that the head's mean position is the origin (the camera then looks at the
-   head from the fitted distance). Multi-view: the given calibration's world.
+   one identity and scale. The face model's landmarks are moved onto MediaPipe's landmark definitions by the
+   shipped calibration (``cgha.tracking.calibration``; ``TrackOptions.calibration``) for the fit, and each landmark
+   weighs by the inverse variance of MediaPipe's scatter around it; the 3D landmarks written stay the face model's
+   own (on its surface, the definitions of the synthetic subjects). Monocular: intrinsics from a field of view
+   (``fov_deg`` across the longer side of the raw frame, principal point at its centre) and a camera fixed one unit
+   in front of the world origin looking at it; after the fit the world is shifted so that the head's mean position
+   is the origin (the camera then looks at the head from the fitted distance). Multi-view: the given calibration's world.
 5. **Drop**: frames without a face in any camera, and frames whose fit reprojects worse than
    ``max_reprojection_px`` (a wrong detection), are dropped with a warning naming them; fewer than
    ``min_face_fraction`` of the frames left is an error naming the input.
@@ -54,7 +57,8 @@ from cgha.utils.cameras import look_at_world_to_camera, project_points
 from cgha.utils.rotations import axis_angle_to_matrix
 
 from . import subject_writer as sw
-from .face_model import FACE_MODEL_NAME, FaceModel
+from .calibration import DEFAULT_CALIBRATION_PATH, LandmarkCalibration, load_calibration
+from .face_model import DEFAULT_NUM_COMPONENTS, DEFAULT_NUM_SAMPLES, FACE_MODEL_NAME, FaceModel
 from .fitting import FitConfig, fit_landmarks
 
 __all__ = [
@@ -66,7 +70,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 TRACKER = "cgha.tracking"
-TRACKER_VERSION = "1.0.0"
+TRACKER_VERSION = "1.1.0"  # 1.1.0: landmark calibration (MediaPipe -> face model definitions)
 DEFAULT_RESOLUTION = 512
 # Field of view across the longer side of the raw frame. Phones' main cameras (26 mm equivalent) see about 69 deg,
 # their front cameras 70-80 deg, webcams 60-75 deg: 65 deg is in the middle (docs/tracking.md, --fov).
@@ -121,6 +125,12 @@ class TrackOptions:
         backgrounds: folder of empty-scene plates ``<camera>.{jpg,png}`` at each camera's raw size.
         min_detection_confidence: the face detector's threshold.
         fit: the fitter's weights and schedule.
+        calibration: the landmark calibration between MediaPipe's points and the face model's landmarks
+            (``cgha.tracking.calibration``): ``default`` (the shipped file), a path to another calibration file, or
+            None (fit the face model's own landmark definitions, as before calibration existed).
+        face_model_samples, face_model_components: the face model's build (identity PCA samples and components;
+            the default is the full model; tests use a small one, which builds in seconds instead of a minute).
+        face_model_cache: folder of the face model's cache (None: ``$CGHA_CACHE_DIR`` or ``~/.cache/cgha``).
         device: ``auto``, ``cpu`` or ``cuda[:N]`` (where the fit runs; landmarks are always on the CPU).
         force: replace an existing output folder.
         progress: tqdm bars.
@@ -141,6 +151,10 @@ class TrackOptions:
     backgrounds: Optional[Path] = None
     min_detection_confidence: float = 0.5
     fit: FitConfig = dataclasses.field(default_factory=FitConfig)
+    calibration: Optional[Union[str, Path]] = "default"
+    face_model_samples: int = DEFAULT_NUM_SAMPLES
+    face_model_components: int = DEFAULT_NUM_COMPONENTS
+    face_model_cache: Optional[Path] = None
     device: str = "auto"
     force: bool = False
     progress: bool = True
@@ -183,7 +197,23 @@ class TrackOptions:
             bad(f"min_detection_confidence must be in [0, 1], got {self.min_detection_confidence!r}")
         if not isinstance(self.fit, FitConfig):
             bad(f"fit must be a FitConfig, got {type(self.fit).__name__}")
+        samples, components = self.face_model_samples, self.face_model_components
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (samples, components)) \
+                or not 1 <= components < samples:
+            bad(f"face model: need integers 1 <= components < samples, got samples={samples!r}, "
+                f"components={components!r}")
+        self.landmark_calibration()  # a missing or bad file fails now, before any work
         resolve_device(self.device)
+
+    def landmark_calibration(self) -> Optional[LandmarkCalibration]:
+        """The calibration ``calibration`` names (None: none); TrackArgumentError for a file that cannot be used."""
+        if self.calibration is None:
+            return None
+        path = DEFAULT_CALIBRATION_PATH if str(self.calibration) == "default" else Path(self.calibration)
+        try:
+            return load_calibration(path)
+        except ValueError as error:
+            raise TrackArgumentError(str(error)) from None
 
     @property
     def lowres_side(self) -> int:
@@ -740,7 +770,14 @@ def _track(source, out_dir: Path, options: TrackOptions) -> TrackResult:
     conf = np.repeat(det.found[..., None], lmk.shape[2], axis=2).astype(np.float32)
     lmk = np.where(conf[..., None] > 0, lmk, 0.0).astype(np.float32)
 
-    model = FaceModel(device=device)
+    model = FaceModel(device=device, num_samples=options.face_model_samples,
+                      num_components=options.face_model_components, cache_dir=options.face_model_cache)
+    calibration = options.landmark_calibration()
+    # The fit explains MediaPipe's points with MediaPipe's definitions (the calibrated landmarks); what is written
+    # (lmk_3d.npy) is the face model's own landmarks, which lie on its surface as the synthetic subjects' do.
+    fit_model = model.with_landmark_offset(None if calibration is None else calibration.offset)
+    if calibration is not None:
+        conf = conf * calibration.weights()  # each landmark by its inverse variance (the jaw line weighs least)
     # A wrong detection (another face, a poster) fits badly, but it also pulls its neighbours through the temporal
     # terms and the shared identity: such frames are dropped and the fit is run again without them.
     bad_fit = np.zeros(T, dtype=bool)
@@ -748,7 +785,7 @@ def _track(source, out_dir: Path, options: TrackOptions) -> TrackResult:
     fit_s, passes = 0.0, 0
     while True:
         start = time.perf_counter()
-        fit = fit_landmarks(model, lmk, conf * ~bad_fit[:, None, None], Ks, viewmats, (R, R), config=options.fit,
+        fit = fit_landmarks(fit_model, lmk, conf * ~bad_fit[:, None, None], Ks, viewmats, (R, R), config=options.fit,
                             device=device)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -764,7 +801,10 @@ def _track(source, out_dir: Path, options: TrackOptions) -> TrackResult:
     pose = fit.pose.cpu().double().numpy()
     exp = fit.exp.cpu().float().numpy()
     scale = float(fit.scale)
-    lmk3d = fit.landmarks_3d.cpu().double().numpy()
+    fitted3d = fit.landmarks_3d.cpu().double().numpy()  # [T, 68, 3] what the fit matched to the detections
+    with torch.no_grad():
+        lmk3d = model.landmarks(fit.identity.to(device), fit.exp.to(device), fit.pose.to(device),
+                                fit.scale.to(device)).cpu().double().numpy()
     cam_reproj = fit.camera_reprojection_px.cpu().double().numpy()  # [T, C]
     kept = fit.observed.cpu().numpy() & has_face & ~bad_fit
     dropped = [{"frame": names[t], "reason": "no face found"} for t in range(T) if not has_face[t]]
@@ -786,6 +826,7 @@ def _track(source, out_dir: Path, options: TrackOptions) -> TrackResult:
         shift = pose[keep_idx, 3:].mean(axis=0)
         pose[:, 3:] -= shift
         lmk3d -= shift
+        fitted3d -= shift
         to_old = np.eye(4)
         to_old[:3, 3] = shift
         viewmats = viewmats @ to_old
@@ -829,6 +870,9 @@ def _track(source, out_dir: Path, options: TrackOptions) -> TrackResult:
         "fit": {"passes": passes, "scale": scale, "scale_fitted": bool(fit.scale_fitted), "losses": dict(fit.losses),
                 "identity": [float(v) for v in fit.identity.cpu()],
                 "config": dataclasses.asdict(options.fit)},
+        "landmark_calibration": _calibration_report(calibration, options),
+        "face_model": {"key": model.key, "num_samples": options.face_model_samples,
+                       "num_components": options.face_model_components},
     }
 
     # -- write ------------------------------------------------------------------------------------------------
@@ -862,7 +906,7 @@ def _track(source, out_dir: Path, options: TrackOptions) -> TrackResult:
                     image = np.ascontiguousarray(crop_resize(rgb, crops[c], R))
                     sw.write_view(root, name, cam_ids[c], image, masker(image, c), lowres, Ks[c], extrinsics[c])
                     if i in preview_frames and c in preview_cams:
-                        fitted, _ = project_points(lmk3d[t], viewmats[c], Ks[c])
+                        fitted, _ = project_points(fitted3d[t], viewmats[c], Ks[c])
                         detected = lmk[t, c] if det.found[t, c] else None
                         label = f"{name} {cam_ids[c]} {cam_reproj[t, c]:.1f}px" if det.found[t, c] else \
                             f"{name} {cam_ids[c]} no face"
@@ -898,7 +942,17 @@ def _arguments(options: TrackOptions, crop_mode: str, mask_mode: str) -> Dict[st
         else list(options.holdout_cameras),
         "masks": mask_mode, "backgrounds": str(options.backgrounds) if options.backgrounds else None,
         "min_detection_confidence": options.min_detection_confidence, "device": options.device,
+        "calibration": None if options.calibration is None else str(options.calibration),
+        "face_model_samples": options.face_model_samples, "face_model_components": options.face_model_components,
     }
+
+
+def _calibration_report(calibration: Optional[LandmarkCalibration], options: TrackOptions) -> Optional[dict]:
+    """What tracking.json records about the landmark calibration used (None: none)."""
+    if calibration is None:
+        return None
+    return {"file": str(options.calibration), "landmarker": calibration.landmarker,
+            "identities": calibration.identities.tolist(), "date": calibration.info.get("date")}
 
 
 def _meta(source, options, model: FaceModel, arguments, frames, cam_ids, crops, Ks, viewmats, scale, fit, splits,
@@ -927,7 +981,7 @@ def _meta(source, options, model: FaceModel, arguments, frames, cam_ids, crops, 
         "generator_version": TRACKER_VERSION,
         "arguments": arguments,
         "source": {"kind": source.kind, **source.describe()},
-        "face_model": {"name": FACE_MODEL_NAME, "num_identity": model.num_identity,
+        "face_model": {"name": FACE_MODEL_NAME, "key": model.key, "num_identity": model.num_identity,
                        "identity": [round(float(v), 6) for v in fit.identity.cpu()],
                        "num_vertices": model.num_vertices, "faces": "faces.npy"},
         "expression_names": list(EXPRESSION_NAMES),
