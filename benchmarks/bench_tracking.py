@@ -1,0 +1,321 @@
+"""End-to-end accuracy and speed of preprocess/track.py (MediaPipe landmarks + the face-model fit) on synthetic
+subjects with ground truth, with and without the landmark calibration (cgha/tracking/calibration.py).
+
+For each identity (``--identities``, default 0-3; the calibration is estimated on 10-17, the face model's PCA on
+1000+, so all of them are held out of both):
+
+- multi-view: a ``make_synthetic.py`` subject (``--cameras`` 16 rig cameras x ``--frames`` 10 frames at 512^2),
+  whose rig images and calibration are exported as ``DIR/<frame>/<camera>.jpg`` + ``cams.json`` and tracked with
+  ``track_images`` (``--crop full``, as a rig is tracked);
+- monocular: a ``make_synthetic.py --monocular`` subject (``--mono-frames`` 60 frames: yaw +-40, pitch +-20
+  degrees, talking), its camera's frames written to an mp4 (libx264, high quality) and tracked with ``track_video``
+  at that camera's field of view;
+
+each tracked twice, with the shipped calibration and without any (``TrackOptions.calibration`` None), on the CPU.
+Compared with the truth by ``cgha.tracking.pipeline.ground_truth_errors`` (monocular: in the camera's frame, the
+only observable one) and reported per run and over all frames of all identities:
+
+- head rotation error (degrees): median, p90, p95, and the mean signed error per axis in the head's frame
+  (x = pitch, y = yaw, z = roll: a bias shows there);
+- head position error: world units and mm (the true head's outer eye corners, iBUG 36-45, taken as 88 mm);
+- landmark reprojection (the tracker's own, px at 512: fitted landmarks vs MediaPipe's);
+- per-coefficient expression correlation and its mean over the coefficients that vary;
+- detection rate (images with a face / images) and frames per second (landmarks, fit, whole run).
+
+The issue's goals (median rotation error <= 0.5 deg multi-view, <= 1.5 deg monocular, median reprojection <= 2 px)
+are checked on the pooled frames.
+
+    python benchmarks/bench_tracking.py --out benchmarks/results/tracking_end_to_end_cpu.json
+
+Generated subjects are kept in ``--work`` (default data/bench_tracking) and reused by later runs.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cgha.synthetic import generate_monocular_subject, generate_subject
+from cgha.synthetic.expression import EXPRESSION_NAMES
+from cgha.tracking import pipeline as P
+from cgha.utils.rotations import axis_angle_to_matrix, matrix_to_axis_angle
+
+EYE_CORNERS_MM = 88.0  # adult exocanthion-exocanthion distance: converts world units to an mm equivalent
+GOALS = {"multiview_rotation_median_deg": 0.5, "monocular_rotation_median_deg": 1.5, "reprojection_median_px": 2.0}
+VARIANTS = {"calibrated": "default", "uncalibrated": None}
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Inputs
+# ------------------------------------------------------------------------------------------------------------
+
+def subjects(identity: int, args) -> tuple:
+    """(multi-view subject, monocular subject) folders of ``identity``, generated once into ``args.work``."""
+    quiet = not args.progress
+    rig = generate_subject(args.work / f"id{identity}_rig", identity=identity, frames=args.frames,
+                           cameras=args.cameras, resolution=args.resolution, seed=args.seed, progress=not quiet)
+    mono = generate_monocular_subject(args.work / f"id{identity}_mono", identity=identity, frames=args.mono_frames,
+                                      resolution=args.resolution, seed=args.seed, progress=not quiet)
+    return rig, mono
+
+
+def export_rig(subject: Path, out: Path) -> tuple:
+    """The subject's rig cameras as track.py's calibrated input: ``out/images/<frame>/<camera>.jpg`` and
+    ``out/cams.json`` (the evaluation-only out-of-rig cameras are left out)."""
+    meta = json.loads((subject / "meta.json").read_text())
+    cameras = [c for c in meta["camera_ids"] if c not in meta["splits"].get("out_of_rig_camera_ids", [])]
+    if out.exists():
+        shutil.rmtree(out)
+    for frame in meta["frame_names"]:
+        (out / "images" / frame).mkdir(parents=True)
+        for camera in cameras:
+            shutil.copy(subject / "images" / frame / f"image_{camera}.jpg", out / "images" / frame / f"{camera}.jpg")
+    entries = {}
+    side = meta["original_resolution"]
+    for camera in cameras:
+        with np.load(subject / "cameras" / meta["frame_names"][0] / f"camera_{camera}.npz") as arrays:
+            viewmat = np.eye(4)
+            viewmat[:3] = arrays["extrinsic"]
+            entries[camera] = {"K": arrays["intrinsic"].tolist(), "world_to_camera": viewmat.tolist(),
+                               "image_size": [side, side]}
+    (out / "cams.json").write_text(json.dumps({"cameras": entries}, indent=1))
+    return out / "images", out / "cams.json"
+
+
+def export_video(subject: Path, path: Path, camera: str = "cam00") -> float:
+    """The subject's frames of ``camera`` as an mp4 (libx264, near-lossless); returns its field of view in degrees
+    across the (square) frame."""
+    import imageio.v3 as iio
+
+    meta = json.loads((subject / "meta.json").read_text())
+    frames = [iio.imread(subject / "images" / f / f"image_{camera}.jpg") for f in meta["frame_names"]]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    iio.imwrite(path, np.stack(frames), fps=25, codec="libx264", quality=10)
+    with np.load(subject / "cameras" / meta["frame_names"][0] / f"camera_{camera}.npz") as arrays:
+        K = arrays["intrinsic"]
+    return float(np.degrees(2.0 * np.arctan(0.5 * meta["original_resolution"] / K[0, 0])))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Measures
+# ------------------------------------------------------------------------------------------------------------
+
+def _params(root: Path, frame: str) -> np.ndarray:
+    with np.load(root / "params" / frame / "params.npz") as data:
+        return data["pose"][0].astype(np.float64)
+
+
+def signed_rotation_errors(tracked: Path, truth: Path, frames: list, truth_camera: str | None) -> np.ndarray:
+    """[F, 3] axis-angle of R_true^T R_tracked in degrees: the rotation error in the true head's frame (x: pitch,
+    y: yaw, z: roll). Monocular (``truth_camera``): both rotations relative to their cameras first."""
+    meta = json.loads((tracked / "meta.json").read_text())
+    out = []
+    for frame in frames:
+        R_t = axis_angle_to_matrix(torch.from_numpy(_params(tracked, frame)[:3])).numpy()
+        R_g = axis_angle_to_matrix(torch.from_numpy(_params(truth, frame)[:3])).numpy()
+        if truth_camera is not None:
+            with np.load(tracked / "cameras" / frame / f"camera_{meta['camera_ids'][0]}.npz") as a, \
+                    np.load(truth / "cameras" / frame / f"camera_{truth_camera}.npz") as b:
+                R_t = a["extrinsic"][:, :3].astype(np.float64) @ R_t
+                R_g = b["extrinsic"][:, :3].astype(np.float64) @ R_g
+        out.append(np.degrees(matrix_to_axis_angle(torch.from_numpy(R_g.T @ R_t)).numpy()))
+    return np.array(out).reshape(-1, 3)
+
+
+def mm_per_world(truth: Path) -> float:
+    """mm per world unit, from the true head's outer eye corners (iBUG 36, 45) in the first frame = 88 mm."""
+    meta = json.loads((truth / "meta.json").read_text())
+    lmk = np.load(truth / "params" / meta["frame_names"][0] / "lmk_3d.npy").astype(np.float64)
+    return EYE_CORNERS_MM / float(np.linalg.norm(lmk[36] - lmk[45]))
+
+
+def run_one(identity: int, setup: str, variant: str, inputs, truth: Path, args) -> dict:
+    """Track one input with one variant, compare with the truth; returns the row (per-frame values included)."""
+    out = args.work / "tracked" / f"id{identity}_{setup}_{variant}"
+    options = P.TrackOptions(resolution=args.resolution, calibration=VARIANTS[variant], device="cpu", force=True,
+                             progress=args.progress)
+    start = time.perf_counter()
+    if setup == "multiview":
+        images, cams = inputs
+        options.crop = "full"
+        result = P.track_images(images, cams, out, options)
+        truth_camera = None
+    else:
+        video, fov = inputs
+        options.fov_deg = fov
+        result = P.track_video(video, out, options)
+        truth_camera = "cam00"
+    seconds = time.perf_counter() - start
+    errors = P.ground_truth_errors(out, truth, truth_camera=truth_camera)
+    frames = list(errors["rotation_deg"]["per_frame"])
+    rot = np.array([errors["rotation_deg"]["per_frame"][f] for f in frames])
+    trans = np.array([errors["translation"]["per_frame"][f] for f in frames])
+    signed = signed_rotation_errors(out, truth, frames, truth_camera)
+    report = result.report
+    n_images = report["frames"]["input"] * len(result.cameras)
+    detected = sum(report["detections_per_camera"].values())
+    corr = {k: v for k, v in errors["expression_correlation"].items() if v is not None}
+    per_frame_reproj = np.array(list(report["reprojection_px"]["per_frame"].values())) * 512.0 / args.resolution
+    return {
+        "identity": identity, "setup": setup, "variant": variant,
+        "frames": report["frames"], "cameras": len(result.cameras),
+        "rotation_deg": rot.tolist(), "translation_world": trans.tolist(),
+        "translation_mm": (trans * mm_per_world(truth)).tolist(),
+        "signed_rotation_deg_head_frame": signed.tolist(),
+        "reprojection_px_at_512_per_frame": per_frame_reproj.tolist(),
+        "reprojection_median_px_at_512": report["reprojection_px"]["median_at_512"],
+        "expression_correlation": errors["expression_correlation"],
+        "expression_correlation_mean": float(np.mean(list(corr.values()))) if corr else None,
+        "detection_rate": detected / max(n_images, 1), "images": n_images, "images_with_face": detected,
+        "fps": report["fps"], "seconds": seconds, "frames_per_second_end_to_end": report["frames"]["input"] / seconds,
+    }
+
+
+def summarise(rows: list) -> dict:
+    """Pooled over the rows' frames (rotation, translation, reprojection), means over rows (the rest)."""
+    rot = np.concatenate([r["rotation_deg"] for r in rows])
+    mm = np.concatenate([r["translation_mm"] for r in rows])
+    world = np.concatenate([r["translation_world"] for r in rows])
+    signed = np.concatenate([np.asarray(r["signed_rotation_deg_head_frame"]).reshape(-1, 3) for r in rows])
+    reproj = np.concatenate([r["reprojection_px_at_512_per_frame"] for r in rows])
+    corr = {}
+    for name in EXPRESSION_NAMES:
+        values = [r["expression_correlation"][name] for r in rows if r["expression_correlation"].get(name) is not None]
+        corr[name] = float(np.mean(values)) if values else None
+    return {
+        "identities": [r["identity"] for r in rows], "frames": int(rot.size),
+        "rotation_median_deg": float(np.median(rot)), "rotation_p90_deg": float(np.percentile(rot, 90)),
+        "rotation_p95_deg": float(np.percentile(rot, 95)),
+        "rotation_median_deg_per_identity": [float(np.median(r["rotation_deg"])) for r in rows],
+        "signed_rotation_mean_deg": {"pitch_x": float(signed[:, 0].mean()), "yaw_y": float(signed[:, 1].mean()),
+                                     "roll_z": float(signed[:, 2].mean())},
+        "translation_median_mm": float(np.median(mm)), "translation_p90_mm": float(np.percentile(mm, 90)),
+        "translation_median_world": float(np.median(world)),
+        "reprojection_median_px_at_512": float(np.median(reproj)),
+        "expression_correlation": corr,
+        "expression_correlation_mean": float(np.mean([r["expression_correlation_mean"] for r in rows])),
+        "detection_rate": float(sum(r["images_with_face"] for r in rows) / sum(r["images"] for r in rows)),
+        "landmarks_images_per_second": float(np.mean([r["fps"]["landmarks_images"] for r in rows])),
+        "fit_frames_per_second": float(np.mean([r["fps"]["fit_frames"] for r in rows])),
+        "end_to_end_frames_per_second": float(np.mean([r["frames_per_second_end_to_end"] for r in rows])),
+        "dropped_frames": int(sum(r["frames"]["dropped"] for r in rows)),
+    }
+
+
+def goals(summary: dict) -> dict:
+    """The issue's goals on the calibrated (default) runs and on the uncalibrated ones."""
+    out = {}
+    for variant in VARIANTS:
+        measured = {}
+        if f"multiview/{variant}" in summary:
+            measured["multiview_rotation_median_deg"] = summary[f"multiview/{variant}"]["rotation_median_deg"]
+        if f"monocular/{variant}" in summary:
+            measured["monocular_rotation_median_deg"] = summary[f"monocular/{variant}"]["rotation_median_deg"]
+        reproj = [s["reprojection_median_px_at_512"] for k, s in summary.items() if k.endswith("/" + variant)]
+        if reproj:
+            measured["reprojection_median_px"] = max(reproj)
+        out[variant] = {k: {"measured": round(v, 3), "goal": GOALS[k], "met": bool(v <= GOALS[k])}
+                        for k, v in measured.items()}
+    return out
+
+
+def table(summary: dict) -> str:
+    """The markdown rows of docs/tracking.md's end-to-end table."""
+    lines = ["| setup | calibration | rotation median / p90 (deg) | mean pitch error (deg) | position median (mm) | "
+             "reprojection median (px at 512) | expression correlation (mean) | detection | landmarks images/s | "
+             "fit frames/s | end to end frames/s |", "|" + " --- |" * 11]
+    for key, s in summary.items():
+        setup, variant = key.split("/")
+        lines.append(f"| {setup} | {'yes' if variant == 'calibrated' else 'no'} | {s['rotation_median_deg']:.2f} / "
+                     f"{s['rotation_p90_deg']:.2f} | {s['signed_rotation_mean_deg']['pitch_x']:+.2f} | "
+                     f"{s['translation_median_mm']:.1f} | {s['reprojection_median_px_at_512']:.2f} | "
+                     f"{s['expression_correlation_mean']:.2f} | {s['detection_rate']:.1%} | "
+                     f"{s['landmarks_images_per_second']:.0f} | {s['fit_frames_per_second']:.0f} | "
+                     f"{s['end_to_end_frames_per_second']:.1f} |")
+    return "\n".join(lines)
+
+
+def _json_safe(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--identities", type=int, nargs="+", default=[0, 1, 2, 3], help="default 0 1 2 3")
+    parser.add_argument("--setups", nargs="+", choices=("multiview", "monocular"), default=["multiview", "monocular"])
+    parser.add_argument("--frames", type=int, default=10, help="multi-view frames (default 10)")
+    parser.add_argument("--cameras", type=int, default=16, help="multi-view rig cameras (default 16)")
+    parser.add_argument("--mono-frames", type=int, default=60, help="monocular frames (default 60)")
+    parser.add_argument("--resolution", type=int, default=512, help="image side (default 512)")
+    parser.add_argument("--seed", type=int, default=0, help="trajectory seed of the subjects (default 0)")
+    parser.add_argument("--work", type=Path, default=Path("data/bench_tracking"),
+                        help="generated subjects and tracked outputs (default data/bench_tracking)")
+    parser.add_argument("--progress", action="store_true", help="progress bars")
+    parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    args = parser.parse_args()
+    load_before = os.getloadavg()
+    start = time.perf_counter()
+    rows = []
+    for identity in args.identities:
+        rig, mono = subjects(identity, args)
+        inputs = {"multiview": (export_rig(rig, args.work / "inputs" / f"id{identity}_rig"), rig),
+                  "monocular": (None, mono)}
+        if "monocular" in args.setups:
+            video = args.work / "inputs" / f"id{identity}_mono.mp4"
+            inputs["monocular"] = ((video, export_video(mono, video)), mono)
+        for setup in args.setups:
+            for variant in VARIANTS:
+                row = run_one(identity, setup, variant, inputs[setup][0], inputs[setup][1], args)
+                rows.append(row)
+                print(f"id {identity} {setup:9s} {variant:12s}: rotation median {np.median(row['rotation_deg']):.2f} "
+                      f"deg, reprojection {row['reprojection_median_px_at_512']:.2f} px, detection "
+                      f"{row['detection_rate']:.0%}", file=sys.stderr, flush=True)
+    summary = {f"{setup}/{variant}": summarise([r for r in rows if r["setup"] == setup and r["variant"] == variant])
+               for setup in args.setups for variant in VARIANTS}
+    from cgha.tracking.calibration import load_calibration
+
+    calibration = load_calibration()
+    result = {
+        "benchmark": "bench_tracking (end to end)",
+        "date": datetime.date.today().isoformat(),
+        "device": f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
+        "torch": torch.__version__,
+        # Other processes on the machine slow the runs down (speeds above all): the 1-minute load averages.
+        "load_average_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
+        "command": "python " + " ".join(sys.argv),
+        "arguments": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "calibration": {"landmarker": calibration.landmarker, "identities": calibration.identities.tolist(),
+                        "date": calibration.info.get("date")},
+        "mm_convention": f"true head's outer eye corners (iBUG 36-45) = {EYE_CORNERS_MM} mm",
+        "goals": goals(summary),
+        "summary": summary,
+        "table": table(summary),
+        "seconds": round(time.perf_counter() - start, 1),
+        "runs": rows,
+    }
+    text = json.dumps(_json_safe(result), indent=1)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+    print(result["table"])
+    print(json.dumps(_json_safe({"goals": result["goals"]}), indent=1))
+
+
+if __name__ == "__main__":
+    main()
