@@ -18,7 +18,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
-from benchmarks.common import gha_scale_head  # noqa: E402
+from common import gha_scale_head  # noqa: E402
 from cgha.compact.avatar_file import save_compact_avatar, write_report  # noqa: E402
 from cgha.compact.quantizer import GroupedQuantizer, GroupSpec  # noqa: E402
 from cgha.recorder.run_files import RunFiles  # noqa: E402

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 
-from benchmarks.common import markdown_table  # noqa: E402
+from common import markdown_table  # noqa: E402
 from cgha.render.gaussians import gsplat_available, rasterize_gaussians  # noqa: E402
 
 

@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import math
 import os
 import platform
 import shutil
@@ -49,6 +48,7 @@ from cgha.synthetic import generate_monocular_subject, generate_subject
 from cgha.synthetic.expression import EXPRESSION_NAMES
 from cgha.tracking import pipeline as P
 from cgha.utils.rotations import axis_angle_to_matrix, matrix_to_axis_angle
+from common import json_safe
 
 EYE_CORNERS_MM = 88.0  # adult exocanthion-exocanthion distance: converts world units to an mm equivalent
 GOALS = {"multiview_rotation_median_deg": 0.5, "monocular_rotation_median_deg": 1.5, "reprojection_median_px": 2.0}
@@ -245,16 +245,6 @@ def table(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def _json_safe(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_safe(v) for v in value]
-    return value
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--identities", type=int, nargs="+", default=[0, 1, 2, 3], help="default 0 1 2 3")
@@ -309,12 +299,12 @@ def main() -> None:
         "seconds": round(time.perf_counter() - start, 1),
         "runs": rows,
     }
-    text = json.dumps(_json_safe(result), indent=1)
+    text = json.dumps(json_safe(result), indent=1)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text + "\n")
     print(result["table"])
-    print(json.dumps(_json_safe({"goals": result["goals"]}), indent=1))
+    print(json.dumps(json_safe({"goals": result["goals"]}), indent=1))
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
-from benchmarks.common import gha_scale_head  # noqa: E402
+from common import gha_scale_head  # noqa: E402
 from cgha.avatar.inference import render_batch, render_gaussians  # noqa: E402
 from cgha.compact.quantizer import GroupedQuantizer, GroupSpec  # noqa: E402
 from cgha.config import TrainConfig, load_config  # noqa: E402

@@ -1,6 +1,8 @@
 """Helpers shared by the benchmark scripts."""
 from __future__ import annotations
 
+import math
+
 import torch
 
 from cgha.config import TrainConfig
@@ -30,3 +32,14 @@ def gha_scale_head(cfg: TrainConfig, count: int, generator: torch.Generator) -> 
     xyz = torch.cat([xyz, mouth_points(landmarks, cfg.gaussianheadmodule.num_add_mouth_points, generator)])
     feature = 0.5 * torch.randn(xyz.shape[0], 128, generator=generator)
     return GaussianHeadModule(cfg.gaussianheadmodule, xyz, feature, landmarks)
+
+
+def json_safe(value):
+    """Non-finite floats -> None (strict JSON has no NaN or Infinity), recursively through dicts and lists."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_safe(v) for v in value]
+    return value

@@ -46,6 +46,7 @@ from cgha.synthetic import (DEFAULT_SCALE, EXPRESSION_NAMES, HeadModel, camera_r
                             talking_expression_trajectory)
 from cgha.tracking import FaceModel, FitConfig, fit_landmarks, project_landmarks, rotation_error_deg
 from cgha.utils.cameras import project_points
+from common import json_safe
 
 EYE_CORNERS_MM = 88.0  # adult exocanthion-exocanthion distance: converts head units to an mm equivalent
 GOALS = {"monocular_rotation_median_deg": 1.5, "multiview_rotation_median_deg": 0.5, "reprojection_median_px": 2.0}
@@ -179,17 +180,6 @@ def summarise(rows: list) -> dict:
     return out
 
 
-def _json_safe(value):
-    """NaN -> None (strict JSON has no NaN), recursively."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_safe(v) for v in value]
-    return value
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
@@ -263,7 +253,7 @@ def main() -> None:
     }
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(_json_safe(result), indent=2) + "\n")
+        args.out.write_text(json.dumps(json_safe(result), indent=2) + "\n")
     print(_table(result))
 
 
