@@ -33,6 +33,7 @@ from cgha.errors import ConfigError
 from cgha.module.gaussian_head import GaussianHeadModuleConfig
 from cgha.module.mesh_head import MeshHeadModuleConfig, meshhead_exp_dim, meshhead_feature_dim
 from cgha.module.super_resolution import SupResModuleConfig
+from cgha.points.config import PointsSection
 from cgha.options import (GAUSSIAN_ATTRIBUTE_DIM, GAUSSIAN_FEATURE_DIM, POSE_DIM, embedding_dim, option,
                           section)
 from cgha.utils.atomic import write_bytes_atomic
@@ -169,6 +170,7 @@ class TrainConfig:
     recorder: RecorderConfig = section(RecorderConfig)
     train: TrainSection = section(TrainSection)
     compact: CompactSection = section(CompactSection)
+    points: PointsSection = section(PointsSection)
     render: RenderSection = section(RenderSection)
     eval: EvalSection = section(EvalSection)
 
@@ -403,7 +405,9 @@ def validate(config: Any, stage: Optional[str] = None) -> None:
         if stage in ("meshhead", "gaussianhead"):
             _check_loss_weights(config.train.loss_weights, stage)
             config.train.check()
-        if stage == "meshhead" or (stage == "gaussianhead" and config.model.kind == "gha"):
+            config.points.check()
+        if stage == "meshhead" or (stage == "gaussianhead" and config.model.kind == "gha"
+                                   and config.points.init == "model"):
             config.meshheadmodule.check()
     cls, model_cfg = model_config(config)
     if isinstance(config, TrainConfig):

@@ -13,7 +13,10 @@ this interface. A model declares:
   `unit_norm_attributes`: attributes quantised by direction only (rotations), `default_compact_groups`;
 - `exact_buffers`: state-dict entries stored at full precision in the compressed file (e.g. landmarks);
 - `initialise(cfg, device)`: a fresh model for training; `from_state_dict(cfg, state)`: an empty model shaped like
-  a saved one; `parameter_groups(lr)`: optimiser groups.
+  a saved one; `parameter_groups(lr)`: optimiser groups;
+- optionally `from_point_cloud(cfg, xyz, landmarks)`: a fresh model on given canonical points (`points.init:
+  sphere`), and `replace_gaussian_parameters(values)` when its per-Gaussian parameters are not plain attributes
+  named as in `canonical_attributes()` (point insertion and deletion, cgha/points).
 
 Register with `@register_model` on the class; `model_class(kind)` finds it.
 """
@@ -77,6 +80,13 @@ class AvatarModel(nn.Module):
         raise NotImplementedError
 
     @classmethod
+    def from_point_cloud(cls, cfg: Any, xyz: torch.Tensor, landmarks: torch.Tensor) -> "AvatarModel":
+        """A fresh model whose Gaussians start at the canonical points xyz [N, 3], for a subject whose neutral
+        landmarks are landmarks [K, 3] (canonical), from the run config `cfg` (`points.init: sphere`)."""
+        raise ConfigError(f"'points.init' is sphere, but the avatar model '{cls.kind}' cannot start from a point "
+                          f"cloud; use points.init=model")
+
+    @classmethod
     def from_state_dict(cls, model_cfg: Any, state: Mapping[str, torch.Tensor]) -> "AvatarModel":
         """An empty model shaped like the saved `state` (its Gaussian count and buffers), ready for load_state_dict.
         Raises KeyError or ValueError when `state` is not one of this model's."""
@@ -100,6 +110,22 @@ class AvatarModel(nn.Module):
     def canonical_attributes(self) -> Dict[str, torch.Tensor]:
         """Per-Gaussian parameters, each [N, ...], by name (compaction substitutes quantised versions)."""
         raise NotImplementedError
+
+    def replace_gaussian_parameters(self, values: Mapping[str, torch.Tensor]
+                                    ) -> Dict[str, Tuple[nn.Parameter, nn.Parameter]]:
+        """Swap the per-Gaussian parameters named in `values` (each [M, ...]: a new Gaussian count M) for new
+        parameters holding those values; returns name -> (old parameter, new parameter) so that an optimiser can
+        follow. By default the parameters are this module's attributes of the same names."""
+        replaced = {}
+        for name, value in values.items():
+            old = getattr(self, name)
+            if not isinstance(old, nn.Parameter):
+                raise TypeError(f"{type(self).__name__}.{name} is not a parameter: override "
+                                f"replace_gaussian_parameters")
+            new = nn.Parameter(value.detach().clone(), requires_grad=old.requires_grad)
+            setattr(self, name, new)
+            replaced[name] = (old, new)
+        return replaced
 
     def parameter_groups(self, lr: float) -> List[Tuple[List[nn.Parameter], float]]:
         """(parameters, learning rate) pairs for the optimiser; by default every parameter at `lr`."""

@@ -88,6 +88,13 @@ class VectorQuantizer(nn.Module):
         self._check(x)
         self.index.copy_(assign(x.detach(), self.codebook, self.chunk_size))
 
+    @torch.no_grad()
+    def select_rows(self, rows: torch.Tensor) -> None:
+        """Follow an edit of the quantised rows: row i becomes the current row rows[i] (rows [M] int64), so a
+        duplicated row keeps its code and a deleted one loses it."""
+        if self.initialised:
+            self.index = self.index.index_select(0, rows.to(self.index.device))
+
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):
         # The shapes are only known after initialise(); adopt the stored ones so a fresh module can resume.
@@ -203,6 +210,11 @@ class GroupedQuantizer(nn.Module):
         """Indices := nearest codebook rows, for every group."""
         for group, rows in self.spec.rows(attributes, self.groups).items():
             self.quantizers[group].reassign(rows)
+
+    def select_rows(self, rows: torch.Tensor) -> None:
+        """Every group's indices follow a selection of the Gaussians (VectorQuantizer.select_rows)."""
+        for quantizer in self.quantizers.values():
+            quantizer.select_rows(rows)
 
     def quantized_attributes(self, attributes: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         """Straight-through quantised substitutes for generate(attributes=...): only the attributes the groups

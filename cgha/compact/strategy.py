@@ -83,6 +83,10 @@ class CompactionStrategy:
             self.quantizer.reassign(attributes)
         self.quantizer.refresh(attributes)
 
+    def select_rows(self, rows: torch.Tensor) -> None:
+        """The Gaussians were edited (cgha/points): Gaussian i is now the former rows[i]; indices follow."""
+        self.quantizer.select_rows(rows)
+
     # -------------------------------------------------------------------------------------------- resume
     def state_dict(self) -> Optional[Dict[str, Any]]:
         """Codebooks and indices once k-means has run (None before: a resumed run starts them again)."""

@@ -212,7 +212,7 @@ class GaussianHeadModule(AvatarModel):
                               f"the gaussianheadmodule section")
         channels = cfg.supresmodule.input_dim if cfg.model.post_render == "super_resolution" else None
         model_cfg.check(channels)
-        if stage == "gaussianhead":
+        if stage == "gaussianhead" and cfg.points.init == "model":
             mesh_exp = meshhead_exp_dim(cfg.meshheadmodule)
             if mesh_exp != model_cfg.exp_coeffs_dim:
                 raise ConfigError(
@@ -232,6 +232,14 @@ class GaussianHeadModule(AvatarModel):
         mesh_head = MeshHeadModule(cfg.meshheadmodule, state["landmarks_3d_neutral"]).to(device)
         load_state_dict_into(mesh_head, mesh_head.without_grid_buffers(state), mesh_path, "mesh-head checkpoint")
         return cls.from_mesh_head(cls.config_from(cfg), mesh_head, seed=cfg.train.seed).to(device)
+
+    @classmethod
+    def from_point_cloud(cls, cfg, xyz: torch.Tensor, landmarks: torch.Tensor) -> "GaussianHeadModule":
+        """MonoGaussianAvatar's start on GHA's networks: Gaussians at xyz [N, 3] with zero features (as GHA's mouth
+        points), freshly initialised MLPs (no mesh head), and the subject's neutral landmarks [K, 3] for the
+        expression/pose blend."""
+        features = xyz.new_zeros(xyz.shape[0], GAUSSIAN_FEATURE_DIM)
+        return cls(cls.config_from(cfg), xyz, features, landmarks)
 
     def parameter_groups(self, lr: float) -> List[Tuple[List[nn.Parameter], float]]:
         """GHA's learning rates: networks at lr, per-Gaussian tensors at GHA's fractions of it."""

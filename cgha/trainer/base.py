@@ -80,8 +80,9 @@ class Trainer:
         return True
 
     def rng_states(self) -> Dict[str, Any]:
-        """The stage's own generators for the training state, beside torch's (which `training_state` stores):
-        resuming must continue every sequence the loop draws from for the run to equal the uninterrupted one."""
+        """The stage's own generators (and strategies' statistics) for the training state, beside torch's RNG (which
+        `training_state` stores): resuming must continue every sequence the loop draws from for the run to equal the
+        uninterrupted one."""
         return {}
 
     def restore_rng_states(self, saved: Dict[str, Any]) -> None:
@@ -114,6 +115,10 @@ class Trainer:
         limit = f"train.max_iters={train.max_iters}" if train.max_iters == end else epochs_end
         start = f", starting at iteration {self.iteration}" if self.iteration else ""
         log.info("%s: %s ends the run at iteration %d%s", self.stage, limit, end, start)
+
+    def log_extras(self) -> Dict[str, float]:
+        """Values logged beside the losses (e.g. the number of Gaussians)."""
+        return {}
 
     def before_step(self) -> None:
         """Called before each training step's forward pass (e.g. to start compaction)."""
@@ -240,6 +245,7 @@ class Trainer:
                 if self.iteration % self.cfg.recorder.log_freq == 0 or self.iteration == 1:
                     values = {f"loss_{name}": float(value.detach()) for name, value in losses.items()}
                     values["loss"] = float(total.detach())
+                    values.update(self.log_extras())
                     self.recorder.log(self.iteration, self.epoch, values)
                     progress.set_postfix(loss=f"{values['loss']:.4f}")
                 if self.iteration % self.cfg.recorder.show_freq == 0:

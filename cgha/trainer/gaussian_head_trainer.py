@@ -24,6 +24,7 @@ from cgha.dataset import GaussianDataset, make_loader
 from cgha.dataset.loader import evenly_spaced_indices
 from cgha.errors import CheckpointError
 from cgha.module.super_resolution import load_super_resolution
+from cgha.points import PointStrategy, sphere_points
 from cgha.recorder.checkpoint import load_file
 from cgha.recorder.images import grid
 from cgha.trainer.augment import SCALE_RANGE, random_scale_crop
@@ -132,6 +133,7 @@ class GaussianHeadTrainer(Trainer):
         self.loader = make_loader(dataset, cfg.batch_size, shuffle=True, num_workers=cfg.dataset.num_workers,
                                   seed=cfg.train.seed, device=device)
         self.compaction = self._initial_compaction()
+        self.points = PointStrategy(cfg.points, cfg.train.seed) if cfg.points.editing else None
         # What reenactment needs to drive this avatar with anyone's motion (its own neutral pose and scale).
         self.subject_record = AvatarSubject.of(dataset.subject)
         self.subject_record.save(self.recorder.files.subject)
@@ -159,9 +161,22 @@ class GaussianHeadTrainer(Trainer):
         source = self.cfg.load_gaussianhead_checkpoint
         if source and Path(source).resolve() != own.resolve():
             raise CheckpointError(f"load_gaussianhead_checkpoint not found: {source}")
-        model = self.model_class.initialise(self.cfg, self.device)
-        log.info("%s avatar model initialised: %d Gaussians", self.model_class.kind, model.num_gaussians)
+        if self.cfg.points.init == "sphere":
+            model = self._model_on_sphere()
+        else:
+            model = self.model_class.initialise(self.cfg, self.device)
+        log.info("%s avatar model initialised (points.init %s): %d Gaussians", self.model_class.kind,
+                 self.cfg.points.init, model.num_gaussians)
         return model
+
+    def _model_on_sphere(self) -> AvatarModel:
+        """MonoGaussianAvatar's start: points.sphere_count points on a sphere, the first frame's landmarks as the
+        neutral ones (as the mesh head starts), no mesh head."""
+        points = self.cfg.points
+        generator = torch.Generator().manual_seed(self.cfg.train.seed)
+        xyz = sphere_points(points.sphere_count, points.sphere_radius, generator)
+        landmarks = torch.from_numpy(self.dataset.subject.neutral_landmarks())
+        return self.model_class.from_point_cloud(self.cfg, xyz.to(self.device), landmarks.to(self.device))
 
     def _load_start_checkpoints(self) -> None:
         """Post-render weights and pose offsets: own checkpoints when resuming, else the configured ones."""
@@ -200,10 +215,15 @@ class GaussianHeadTrainer(Trainer):
         """Weights were already read from this run's own files by the constructor."""
 
     def rng_states(self) -> Dict[str, Any]:
-        return {"augmentation_rng": random_state_as_lists(self.rng)}
+        states: Dict[str, Any] = {"augmentation_rng": random_state_as_lists(self.rng)}
+        if self.points is not None:
+            states["point_strategy"] = self.points.state_dict()
+        return states
 
     def restore_rng_states(self, saved: Dict[str, Any]) -> None:
         super().restore_rng_states(saved)
+        if self.points is not None and "point_strategy" in saved:
+            self.points.load_state_dict(saved["point_strategy"])
         if "augmentation_rng" in saved:
             self.rng.setstate(random_state_from_lists(saved["augmentation_rng"]))
         else:
@@ -231,6 +251,13 @@ class GaussianHeadTrainer(Trainer):
     def after_step(self) -> None:
         if self.compaction is not None:
             self.compaction.after_step(self.model, self.iteration)
+        if self.points is not None:
+            # self.iteration counts the steps before this one. An edit does not depend on the run's length (so an
+            # extended run equals a longer one): points.stop_iter ends the edits before the last steps.
+            self.points.step(self.model, self.optimizer, self.compaction, self.iteration + 1)
+
+    def log_extras(self) -> Dict[str, float]:
+        return {"num_gaussians": float(self.model.num_gaussians)}
 
     def finish(self) -> None:
         """Write the compressed avatar and compact_report.json once compaction has run."""
