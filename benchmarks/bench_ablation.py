@@ -105,6 +105,7 @@ def run_one(config: Path, variant: str, overrides: List[str], seed: int, common:
                 if "sheet" in entry:
                     row["sheets"][key] = entry["sheet"]
     row["compact_mb"] = RunFiles.of(cfg).compact.stat().st_size / 1e6
+    row.update(training_history(work / "log" / run / "metrics.jsonl"))
     if reenact is not None:
         name = f"{run}_reenact"
         shared = [item for item in common if item.startswith(REENACT_SHARED_PREFIXES)]
@@ -117,6 +118,23 @@ def run_one(config: Path, variant: str, overrides: List[str], seed: int, common:
         row["reenactment_strip"] = str(write_strip(work / "results" / name / "frames", STRIP_FRAMES,
                                                    work / "results" / f"{name}_strip.jpg"))
     return row
+
+
+def training_history(metrics_path: Path) -> Dict:
+    """From a run's metrics.jsonl: its last Gaussian count and peak CUDA memory, and (iteration, seconds, Gaussians,
+    held-out PSNRs) at every evaluation during training (train.eval_every), for time-to-quality and count plots."""
+    records = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
+    last: Dict = {}
+    history = []
+    for record in records:
+        last.update({key: record[key] for key in ("num_gaussians", "train_seconds", "cuda_peak_mib") if key in record})
+        evaluated = {key[len("eval_"):]: value for key, value in record.items()
+                     if key.startswith("eval_") and key.endswith("_psnr")}
+        if evaluated:
+            history.append({"iter": record["iter"], "train_seconds": last.get("train_seconds"),
+                            "num_gaussians": last.get("num_gaussians"), **evaluated})
+    return {"final_num_gaussians": last.get("num_gaussians"), "cuda_peak_mib": last.get("cuda_peak_mib"),
+            "history": history}
 
 
 def _last_value(overrides: Sequence[str], key: str) -> str:
@@ -183,7 +201,7 @@ def main() -> None:
     if len(set(names)) != len(names):
         parser.error(f"variant names must differ, got {names}")
     cfg = load_config(TrainConfig, args.config, args.overrides, stage="gaussianhead")
-    if not Path(cfg.load_meshhead_checkpoint).is_file():
+    if cfg.points.init == "model" and not Path(cfg.load_meshhead_checkpoint).is_file():
         sys.exit(f"error: the mesh head {cfg.load_meshhead_checkpoint} does not exist; train it first "
                  f"(train_meshhead.py) or pass load_meshhead_checkpoint=...")
     jobs = [(name, overrides, seed) for name, overrides in args.variants for seed in args.seeds]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -114,6 +115,7 @@ class GaussianHeadTrainer(Trainer):
         self.weights = loss_weights(cfg, "gaussianhead")
         self.lpips = load_lpips_loss(self.weights["vgg"], device)
         self.rng = random.Random(cfg.train.seed)
+        self.started = time.perf_counter()
         use_fast_training_kernels(device)
         self.model_class, _ = model_config(cfg)
         # A super-resolution net is built before the model, as it always was: layer initialisation draws from
@@ -257,7 +259,13 @@ class GaussianHeadTrainer(Trainer):
             self.points.step(self.model, self.optimizer, self.compaction, self.iteration + 1)
 
     def log_extras(self) -> Dict[str, float]:
-        return {"num_gaussians": float(self.model.num_gaussians)}
+        """The Gaussian count (it changes with cgha/points edits), seconds since this process started training and,
+        on CUDA, the peak memory so far: what a point-count/quality-over-time plot and a memory table need."""
+        extras = {"num_gaussians": float(self.model.num_gaussians),
+                  "train_seconds": time.perf_counter() - self.started}
+        if self.device.type == "cuda":
+            extras["cuda_peak_mib"] = torch.cuda.max_memory_allocated(self.device) / 2**20
+        return extras
 
     def finish(self) -> None:
         """Write the compressed avatar and compact_report.json once compaction has run."""
@@ -273,6 +281,7 @@ class GaussianHeadTrainer(Trainer):
 
     # ------------------------------------------------------------------------------------------- steps
     def fit(self) -> Dict[str, float]:
+        self.started = time.perf_counter()
         self.check_coverage()
         return super().fit()
 
