@@ -1,12 +1,16 @@
 """The compressed avatar: everything reenactment needs in one pickle-free file (`cgha.compact.codec` format), for
 any avatar model (cgha.avatar.model).
 
-Contents: the model's positions (`compact.store.positions`) and opacities (8-bit by default), each quantised group's
-codebook and bit-packed indices, the per-Gaussian attributes no group covers, the model's `exact_buffers` at full
-precision, every other weight of the model (prefix = its `checkpoint_kind`, e.g. `gaussianhead.`) and of the
-post-render network (`supres.`) at `compact.store.network`, and as metadata the model kind, both configs and the
-attribute widths. Files written before the model interface (no `model` in the metadata) are GHA avatars and still
-load. `compact_report.json` compares its bytes on disk with the raw fp32 checkpoints the run wrote.
+Contents: the model's positions (`compact.store.positions`: floats or a Morton-coded grid) and opacities (8-bit by
+default), each quantised group's codebook and indices, the per-Gaussian attributes no group covers, the model's
+`exact_buffers` at full precision, every other weight of the model (prefix = its `checkpoint_kind`, e.g.
+`gaussianhead.`) at `compact.store.network` and of the post-render network (`supres.`) at
+`compact.store.post_render`, and as metadata the model kind, both configs and the attribute widths. Every array is
+entropy coded with `compact.store.entropy`. The Gaussians are stored sorted along the Morton curve of their
+positions (every per-Gaussian array in the same order), which puts spatial neighbours next to each other for the
+entropy coder; the order of Gaussians does not change a render. Files written before the model interface (no
+`model` in the metadata) are GHA avatars and still load. `compact_report.json` compares its bytes on disk with the
+raw fp32 checkpoints the run wrote.
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ import os
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -23,6 +28,7 @@ from cgha.avatar.model import AvatarModel, model_class
 from cgha.avatar.post_render import NoPostRender, post_render_kind
 from cgha.compact.codec import encoded_sizes, read_compact, write_compact
 from cgha.compact.config import CompactStoreConfig
+from cgha.compact.morton import morton_order
 from cgha.compact.quantizer import GroupedQuantizer, GroupSpec
 from cgha.errors import CheckpointError, ConfigError
 from cgha.module.super_resolution import SupResModuleConfig, SuperResolutionModule
@@ -36,8 +42,32 @@ OPACITY_EPS = 1e-4  # 8-bit opacity 0 or 1 would make the stored logit infinite
 LEGACY_WIDTHS = {"scales": 3, "rotation": 4}
 
 
+# Network tensors smaller than this (biases, norms, tiny layers) stay fp16 under an intN precision: their scales
+# would cost about as much as the levels save.
+MIN_QUANTISED_VALUES = 64
+
+
 def _encoding(precision: str) -> str:
     return {"uint8": "uint8_unit"}.get(precision, precision)
+
+
+def _network_spec(value: np.ndarray, precision: str, coder: str) -> tuple:
+    """How to store one network tensor at `precision` (fp32 | fp16 | intN): weights of >= 2 dims per output
+    channel (axis 0: rows of a linear layer, filters of a convolution), the rest as floats."""
+    if not np.issubdtype(value.dtype, np.floating):
+        return value, "raw", {"entropy": coder}
+    if precision.startswith("int"):
+        if value.ndim >= 2 and value.size >= MIN_QUANTISED_VALUES:
+            return value, "qint", {"bits": int(precision[3:]), "axis": 0, "entropy": coder}
+        return value, "fp16", {"entropy": coder}
+    return value, precision, {"entropy": coder}
+
+
+def _store_spec(value: np.ndarray, precision: str, coder: str, **options) -> tuple:
+    """(array, encoding, options) of a per-Gaussian array or codebook at a store precision."""
+    if precision == "int8":  # codebooks: one scale per column, since columns mix log-scales and rotations
+        return value, "qint", {"bits": 8, "axis": value.ndim - 1, "entropy": coder}
+    return value, _encoding(precision), {"entropy": coder, **options}
 
 
 def save_compact_avatar(path: str | os.PathLike, model: AvatarModel, post_render: nn.Module,
@@ -45,11 +75,16 @@ def save_compact_avatar(path: str | os.PathLike, model: AvatarModel, post_render
                         subject: Optional[Dict[str, Any]] = None) -> Dict[str, int]:
     """Write the compressed avatar atomically; returns the payload bytes of every stored array. `subject`: the
     avatar's record of its training subject (cgha.avatar.subject), stored in the metadata."""
-    attributes = {key: value.detach() for key, value in model.canonical_attributes().items()}
+    coder = store.entropy
+    attributes = {key: value.detach().cpu().numpy() for key, value in model.canonical_attributes().items()}
     position, opacity = model.position_attribute, model.opacity_attribute
+    # Every per-Gaussian array below is indexed with `order`: one left out would pair Gaussians with another's
+    # attributes (tests/test_compact_v2.py renders before and after to catch it).
+    order = morton_order(attributes[position], store.position_bits)
+    opacities = torch.sigmoid(torch.from_numpy(attributes[opacity][order, 0])).numpy()
     arrays: Dict[str, tuple] = {
-        position: (attributes[position].cpu().numpy(), _encoding(store.positions)),
-        opacity: (torch.sigmoid(attributes[opacity][:, 0]).cpu().numpy(), _encoding(store.opacity)),
+        position: _store_spec(attributes[position][order], store.positions, coder, bits=store.position_bits),
+        opacity: _store_spec(opacities, store.opacity, coder),
     }
     state = model.state_dict()
     for name in model.exact_buffers:
@@ -57,16 +92,22 @@ def save_compact_avatar(path: str | os.PathLike, model: AvatarModel, post_render
     covered = set(quantizer.covered_attributes)
     for name, value in attributes.items():
         if name not in covered and name not in (position, opacity):
-            arrays[name] = (value.cpu().numpy(), _encoding(store.positions))
+            arrays[name] = _store_spec(value[order], store.attributes, coder)
     for group, vq in quantizer.quantizers.items():
-        arrays[f"codebook.{group}"] = (vq.codebook.cpu().numpy(), _encoding(store.codebooks))
-        arrays[f"index.{group}"] = (vq.index.cpu().numpy(), "bitpacked", {"num_codes": int(vq.codebook.shape[0])})
+        num_codes = int(vq.codebook.shape[0])
+        arrays[f"codebook.{group}"] = _store_spec(vq.codebook.cpu().numpy(), store.codebooks, coder)
+        index = vq.index.cpu().numpy()[order]
+        # Byte-aligned indices suit an entropy coder; without one, bit-packing is the smaller form.
+        arrays[f"index.{group}"] = ((index, "uint", {"num_codes": num_codes, "entropy": coder}) if coder != "none"
+                                    else (index, "bitpacked", {"num_codes": num_codes}))
     stored_apart = set(attributes) | set(model.exact_buffers)
-    for prefix, weights in ((model.checkpoint_kind, state), (POST_RENDER_PREFIX, post_render.state_dict())):
+    post_render_precision = store.post_render or store.network
+    for prefix, weights, precision in ((model.checkpoint_kind, state, store.network),
+                                       (POST_RENDER_PREFIX, post_render.state_dict(), post_render_precision)):
         for key, value in weights.items():
             if prefix == model.checkpoint_kind and key in stored_apart:
                 continue
-            arrays[f"{prefix}.{key}"] = (value.detach().cpu().numpy(), _encoding(store.network))
+            arrays[f"{prefix}.{key}"] = _network_spec(value.detach().cpu().numpy(), precision, coder)
     metadata = {
         "kind": KIND,
         "model": model.kind,
@@ -76,6 +117,8 @@ def save_compact_avatar(path: str | os.PathLike, model: AvatarModel, post_render
         "groups": list(quantizer.groups),
         "codebook_sizes": quantizer.codebook_sizes(),
         "attribute_widths": {name: int(value.shape[-1]) for name, value in attributes.items()},
+        "gaussian_order": "morton",
+        "store": dataclasses.asdict(store),
     }
     if isinstance(post_render, SuperResolutionModule):
         metadata["supresmodule"] = dataclasses.asdict(post_render.cfg)

@@ -3,7 +3,8 @@
 Layout (all integers little-endian):
 
     magic        4 bytes   b"CGHA"
-    version      uint16    FORMAT_VERSION
+    version      uint16    FORMAT_VERSION (2; version-1 files still load: they use no entropy coding and none of
+                           the encodings added in 2)
     flags        uint16    0 (reserved)
     header_len   uint32    bytes of the JSON header
     payload_len  uint64    bytes of the array payload
@@ -19,6 +20,18 @@ Encodings of an array (chosen per array by the writer):
     fp16, fp32  floating array cast to that precision; read back as float32
     bitpacked   integers in [0, K) at ceil(log2 K) bits each (K from the options, default max + 1); read as int64
     uint8_unit  values in [0, 1] rounded to k / 255; read back as float32 (error <= 1 / 510)
+  version 2:
+    uint        integers in [0, K) as the narrowest of uint8 / uint16 / uint32 holding K - 1 (for entropy coding,
+                which byte-aligned values suit better than bit-packed ones); read as int64
+    qint        per-channel symmetric quantisation at `bits` (2-8) bits (cgha.compact.channel_quant) along `axis`:
+                scales float32 [C], then the levels + qmax bit-packed at `bits` bits; read back as float32
+    grid        rows [N, D] on a grid of 2**bits cells per axis (cgha.compact.morton): origin float32 [D], step
+                float32 [D], then the zigzag differences of consecutive Morton codes as uint64 [N] (small when the
+                rows are Morton-sorted; any order decodes); read back as float32 (error <= step / 2)
+    Any encoding may be entropy coded (`"entropy": "zlib" | "lzma"`, cgha.compact.entropy; the writer keeps the
+    coded bytes only where they are shorter): `length` is then the coded length, multi-byte elements are
+    byte-shuffled first (element size implied by the encoding: 2 for fp16, 8 for grid, ...), and the decoded bytes
+    must have the encoding's exact length.
 """
 from __future__ import annotations
 
@@ -32,15 +45,16 @@ from typing import Any, Dict, Mapping, Tuple
 
 import numpy as np
 
+from cgha.compact import channel_quant, entropy, morton
 from cgha.errors import CheckpointError
 from cgha.recorder.file_kind import COMPACT_MAGIC, describe_file_kind
 from cgha.utils.atomic import write_bytes_atomic
 
 MAGIC = COMPACT_MAGIC
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _PREFIX = struct.Struct("<4sHHIQ")
 _CRC = struct.Struct("<I")
-ENCODINGS = ("raw", "fp16", "fp32", "bitpacked", "uint8_unit")
+ENCODINGS = ("raw", "fp16", "fp32", "bitpacked", "uint8_unit", "uint", "qint", "grid")
 _RAW_DTYPES = ("float32", "float16", "int32", "int64", "uint8", "int8")
 
 
@@ -84,14 +98,7 @@ def _encode(name: str, array: np.ndarray, encoding: str, options: Mapping[str, A
         with np.errstate(over="ignore"):  # an overflow becomes inf, refused below with the array's name
             data = np.ascontiguousarray(array, dtype=stored).tobytes()
     elif encoding == "bitpacked":
-        if not np.issubdtype(array.dtype, np.integer):
-            raise ValueError(f"array '{name}': bitpacked encoding needs integers, got {array.dtype}")
-        if array.size and array.min() < 0:
-            raise ValueError(f"array '{name}': bitpacked encoding needs non-negative integers")
-        top = int(array.max()) + 1 if array.size else 1
-        num_codes = int(options.get("num_codes", top))
-        if top > num_codes:
-            raise ValueError(f"array '{name}': value {top - 1} does not fit num_codes={num_codes}")
+        num_codes = _num_codes(name, array, options)
         entry.update(dtype="int64", num_codes=num_codes, bits=bits_for(num_codes))
         data = pack_bits(array, entry["bits"])
     elif encoding == "uint8_unit":
@@ -100,11 +107,82 @@ def _encode(name: str, array: np.ndarray, encoding: str, options: Mapping[str, A
             raise ValueError(f"array '{name}': uint8_unit encoding needs finite values in [0, 1]")
         entry["dtype"] = "float32"
         data = np.ascontiguousarray(np.rint(values * 255.0), dtype=np.uint8).tobytes()
+    elif encoding == "uint":
+        entry.update(dtype="int64", num_codes=_num_codes(name, array, options))
+        data = np.ascontiguousarray(array, dtype=_uint_dtype(entry["num_codes"])).tobytes()
+    elif encoding == "qint":
+        entry.update(dtype="float32", bits=int(options.get("bits", 8)), axis=int(options.get("axis", 0)))
+        data = _encode_qint(name, array, entry["bits"], entry["axis"])
+    elif encoding == "grid":
+        entry.update(dtype="float32", bits=int(options.get("bits", 16)))
+        data = _encode_grid(name, array, entry["bits"])
     else:
         raise ValueError(f"array '{name}': unknown encoding '{encoding}', expected one of {ENCODINGS}")
     _check_encoded_finite(name, encoding, entry, data)
+    coder = options.get("entropy", "none")
+    if coder != "none":
+        coded = entropy.compress(entropy.shuffle(data, _element_size(entry)), coder)
+        if len(coded) < len(data):  # tiny or incompressible arrays stay as they are
+            entry["entropy"] = coder
+            data = coded
     entry["length"] = len(data)
     return data, entry
+
+
+def _num_codes(name: str, array: np.ndarray, options: Mapping[str, Any]) -> int:
+    """K of an index array (options' num_codes, default max + 1), checked against its values."""
+    if not np.issubdtype(array.dtype, np.integer):
+        raise ValueError(f"array '{name}': index encodings need integers, got {array.dtype}")
+    if array.size and array.min() < 0:
+        raise ValueError(f"array '{name}': index encodings need non-negative integers")
+    top = int(array.max()) + 1 if array.size else 1
+    num_codes = int(options.get("num_codes", top))
+    if top > num_codes:
+        raise ValueError(f"array '{name}': value {top - 1} does not fit num_codes={num_codes}")
+    return num_codes
+
+
+def _uint_dtype(num_codes: int) -> str:
+    for dtype in ("<u1", "<u2", "<u4"):
+        if num_codes - 1 <= np.iinfo(dtype).max:
+            return dtype
+    raise ValueError(f"num_codes={num_codes} does not fit 32 bits")
+
+
+def _encode_qint(name: str, array: np.ndarray, bits: int, axis: int) -> bytes:
+    if not np.issubdtype(array.dtype, np.floating) or array.ndim < 1 or not 0 <= axis < array.ndim:
+        raise ValueError(f"array '{name}': qint encoding needs a floating array with axis {axis}, got "
+                         f"{array.dtype} {list(array.shape)}")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"array '{name}': qint encoding needs finite values")
+    levels, scales = channel_quant.quantise(array, bits, axis)
+    return scales.astype("<f4").tobytes() + pack_bits(levels + channel_quant.qmax(bits), bits)
+
+
+def _encode_grid(name: str, array: np.ndarray, bits: int) -> bytes:
+    if not np.issubdtype(array.dtype, np.floating) or array.ndim != 2 or not np.all(np.isfinite(array)):
+        raise ValueError(f"array '{name}': grid encoding needs finite floating rows [N, D], got {array.dtype} "
+                         f"{list(array.shape)}")
+    morton.check_grid(array.shape[1], bits)
+    origin, step = morton.grid_frame(array, bits)
+    codes = morton.morton_encode(morton.to_cells(array, origin, step, bits), bits).astype(np.int64)
+    deltas = np.diff(codes, prepend=np.int64(0))
+    zigzag = (deltas << np.int64(1)) ^ (deltas >> np.int64(63))  # small magnitudes -> small unsigned values
+    return origin.astype("<f4").tobytes() + step.astype("<f4").tobytes() + zigzag.astype("<u8").tobytes()
+
+
+def _element_size(entry: Mapping[str, Any]) -> int:
+    """Bytes per element of an encoding's bytes, for the shuffle before entropy coding (1: no shuffle)."""
+    encoding = entry["encoding"]
+    if encoding == "raw":
+        return np.dtype(entry["dtype"]).itemsize
+    if encoding in ("fp16", "fp32"):
+        return 2 if encoding == "fp16" else 4
+    if encoding == "uint":
+        return np.dtype(_uint_dtype(int(entry["num_codes"]))).itemsize
+    if encoding == "grid":
+        return 8
+    return 1
 
 
 def _check_encoded_finite(name: str, encoding: str, entry: Mapping[str, Any], data: bytes) -> None:
@@ -151,6 +229,19 @@ def _expected_length(entry: Mapping[str, Any]) -> int:
         return (count * entry["bits"] + 7) // 8
     if encoding == "uint8_unit":
         return count
+    if encoding == "uint":
+        return count * _element_size(entry)
+    if encoding == "qint":
+        bits, axis = int(entry["bits"]), int(entry["axis"])
+        channel_quant.qmax(bits)
+        if not 0 <= axis < len(entry["shape"]):
+            raise ValueError(f"axis {axis} outside shape {entry['shape']}")
+        return 4 * entry["shape"][axis] + (count * bits + 7) // 8
+    if encoding == "grid":
+        if len(entry["shape"]) != 2:
+            raise ValueError(f"grid encoding needs rows [N, D], got shape {entry['shape']}")
+        morton.check_grid(entry["shape"][1], int(entry["bits"]))
+        return 8 * entry["shape"][1] + 8 * entry["shape"][0]
     raise ValueError(f"unknown encoding '{encoding}'")
 
 
@@ -174,6 +265,28 @@ def _decode(entry: Mapping[str, Any], data: bytes) -> np.ndarray:
         return values.reshape(shape)
     if encoding == "uint8_unit":
         return (np.frombuffer(data, dtype=np.uint8).astype(np.float32) / np.float32(255.0)).reshape(shape)
+    if encoding == "uint":
+        num_codes = int(entry["num_codes"])
+        values = np.frombuffer(data, dtype=_uint_dtype(num_codes)).astype(np.int64)
+        if values.size and values.max() >= num_codes:
+            raise ValueError(f"index {values.max()} >= num_codes={num_codes}")
+        return values.reshape(shape)
+    if encoding == "qint":
+        bits, axis = int(entry["bits"]), int(entry["axis"])
+        channels = shape[axis]
+        scales = np.frombuffer(data[:4 * channels], dtype="<f4")
+        levels = unpack_bits(data[4 * channels:], math.prod(shape), bits) - channel_quant.qmax(bits)
+        with np.errstate(over="ignore", invalid="ignore"):  # a damaged scale: refused as non-finite by the caller
+            return channel_quant.dequantise(levels.reshape(shape), scales, axis)
+    if encoding == "grid":
+        count, dims = shape
+        bits = int(entry["bits"])
+        origin, step = (np.frombuffer(data[i * 4 * dims:(i + 1) * 4 * dims], dtype="<f4") for i in (0, 1))
+        zigzag = np.frombuffer(data[8 * dims:], dtype="<u8")
+        deltas = (zigzag >> np.uint64(1)).astype(np.int64) ^ -(zigzag & np.uint64(1)).astype(np.int64)
+        codes = np.cumsum(deltas, dtype=np.int64).astype(np.uint64)  # wraps harmlessly on damaged data
+        with np.errstate(over="ignore", invalid="ignore"):
+            return morton.from_cells(morton.morton_decode(codes, dims, bits), origin, step).reshape(shape)
     raise ValueError(f"unknown encoding '{encoding}'")
 
 
@@ -190,8 +303,9 @@ def _check_finite(name: str, array: np.ndarray) -> None:
         raise ValueError(f"array '{name}' holds {bad} non-finite value(s)")
 
 
-def _parse(path: Path) -> Tuple[Dict[str, Any], bytes]:
-    """Validated (header dict, payload bytes) of a compact file; every failure is a one-line CheckpointError."""
+def _parse(path: Path) -> Tuple[Dict[str, Any], bytes, int]:
+    """Validated (header dict, payload bytes, format version) of a compact file; every failure is a one-line
+    CheckpointError."""
     try:
         blob = path.read_bytes()
     except FileNotFoundError:
@@ -228,7 +342,7 @@ def _parse(path: Path) -> Tuple[Dict[str, Any], bytes]:
             raise ValueError("header lacks 'arrays' or 'metadata'")
     except (UnicodeDecodeError, ValueError) as error:
         raise CheckpointError(f"{path} has a malformed header: {error}") from None
-    return header, body[_PREFIX.size + header_len:]
+    return header, body[_PREFIX.size + header_len:], version
 
 
 def read_compact(path: str | os.PathLike) -> Tuple[Dict[str, np.ndarray], Dict[str, Any]]:
@@ -237,16 +351,23 @@ def read_compact(path: str | os.PathLike) -> Tuple[Dict[str, np.ndarray], Dict[s
     Raises CheckpointError (one line, naming the file) for a missing, truncated, corrupt, foreign or newer file.
     """
     path = Path(path)
-    header, payload = _parse(path)
+    header, payload, version = _parse(path)
     arrays: Dict[str, np.ndarray] = {}
     for entry in header["arrays"]:
         try:
             name, offset, length = str(entry["name"]), int(entry["offset"]), int(entry["length"])
             if any(not isinstance(d, int) or d < 0 for d in entry["shape"]):
                 raise ValueError(f"bad shape {entry['shape']}")
-            if length != _expected_length(entry) or offset < 0 or offset + length > len(payload):
+            expected = _expected_length(entry)
+            coder = entry.get("entropy", "none")
+            if coder == "none" and length != expected or offset < 0 or length < 0 or offset + length > len(payload):
                 raise ValueError(f"array '{name}' does not fit the payload")
-            arrays[name] = _decode(entry, payload[offset:offset + length])
+            data = payload[offset:offset + length]
+            if coder != "none":
+                if coder not in entropy.CODERS or version < 2:
+                    raise ValueError(f"array '{name}' has unknown entropy coder {coder!r}")
+                data = entropy.unshuffle(entropy.decompress(data, coder, expected), _element_size(entry))
+            arrays[name] = _decode(entry, data)
             _check_finite(name, arrays[name])
         except (KeyError, TypeError, ValueError) as error:
             raise CheckpointError(f"{path} has a malformed array entry: {error}") from None
@@ -255,7 +376,7 @@ def read_compact(path: str | os.PathLike) -> Tuple[Dict[str, np.ndarray], Dict[s
 
 def encoded_sizes(path: str | os.PathLike) -> Dict[str, int]:
     """Bytes on disk of every array's payload in a compact file; the rest of the file size is the header."""
-    header, _ = _parse(Path(path))
+    header, _, _ = _parse(Path(path))
     try:
         return {str(entry["name"]): int(entry["length"]) for entry in header["arrays"]}
     except (KeyError, TypeError, ValueError) as error:

@@ -10,13 +10,25 @@ from cgha.errors import ConfigError
 from cgha.options import option, section
 
 
+# Network precisions: floats, or per-output-channel integers at 8, 6 or 4 bits (cgha.compact.channel_quant).
+NETWORK_PRECISIONS = ("fp32", "fp16", "int8", "int6", "int4")
+
+
 @dataclass
 class CompactStoreConfig:
-    """Precisions of the compressed avatar file."""
-    positions: str = option("fp16", "Gaussian positions", choices=("fp32", "fp16"))
-    codebooks: str = option("fp16", "codebook rows", choices=("fp32", "fp16"))
-    network: str = option("fp16", "MLP and super-resolution weights", choices=("fp32", "fp16"))
+    """Precisions and coding of the compressed avatar file (cgha/compact/avatar_file.py, docs/compaction.md)."""
+    positions: str = option("fp16", "Gaussian positions: floats, or a grid of position_bits per axis (Morton "
+                            "differences)", choices=("fp32", "fp16", "grid"))
+    position_bits: int = option(16, "grid cells per axis = 2**position_bits (positions: grid); also the grid "
+                                "that orders the Gaussians along the Morton curve", min=4, max=21)
+    codebooks: str = option("fp16", "codebook rows (int8: per-column scales)", choices=("fp32", "fp16", "int8"))
+    attributes: str = option("fp16", "per-Gaussian attributes no codebook covers", choices=("fp32", "fp16"))
+    network: str = option("fp16", "the avatar's MLP weights (intN: per-output-channel scales; biases and "
+                          "tensors under 64 values stay fp16)", choices=NETWORK_PRECISIONS)
+    post_render: str = option("", "super-resolution weights; empty: as network", choices=("",) + NETWORK_PRECISIONS)
     opacity: str = option("uint8", "opacity", choices=("fp32", "fp16", "uint8"))
+    entropy: str = option("none", "lossless coder over every array (stdlib; Gaussians are Morton-sorted either "
+                          "way)", choices=("none", "zlib", "lzma"))
 
 
 @dataclass
