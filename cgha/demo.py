@@ -88,13 +88,13 @@ def load_demo_configs(config_dir: Path, scale: DemoScale, device: str) -> DemoCo
     return DemoConfigs(mesh, gaussian, reenact, files, overrides)
 
 
-def _timed(step: Callable[[], Any]) -> Tuple[Any, float]:
+def timed(step: Callable[[], Any]) -> Tuple[Any, float]:
     start = time.perf_counter()
     result = step()
     return result, time.perf_counter() - start
 
 
-def _evaluation_overrides(cfg: TrainConfig) -> List[str]:
+def evaluation_overrides(cfg: TrainConfig) -> List[str]:
     """Point the Gaussian-head config at its run's compact file and learnt pose offsets (the held-out cameras
     use them)."""
     delta = RunFiles.of(cfg).checkpoint("delta_poses")
@@ -104,7 +104,7 @@ def _evaluation_overrides(cfg: TrainConfig) -> List[str]:
 
 def _evaluate(cfgs: DemoConfigs, device: torch.device) -> Dict[str, Any]:
     stage = "train_gaussianhead"
-    overrides = cfgs.overrides[stage] + _evaluation_overrides(cfgs.gaussian)
+    overrides = cfgs.overrides[stage] + evaluation_overrides(cfgs.gaussian)
     return evaluate_avatar(load_config(TrainConfig, cfgs.files[stage], overrides, stage="evaluate"), device)
 
 
@@ -117,7 +117,7 @@ def cross_identity_overrides(cfg: TrainConfig, root: Path) -> List[str]:
     """Overrides that make `evaluate.py` on the Gaussian-head config `cfg` score its run's compact avatar driven by
     identity 1's codes against the ground truth of its own identity making them (`root`): every view (no pose
     offsets: these frames were never trained on), written to its own evaluation folder."""
-    return _evaluation_overrides(cfg) + [
+    return evaluation_overrides(cfg) + [
         f"dataset.dataroot={root}", "load_delta_poses_checkpoint=", "eval.splits=[all]",
         f"eval.max_images={CROSS_IDENTITY_IMAGES}", f"recorder.name={cfg.recorder.name}_cross_identity"]
 
@@ -166,16 +166,16 @@ def run_demo(config_dir: Path, scale: DemoScale, device: torch.device, results_r
                                 f"{scale.cameras} cameras at {resolution}^2): delete it to regenerate it, or set "
                                 f"dataset.dataroot in {config} to another folder") from None
 
-    _, times["generate"] = _timed(generate)
+    _, times["generate"] = timed(generate)
     log.info("stage 1/4: mesh head")
-    mesh_metrics, times["mesh_head"] = _timed(lambda: train_mesh_head(cfgs.mesh, device))
+    mesh_metrics, times["mesh_head"] = timed(lambda: train_mesh_head(cfgs.mesh, device))
     log.info("stage 2/4: Gaussian head with compaction")
-    gaussian_metrics, times["gaussian_head"] = _timed(lambda: train_gaussian_head(cfgs.gaussian, device))
+    gaussian_metrics, times["gaussian_head"] = timed(lambda: train_gaussian_head(cfgs.gaussian, device))
     log.info("stage 3/4: evaluation of the compact avatar (held-out splits, cross-identity ground truth)")
-    (evaluation, cross), times["evaluate"] = _timed(
+    (evaluation, cross), times["evaluate"] = timed(
         lambda: (_evaluate(cfgs, device), _evaluate_cross_identity(cfgs, cross_root, device)))
     log.info("stage 4/4: free-view reenactment")
-    video, times["reenact"] = _timed(lambda: Reenactment(cfgs.reenact, device).run())
+    video, times["reenact"] = timed(lambda: Reenactment(cfgs.reenact, device).run())
 
     out_dir = results_root / f"demo_{scale.name}"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -187,9 +187,9 @@ def run_demo(config_dir: Path, scale: DemoScale, device: torch.device, results_r
         "torch_threads": torch.get_num_threads(),
         "seconds": {**times, "total": sum(times.values())},
         "mesh_head": mesh_metrics,
-        "held_out": {split: _split_summary(entry) for split, entry in evaluation["splits"].items()
+        "held_out": {split: split_summary(entry) for split, entry in evaluation["splits"].items()
                      if entry.get("num_images")},
-        "cross_identity": _split_summary(cross["splits"]["all"]),
+        "cross_identity": split_summary(cross["splits"]["all"]),
         "training_eval": gaussian_metrics,
         "size": {"raw_mb": report["raw_bytes"] / 1e6, "compact_mb": report["compact_bytes"] / 1e6,
                  "ratio": report["ratio"], "num_gaussians": report["num_gaussians"],
@@ -207,7 +207,7 @@ def run_demo(config_dir: Path, scale: DemoScale, device: torch.device, results_r
     return summary
 
 
-def _split_summary(entry: Dict[str, Any]) -> Dict[str, Any]:
+def split_summary(entry: Dict[str, Any]) -> Dict[str, Any]:
     """One evaluated split's output-resolution numbers for the summary."""
     return {"psnr": entry["output"]["psnr"], "ssim": entry["output"]["ssim"],
             "psnr_masked": entry["output"]["psnr_masked"], "psnr_mouth": entry["output"].get("psnr_mouth"),
@@ -222,11 +222,11 @@ def _commands(cfgs: DemoConfigs) -> List[str]:
 
     return [command("train_meshhead.py", "train_meshhead"),
             command("train_gaussianhead.py", "train_gaussianhead"),
-            command("evaluate.py", "train_gaussianhead", _evaluation_overrides(cfgs.gaussian)),
+            command("evaluate.py", "train_gaussianhead", evaluation_overrides(cfgs.gaussian)),
             command("reenactment.py", "reenactment")]
 
 
-def _minutes(seconds: float) -> str:
+def format_minutes(seconds: float) -> str:
     return f"{int(seconds // 60)}m{seconds % 60:04.1f}s"
 
 
@@ -252,13 +252,18 @@ def format_summary(summary: Dict[str, Any]) -> str:
     rows.append(("speed", f"{fps['reenactment']:.1f} FPS reenactment, {fps['evaluation']:.1f} FPS evaluation "
                           f"({summary['device']})"))
     seconds = summary["seconds"]
-    rows.append(("wall time", f"{_minutes(seconds['total'])} (generate {seconds['generate']:.0f} s, mesh head "
+    rows.append(("wall time", f"{format_minutes(seconds['total'])} (generate {seconds['generate']:.0f} s, mesh head "
                               f"{seconds['mesh_head']:.0f} s, Gaussian head {seconds['gaussian_head']:.0f} s, "
                               f"evaluate {seconds['evaluate']:.0f} s, reenact {seconds['reenact']:.0f} s)"))
     for name in ("video", "strip", "compact_avatar", "evaluation", "summary"):
         rows.append((name.replace("_", " "), summary["paths"][name]))
+    return format_rows(rows, summary["commands"])
+
+
+def format_rows(rows: Sequence[Tuple[str, str]], commands: Sequence[str]) -> str:
+    """(label, value) rows aligned in two columns, then the commands that redo each stage."""
     width = max(len(name) for name, _ in rows)
     lines = [f"{name:<{width}}  {value}" for name, value in rows]
     lines.append("re-run a stage:")
-    lines += [f"  {command}" for command in summary["commands"]]
+    lines += [f"  {command}" for command in commands]
     return "\n".join(lines)

@@ -18,7 +18,8 @@ class VideoReader:
     """Sequential RGB frames of one video file.
 
     Attributes:
-        path: the file; frame_count: frames announced by the container; width, height: frame size in pixels.
+        path: the file; frame_count: frames announced by the container; width, height: frame size in pixels;
+        fps: frame rate announced by the container (0 when unknown).
     """
 
     def __init__(self, path):
@@ -31,6 +32,7 @@ class VideoReader:
         self.frame_count = int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT))
         self.width = int(self._capture.get(cv2.CAP_PROP_FRAME_WIDTH))
         self.height = int(self._capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        self.fps = float(self._capture.get(cv2.CAP_PROP_FPS) or 0.0)  # 0 when the container does not say
         if self.frame_count <= 0 or self.width <= 0 or self.height <= 0:
             self.close()
             raise DataError(f"{self.path}: the video has no readable frames (corrupt or empty)")

@@ -63,8 +63,8 @@ from .fitting import FitConfig, fit_landmarks
 
 __all__ = [
     "TRACKER", "TRACKER_VERSION", "DEFAULT_FOV_DEG", "DEFAULT_RESOLUTION", "DEFAULT_CROP_SCALE", "MONOCULAR_CAMERA",
-    "TrackOptions", "TrackResult", "TrackArgumentError", "TrackingUnavailable", "Camera", "read_cameras_json", "track_video",
-    "track_images", "parse_fit_overrides", "resolve_device", "ground_truth_errors",
+    "TrackOptions", "TrackResult", "TrackArgumentError", "TooFewFrames", "TrackingUnavailable", "Camera",
+    "read_cameras_json", "track_video", "track_images", "parse_fit_overrides", "resolve_device", "ground_truth_errors",
 ]
 
 log = logging.getLogger(__name__)
@@ -94,6 +94,20 @@ _FIT_PASSES = 3  # fits run at most: each drops the frames that fit badly and fi
 
 class TrackArgumentError(UserError, ValueError):
     """A bad option of the tracker (resolution, fov, device, an output folder it must not overwrite, ...)."""
+
+
+class TooFewFrames(DataError):
+    """Fewer frames than ``min_face_fraction`` of the input kept a face (or a good fit). The message is the
+    tracker's; the counts are kept for callers that word their own error (``demo.py --video``).
+
+    Attributes:
+        frames: frames read from the input (after --stride / --max-frames); tracked: frames that kept a face (at the
+        step that failed); stage: ``detection`` (no face found) or ``fit`` (found, but fitted too badly).
+    """
+
+    def __init__(self, message: str, frames: int, tracked: int, stage: str):
+        super().__init__(message)
+        self.frames, self.tracked, self.stage = frames, tracked, stage
 
 
 class TrackingUnavailable(UserError):
@@ -756,9 +770,10 @@ def _track(source, out_dir: Path, options: TrackOptions) -> TrackResult:
     has_face = det.found.any(axis=1)
     if has_face.mean() < options.min_face_fraction:
         per_camera = ", ".join(f"{cam.id} {int(det.found[:, c].sum())}" for c, cam in enumerate(source.cameras))
-        raise DataError(f"{source.label}: a face was found in only {int(has_face.sum())} of {T} frames "
-                        f"(at least {options.min_face_fraction:.0%} needed, --min-face-fraction; per camera: "
-                        f"{per_camera}): no face visible, too small, too dark or turned away?")
+        raise TooFewFrames(f"{source.label}: a face was found in only {int(has_face.sum())} of {T} frames "
+                           f"(at least {options.min_face_fraction:.0%} needed, --min-face-fraction; per camera: "
+                           f"{per_camera}): no face visible, too small, too dark or turned away?",
+                           frames=T, tracked=int(has_face.sum()), stage="detection")
 
     # -- crops and the fit ------------------------------------------------------------------------------------
     crops = _crops(source, det, crop_mode, options)
@@ -812,9 +827,10 @@ def _track(source, out_dir: Path, options: TrackOptions) -> TrackResult:
                  "reprojection_px": round(bad_reproj[t], 3)} for t in range(T) if bad_fit[t]]
     dropped.sort(key=lambda d: names.index(d["frame"]))
     if kept.mean() < options.min_face_fraction:
-        raise DataError(f"{source.label}: only {int(kept.sum())} of {T} frames have a face that the face model fits "
-                        f"within {options.max_reprojection_px} px (at {REFERENCE_SIZE:.0f}^2; "
-                        f"--max-reprojection), fewer than --min-face-fraction {options.min_face_fraction:.0%}")
+        raise TooFewFrames(f"{source.label}: only {int(kept.sum())} of {T} frames have a face that the face model "
+                           f"fits within {options.max_reprojection_px} px (at {REFERENCE_SIZE:.0f}^2; "
+                           f"--max-reprojection), fewer than --min-face-fraction {options.min_face_fraction:.0%}",
+                           frames=T, tracked=int(kept.sum()), stage="fit")
     if dropped:
         log.warning("%s: dropped %d of %d frames: %s", source.label, len(dropped), T,
                     _listed([f"{d['frame']} ({d['reason']})" for d in dropped]))

@@ -1,0 +1,129 @@
+"""`python demo.py --video`: track -> monocular Gaussian head with compaction -> held-out frames -> two reenactments,
+end to end on a tiny video, and its one-line errors for a video too short or with too few tracked frames.
+
+The video is the monocular synthetic preset's camera (what the tracker sees in a phone video: one face, head turns,
+talking), 24 frames at 128^2; the avatar is trained at 64^2 for a few iterations (the shipped CPU config with a
+shortened schedule passed as overrides, the code path of `python demo.py --video` otherwise). MediaPipe is the
+tracker's optional extra: these tests skip without it, as tests/test_track.py's do (CI installs it: .ci/run).
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+needs_mediapipe = pytest.mark.skipif(importlib.util.find_spec("mediapipe") is None,
+                                     reason="needs mediapipe (the optional extra 'track')")
+VIDEO_FRAMES, VIDEO_RES, AVATAR_RES = 24, 128, 64
+# A small face model (as tests/test_track.py: builds in seconds) and the tracker's default landmark calibration.
+SMALL_FACE_MODEL = {"face_model_samples": 24, "face_model_components": 12}
+TINY_SCHEDULE = ["train.max_iters=6", "points.every=2", "points.stop_iter=4", "points.max_points=1600",
+                 "compact.start_iter=4", "compact.codebook_size=16", "render.backend=torch", "dataset.num_workers=0"]
+
+
+@pytest.fixture(autouse=True)
+def face_model_cache(tmp_path_factory, monkeypatch):
+    path = tmp_path_factory.getbasetemp() / "face_model_cache"  # shared with tests/test_track.py's
+    path.mkdir(exist_ok=True)
+    monkeypatch.setenv("CGHA_CACHE_DIR", str(path))
+
+
+def _write_video(frames: np.ndarray, path: Path) -> Path:
+    import imageio.v3 as iio
+
+    iio.imwrite(path, frames, fps=10, codec="libx264", quality=9)
+    return path
+
+
+@pytest.fixture(scope="module")
+def mono_frames(tmp_path_factory):
+    """The monocular synthetic subject's cam00 frames [F, 128, 128, 3] uint8 and that camera's field of view."""
+    import imageio.v3 as iio
+    from cgha.synthetic import generate_monocular_subject
+
+    root = generate_monocular_subject(tmp_path_factory.mktemp("mono") / "id0", identity=0, frames=VIDEO_FRAMES,
+                                      resolution=VIDEO_RES, seed=0, lowres=64, progress=False)
+    meta = json.loads((root / "meta.json").read_text())
+    frames = np.stack([iio.imread(root / "images" / f / "image_cam00.jpg") for f in meta["frame_names"]])
+    K = np.load(root / "cameras" / meta["frame_names"][0] / "camera_cam00.npz")["intrinsic"]
+    return frames, float(np.degrees(2 * np.arctan(0.5 * VIDEO_RES / K[0, 0])))
+
+
+def _options(tmp: Path, video: Path, fov: float, **changes):
+    from cgha.video_demo import VideoDemoOptions
+
+    overrides = TINY_SCHEDULE + [f"recorder.checkpoint_path={tmp / 'checkpoints'}",
+                                 f"recorder.result_path={tmp / 'results'}", f"recorder.logdir={tmp / 'log'}"]
+    return VideoDemoOptions(video, torch.device("cpu"), config_dir=ROOT / "config", data_root=tmp / "data",
+                            results_root=tmp / "results", fov_deg=fov, resolution=AVATAR_RES, driver_frames=4,
+                            train_overrides=overrides, track_options=dict(SMALL_FACE_MODEL, progress=False),
+                            **changes)
+
+
+@needs_mediapipe
+def test_video_demo_end_to_end(mono_frames, tmp_path):
+    from cgha.video_demo import format_video_summary, run_video_demo
+
+    frames, fov = mono_frames
+    video = _write_video(frames, tmp_path / "my clip.mp4")
+    summary = run_video_demo(_options(tmp_path, video, fov))
+
+    track = summary["tracking"]
+    assert track["frames_found"] == VIDEO_FRAMES and track["frames_tracked"] >= 20 and not track["reused"]
+    # The last 15 % of the tracked frames are held out (the tracker's split in meta.json, which training reads).
+    assert track["held_out_frames"] == round(0.15 * track["frames_tracked"])
+    held = summary["held_out"]["test_frames"]
+    assert math.isfinite(held["psnr"]) and held["psnr"] > 5.0 and held["images"] == track["held_out_frames"]
+    assert held["resolution"] == AVATAR_RES
+    assert Path(summary["paths"]["compact_avatar"]).is_file() and summary["size"]["compact_mb"] > 0
+    for key in ("video_own", "video_synthetic"):
+        path = Path(summary["paths"][key])
+        assert path.is_file() and path.stat().st_size > 0, key
+    assert summary["estimate"]["training_seconds"] > 0 and summary["iterations"] == 6
+    text = format_video_summary(summary)
+    assert "held-out frames" in text and "PSNR" in text and "python preprocess/track.py" in text
+    assert Path(summary["paths"]["subject"]).name == "video_my_clip"
+
+    # A second run reuses the tracked subject and the finished training (no new estimate).
+    again = run_video_demo(_options(tmp_path, video, fov))
+    assert again["tracking"]["reused"] and again["estimate"] is None
+    assert again["held_out"]["test_frames"]["psnr"] == pytest.approx(held["psnr"], abs=1e-4)
+
+
+def test_too_short_video_is_one_line_error(mono_frames, tmp_path):
+    """Checked before tracking (no MediaPipe needed): the line names the frames found and the minimum."""
+    frames, _ = mono_frames
+    video = _write_video(frames[:12], tmp_path / "short.mp4")
+    result = subprocess.run([sys.executable, "demo.py", "--video", str(video), "--out", str(tmp_path / "subject")],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "Traceback" not in result.stderr
+    assert "short.mp4: 12 frames found" in last and "at least 20" in last
+    assert not (tmp_path / "subject").exists()
+
+
+@needs_mediapipe
+def test_too_few_tracked_frames_is_one_line_error(mono_frames, tmp_path):
+    """24 frames of which 10 show a face (the rest blank): the tracker stops after the landmarks and the demo names
+    the frames found, tracked and needed."""
+    from cgha.video_demo import TooFewTrackedFrames, run_video_demo
+
+    frames, fov = mono_frames
+    rng = np.random.default_rng(0)
+    blank = np.clip(120 + rng.normal(0, 8, (14,) + frames.shape[1:]), 0, 255).astype(np.uint8)
+    video = _write_video(np.concatenate([frames[:10], blank]), tmp_path / "few.mp4")
+    with pytest.raises(TooFewTrackedFrames) as error:
+        run_video_demo(_options(tmp_path, video, fov))
+    message = str(error.value)
+    assert "\n" not in message
+    assert "few.mp4: 24 frames found, a face found in 10; at least 20 tracked frames are needed" in message
+    assert not (tmp_path / "data" / "video_few").exists()
