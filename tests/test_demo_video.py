@@ -19,6 +19,8 @@ import numpy as np
 import pytest
 import torch
 
+from cgha.errors import DataError
+
 ROOT = Path(__file__).resolve().parents[1]
 needs_mediapipe = pytest.mark.skipif(importlib.util.find_spec("mediapipe") is None,
                                      reason="needs mediapipe (the optional extra 'track')")
@@ -71,6 +73,7 @@ def _options(tmp: Path, video: Path, fov: float, **changes):
 @needs_mediapipe
 def test_video_demo_end_to_end(mono_frames, tmp_path):
     from cgha.video_demo import format_video_summary, run_video_demo
+    from cgha.video_demo.track import inspect_video, track_or_reuse
 
     frames, fov = mono_frames
     video = _write_video(frames, tmp_path / "my clip.mp4")
@@ -92,10 +95,19 @@ def test_video_demo_end_to_end(mono_frames, tmp_path):
     assert "held-out frames" in text and "PSNR" in text and "python preprocess/track.py" in text
     assert Path(summary["paths"]["subject"]).name == "video_my_clip"
 
-    # A second run reuses the tracked subject and the finished training (no new estimate).
-    again = run_video_demo(_options(tmp_path, video, fov))
-    assert again["tracking"]["reused"] and again["estimate"] is None
-    assert again["held_out"]["test_frames"]["psnr"] == pytest.approx(held["psnr"], abs=1e-4)
+    # Tracking again from the same file with the same arguments reuses the folder (a second demo run would then
+    # resume the finished training); a folder the demo did not track is never overwritten.
+    options = _options(tmp_path, video, fov)
+    info = inspect_video(video)
+    subject = Path(summary["paths"]["subject"])
+    again = track_or_reuse(info, subject, AVATAR_RES, fov, None, "cpu", options.track_options)
+    assert again.reused and again.frames == json.loads((subject / "meta.json").read_text())["frame_names"]
+    record = json.loads((subject / "video_demo.json").read_text())
+    assert record["options"]["holdout_frames"] == 0.15 and record["options"]["fov_deg"] == fov
+    foreign = tmp_path / "someone_elses"
+    foreign.mkdir()
+    with pytest.raises(DataError, match="exists and was not tracked by demo.py --video"):
+        track_or_reuse(info, foreign, AVATAR_RES, fov, None, "cpu", options.track_options)
 
 
 def test_too_short_video_is_one_line_error(mono_frames, tmp_path):
