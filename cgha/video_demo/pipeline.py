@@ -104,7 +104,9 @@ class _Run:
     reenact_files: Dict[str, Path]
 
 
-def _train_config(options: VideoDemoOptions, config_file: Path, subject: TrackedSubject) -> Tuple[TrainConfig, List[str]]:
+def _train_config(options: VideoDemoOptions, config_file: Path,
+                  subject: TrackedSubject) -> Tuple[TrainConfig, List[str]]:
+    """The training config of the run and the overrides that made it (docs/monocular.md, "Training config")."""
     device = f"device={options.device}"
     base = load_config(TrainConfig, config_file, [device], stage="gaussianhead")
     name = f"video_{safe_name(options.video.stem)}_{config_file.stem.replace('train_gaussianhead_', '')}"
