@@ -32,6 +32,7 @@ from cgha.compact.config import CompactStoreConfig
 from cgha.compact.quantizer import GroupedQuantizer, GroupSpec
 from cgha.config import TrainConfig, load_config
 from cgha.dataset import GaussianDataset
+from cgha.dataset.loader import evenly_spaced_indices
 from cgha.utils.metrics import psnr, ssim
 
 V1 = {"positions": "fp16", "codebooks": "fp16", "network": "fp16", "opacity": "uint8", "entropy": "none"}
@@ -53,6 +54,10 @@ VARIANTS: Dict[str, tuple] = {
     "sr_int6": ({**V1, "entropy": "lzma", "network": "fp16", "post_render": "int6"}, None),
     "sr_int4": ({**V1, "entropy": "lzma", "network": "fp16", "post_render": "int4"}, None),
     "codebooks_int8": ({**V1, "entropy": "lzma", "codebooks": "int8"}, None),
+    "x40": ({**V1, "entropy": "lzma", "positions": "grid", "position_bits": 12, "codebooks": "int8", "network": "int4",
+             "post_render": "int4"}, None),
+    "x60": ({**V1, "entropy": "lzma", "positions": "grid", "position_bits": 10, "codebooks": "int8", "network": "int4",
+             "post_render": "int4"}, 64),
     **{f"recluster{k}": ({**V1, "entropy": "lzma"}, k) for k in (64, 128, 256, 512)},
 }
 
@@ -68,13 +73,13 @@ def parse_variant(text: str) -> tuple:
     return name, (store, int(recluster) if recluster else None)
 
 
-def render_splits(model, post_render, datasets, delta_poses) -> Dict[str, torch.Tensor]:
+def render_splits(model, post_render, datasets, indices, delta_poses) -> Dict[str, torch.Tensor]:
     """Outputs [M, 3, R, R] in [0, 1] of every image of every split (pose offsets as in evaluation)."""
     out = {}
     with torch.no_grad():
         for split, dataset in datasets.items():
             images = []
-            for index in range(len(dataset)):
+            for index in indices[split]:
                 batch = {key: value[None] for key, value in dataset[index].items()}
                 offsets = delta_poses if split != "test_frames" else None
                 _, render = render_batch(model, post_render, batch, offsets, "auto")
@@ -87,7 +92,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--run", type=Path, required=True, help="checkpoint folder of a finished compaction run")
     parser.add_argument("--variants", nargs="*", help="names from VARIANTS (default: all) or 'name:key=v,...[:K]'")
+    parser.add_argument("--max-images", type=int, default=0, help="per split, evenly spaced (0: all)")
     parser.add_argument("--splits", nargs="*", default=["test_cameras", "test_frames", "out_of_rig"])
+    parser.add_argument("--save", type=Path, help="folder to keep every variant's compressed file in (NAME.cgha)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -105,7 +112,8 @@ def main() -> None:
         if len(dataset):
             datasets[split] = dataset
     delta_poses = load_delta_poses(args.run / "delta_poses_latest", next(iter(datasets.values())).num_frames)
-    targets = {split: torch.stack([dataset[i]["images"] for i in range(len(dataset))]).float()
+    indices = {split: evenly_spaced_indices(len(dataset), args.max_images) for split, dataset in datasets.items()}
+    targets = {split: torch.stack([dataset[i]["images"] for i in indices[split]]).float()
                for split, dataset in datasets.items()}
     chosen = dict(VARIANTS) if not args.variants else dict(
         (name, VARIANTS[name]) if name in VARIANTS else parse_variant(name) for name in args.variants)
@@ -124,10 +132,13 @@ def main() -> None:
             start = time.perf_counter()
             parts = save_compact_avatar(path, model, supres, vq, store)
             write_s = time.perf_counter() - start
+            if args.save:
+                args.save.mkdir(parents=True, exist_ok=True)
+                (args.save / path.name).write_bytes(path.read_bytes())
             start = time.perf_counter()
             decoded, decoded_sr, _ = load_compact_avatar(path, device)
             load_s = time.perf_counter() - start
-            outputs = render_splits(decoded.eval(), decoded_sr.eval(), datasets, delta_poses)
+            outputs = render_splits(decoded.eval(), decoded_sr.eval(), datasets, indices, delta_poses)
             if reference is None:
                 reference = outputs
             row = {"name": name, "store": dataclasses.asdict(store), "recluster": recluster,

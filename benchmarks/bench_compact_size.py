@@ -45,6 +45,7 @@ def main() -> None:
                         help="more rows: named override lists, e.g. mlp_int8:compact.store.network=int8")
     parser.add_argument("--gaussians", type=int, default=100_000)
     parser.add_argument("--full-load", action="store_true", help="also time load_compact_avatar (builds the modules)")
+    parser.add_argument("--save", type=Path, help="folder to keep every row's compressed file in (NAME.cgha)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     config = ROOT / "config" / "train_gaussianhead_N031.yaml"
@@ -82,6 +83,9 @@ def main() -> None:
                 read_compact(compact)
                 decode_s.append(time.perf_counter() - start)
             timing["decode_s"] = min(decode_s)
+            if args.save:
+                args.save.mkdir(parents=True, exist_ok=True)
+                (args.save / f"{preset}.cgha").write_bytes(compact.read_bytes())
             if args.full_load:
                 start = time.perf_counter()
                 load_compact_avatar(compact, torch.device("cpu"))

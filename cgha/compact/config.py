@@ -27,7 +27,7 @@ class CompactStoreConfig:
                           "tensors under 64 values stay fp16)", choices=NETWORK_PRECISIONS)
     post_render: str = option("", "super-resolution weights; empty: as network", choices=("",) + NETWORK_PRECISIONS)
     opacity: str = option("uint8", "opacity", choices=("fp32", "fp16", "uint8"))
-    entropy: str = option("none", "lossless coder over every array (stdlib; Gaussians are Morton-sorted either "
+    entropy: str = option("lzma", "lossless coder over every array (stdlib; Gaussians are Morton-sorted either "
                           "way)", choices=("none", "zlib", "lzma"))
 
 
