@@ -17,6 +17,7 @@ from cgha.errors import ConfigError
 from cgha.module.gaussian_head import GaussianHeadModule
 from cgha.points import PointsSection, PointStrategy, edit_gaussians, sphere_points
 from cgha.trainer.gaussian_head_trainer import GaussianHeadTrainer
+from cgha.utils.device import resolve_device
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "config" / "train_gaussianhead_synthetic_demo.yaml"
@@ -157,7 +158,7 @@ def train(cfg: TrainConfig):
     dataset = GaussianDataset(cfg.dataset)
     held_out = {"test_frames": GaussianDataset(cfg.dataset, split="test_frames", views="all",
                                                subject=dataset.subject)}
-    trainer = GaussianHeadTrainer(cfg, torch.device("cpu"), dataset, held_out)
+    trainer = GaussianHeadTrainer(cfg, resolve_device(cfg.device), dataset, held_out)
     return trainer, trainer.fit()
 
 
@@ -181,3 +182,11 @@ def test_tiny_monocular_run_grows_compacts_and_resumes_exactly(tiny_monocular_su
         torch.testing.assert_close(resumed.model.state_dict()[name], value, rtol=0, atol=0, msg=name)
     for group, quantizer in whole.compaction.quantizer.quantizers.items():
         assert torch.equal(resumed.compaction.quantizer.quantizers[group].index, quantizer.index)
+
+
+@pytest.mark.cuda
+def test_sphere_start_trains_on_the_gpu(tiny_monocular_subject, tmp_path):
+    cfg = monocular_config(tiny_monocular_subject, tmp_path, "train.max_iters=9", "device=cuda",
+                           "render.backend=auto")
+    trainer, metrics = train(cfg)
+    assert trainer.model.xyz.is_cuda and trainer.model.num_gaussians > 48 and metrics["test_frames_psnr"] > 5

@@ -178,7 +178,7 @@ class GaussianHeadTrainer(Trainer):
         generator = torch.Generator().manual_seed(self.cfg.train.seed)
         xyz = sphere_points(points.sphere_count, points.sphere_radius, generator)
         landmarks = torch.from_numpy(self.dataset.subject.neutral_landmarks())
-        return self.model_class.from_point_cloud(self.cfg, xyz.to(self.device), landmarks.to(self.device))
+        return self.model_class.from_point_cloud(self.cfg, xyz, landmarks).to(self.device)
 
     def _load_start_checkpoints(self) -> None:
         """Post-render weights and pose offsets: own checkpoints when resuming, else the configured ones."""
