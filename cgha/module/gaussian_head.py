@@ -152,7 +152,7 @@ class GaussianHeadModule(AvatarModel):
     exact_buffers = ("landmarks_3d_neutral",)
 
     def __init__(self, cfg: GaussianHeadModuleConfig, xyz: torch.Tensor, feature: torch.Tensor,
-                 landmarks_3d_neutral: torch.Tensor):
+                 landmarks_3d_neutral: torch.Tensor, scales: Optional[torch.Tensor] = None):
         super().__init__()
         if xyz.ndim != 2 or xyz.shape[1] != 3 or feature.shape != (xyz.shape[0], GAUSSIAN_FEATURE_DIM):
             raise ValueError(f"xyz must be [N, 3] and feature [N, {GAUSSIAN_FEATURE_DIM}], "
@@ -161,8 +161,10 @@ class GaussianHeadModule(AvatarModel):
         self.xyz = nn.Parameter(xyz.detach().clone().float())
         self.feature = nn.Parameter(feature.detach().clone().float())
         self.register_buffer("landmarks_3d_neutral", landmarks_3d_neutral.detach().clone().float())
-        spacing = mean_sq_distance_to_3nn(self.xyz.detach()).clamp_min(1e-7).sqrt()
-        self.scales = nn.Parameter(spacing.log()[:, None].repeat(1, 3))
+        if scales is None:  # a fresh start: isotropic, from the spacing (3DGS); loading passes the saved ones
+            spacing = mean_sq_distance_to_3nn(self.xyz.detach()).clamp_min(1e-7).sqrt()
+            scales = spacing.log()[:, None].repeat(1, 3)
+        self.scales = nn.Parameter(scales.detach().clone().float())
         rotation = torch.zeros(xyz.shape[0], 4)
         rotation[:, 0] = 1.0
         self.rotation = nn.Parameter(rotation.to(xyz.device))
@@ -279,7 +281,11 @@ class GaussianHeadModule(AvatarModel):
         for key in ("xyz", "feature", "landmarks_3d_neutral"):
             if key not in state or not isinstance(state[key], torch.Tensor):
                 raise KeyError(key)
-        return cls(cfg, state["xyz"], state["feature"], state["landmarks_3d_neutral"])
+        scales = state.get("scales")
+        if not isinstance(scales, torch.Tensor) or scales.shape != (state["xyz"].shape[0], 3):
+            raise ValueError(f"scales must be a [{state['xyz'].shape[0]}, 3] tensor")
+        # The saved scales, not the 3-NN spacing: that search over every Gaussian dominated loading at GHA scale.
+        return cls(cfg, state["xyz"], state["feature"], state["landmarks_3d_neutral"], scales)
 
     # --------------------------------------------------------------------------------------- generation
     def canonical_attributes(self) -> Dict[str, torch.Tensor]:
