@@ -73,17 +73,17 @@ def parse_variant(text: str) -> tuple:
     return name, (store, int(recluster) if recluster else None)
 
 
-def render_splits(model, post_render, datasets, indices, delta_poses) -> Dict[str, torch.Tensor]:
-    """Outputs [M, 3, R, R] in [0, 1] of every image of every split (pose offsets as in evaluation)."""
+def render_splits(model, post_render, datasets, indices, delta_poses, device) -> Dict[str, torch.Tensor]:
+    """Outputs [M, 3, R, R] in [0, 1] on the CPU of every image of every split (pose offsets as in evaluation)."""
     out = {}
     with torch.no_grad():
         for split, dataset in datasets.items():
             images = []
             for index in indices[split]:
-                batch = {key: value[None] for key, value in dataset[index].items()}
+                batch = {key: value[None].to(device) for key, value in dataset[index].items()}
                 offsets = delta_poses if split != "test_frames" else None
                 _, render = render_batch(model, post_render, batch, offsets, "auto")
-                images.append(post_render(render).clamp(0, 1).float())
+                images.append(post_render(render).clamp(0, 1).float().cpu())
             out[split] = torch.cat(images)
     return out
 
@@ -96,14 +96,16 @@ def main() -> None:
     parser.add_argument("--splits", nargs="*", default=["test_cameras", "test_frames", "out_of_rig"])
     parser.add_argument("--save", type=Path, help="folder to keep every variant's compressed file in (NAME.cgha)")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]: where files are decoded and rendered")
     args = parser.parse_args()
     torch.manual_seed(0)
     cfg = load_config(TrainConfig, args.run / "config.yaml", stage="gaussianhead")
-    device = torch.device("cpu")
+    device = torch.device(args.device)
     model = load_model(cfg, args.run / "gaussianhead_latest", device).eval()
-    supres = build_raw_post_render(cfg, model, args.run / "supres_latest").eval()
+    supres = build_raw_post_render(cfg, model, args.run / "supres_latest").to(device).eval()
     quantizer = GroupedQuantizer.from_config(cfg.compact, GroupSpec.of(model), seed=cfg.train.seed)
     quantizer.load_state_dict(torch.load(args.run / "quantizer_latest", weights_only=True))
+    quantizer.to(device)
     datasets, subject = {}, None
     for split in args.splits:
         dataset = GaussianDataset(cfg.dataset, split=split, views="all", expected_exp_dim=model.expression_dim,
@@ -126,7 +128,7 @@ def main() -> None:
             vq = quantizer
             if recluster is not None:
                 vq = GroupedQuantizer(cfg.compact.groups, GroupSpec.of(model), recluster, {}, cfg.compact.kmeans_iters,
-                                      cfg.train.seed)
+                                      cfg.train.seed).to(device)
                 vq.initialise({key: value.detach() for key, value in model.canonical_attributes().items()})
             path = Path(folder) / f"{name}.cgha"
             start = time.perf_counter()
@@ -137,8 +139,11 @@ def main() -> None:
                 (args.save / path.name).write_bytes(path.read_bytes())
             start = time.perf_counter()
             decoded, decoded_sr, _ = load_compact_avatar(path, device)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
             load_s = time.perf_counter() - start
-            outputs = render_splits(decoded.eval(), decoded_sr.eval(), datasets, indices, delta_poses)
+            outputs = render_splits(decoded.eval(), decoded_sr.eval(), datasets, indices, delta_poses.to(device),
+                                    device)
             if reference is None:
                 reference = outputs
             row = {"name": name, "store": dataclasses.asdict(store), "recluster": recluster,
@@ -156,7 +161,8 @@ def main() -> None:
                               for s, v in row["splits"].items())
             print(f"{name:16s} {row['bytes']:9,d} B  load {load_s * 1000:6.1f} ms  {cells}", flush=True)
     if args.out:
-        result = {"run": str(args.run), "machine": platform.processor() or platform.machine(),
+        result = {"run": str(args.run), "machine": platform.processor() or platform.machine(), "device": str(device),
+                  "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
                   "cpu_threads": torch.get_num_threads(), "reference": REFERENCE,
                   "columns": "per split: PSNR vs reference output / PSNR vs ground truth / SSIM vs ground truth",
                   "rows": rows}
