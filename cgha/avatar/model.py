@@ -32,7 +32,7 @@ from cgha.avatar.gaussians import Gaussians
 from cgha.errors import ConfigError
 
 # Modules that register the built-in models; imported on first lookup so that importing the registry stays light.
-BUILTIN_MODEL_MODULES = ("cgha.module.gaussian_head",)
+BUILTIN_MODEL_MODULES = ("cgha.module.gaussian_head", "cgha.prior.avatar")
 _MODELS: Dict[str, Type["AvatarModel"]] = {}
 
 
