@@ -158,13 +158,15 @@ def load_delta_poses(path: str | os.PathLike, num_frames: int) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------------------------- rendering
 def render_gaussians(gaussians: Gaussians, viewmats: torch.Tensor, Ks: torch.Tensor, size: int,
-                     backend: str, with_alpha: bool = False):
+                     backend: str, with_alpha: bool = False, width: Optional[int] = None):
     """Rasterise posed Gaussians over a white background (GHA): viewmats [B, 4, 4], Ks [B, 3, 3] in pixels of the
-    size x size render -> image [B, C, size, size], or (image, alpha [B, 1, size, size]) with `with_alpha`."""
+    size x size render -> image [B, C, size, size], or (image, alpha [B, 1, size, size]) with `with_alpha`.
+    `width`: the render's width when it is not square (the viewer's window), default `size`."""
     features = gaussians.features
     background = features.new_ones(features.shape[0], features.shape[-1])
     out = rasterize_gaussians(gaussians.means, gaussians.quats, gaussians.scales, gaussians.opacities, features,
-                              viewmats, Ks, size, size, backgrounds=background, backend=backend)
+                              viewmats, Ks, size if width is None else width, size, backgrounds=background,
+                              backend=backend)
     return (out["image"], out["alpha"]) if with_alpha else out["image"]
 
 
@@ -180,17 +182,20 @@ def render_size(output_size: int, post_render: nn.Module) -> int:
 def render_frame(model: AvatarModel, post_render: nn.Module, expression: torch.Tensor, pose: torch.Tensor,
                  scale: torch.Tensor, viewmats: torch.Tensor, Ks: torch.Tensor, output_size: int, backend: str,
                  pose_code: Optional[torch.Tensor] = None,
-                 attributes: Optional[Dict[str, torch.Tensor]] = None) -> Frame:
+                 attributes: Optional[Dict[str, torch.Tensor]] = None,
+                 output_width: Optional[int] = None) -> Frame:
     """generate -> rasterise -> post-render for a batch of B frames.
 
     expression [B, D], pose [B, 6], scale [B, 1], pose_code [B, 6] or None; viewmats [B, 4, 4]; Ks [B, 3, 3] in
-    pixels of the output image (output_size x output_size; scaled here to the render's size).
+    pixels of the output image (output_size x output_size, or output_size high and `output_width` wide; scaled here
+    to the render's size).
     """
     size = render_size(output_size, post_render)
+    width = None if output_width is None else render_size(output_width, post_render)
     Ks = Ks.clone()
     Ks[:, :2] *= size / output_size
     gaussians = model.generate(expression, pose, scale, pose_code=pose_code, attributes=attributes)
-    render = render_gaussians(gaussians, viewmats, Ks, size, backend)
+    render = render_gaussians(gaussians, viewmats, Ks, size, backend, width=width)
     return Frame(gaussians, render, post_render(render))
 
 
