@@ -36,9 +36,10 @@ def main() -> None:
     setup_logging()
     try:
         from cgha.apps.viewer.app import DEFAULT_RESOLUTION, build_viewer, serve
-        from cgha.apps.viewer.server import ViewerOptions
+        from cgha.apps.viewer.server import ViewerOptions, check_port_free
     except ModuleNotFoundError as error:
         raise UserError(f"the viewer needs {error.name}: pip install -e .[viewer]") from None
+    check_port_free(args.host, args.port)  # before the avatar loads: a taken port fails at once
     device = resolve_device(args.device)
     options = ViewerOptions(host=args.host, port=args.port, screenshot_dir=args.screenshot_dir,
                             resolution=args.resolution or DEFAULT_RESOLUTION[device.type])

@@ -31,6 +31,7 @@ import torch
 from tqdm import tqdm
 
 from cgha.apps.export_ply import export_gaussians_ply
+from cgha.apps.export_spz import export_gaussians_spz
 from cgha.apps.pose_transfer import relative_pose_transfer
 from cgha.avatar.gaussians import Gaussians
 from cgha.avatar.inference import load_avatar, render_frame, render_size
@@ -172,14 +173,22 @@ class Reenactment:
         path = Path(path) if path is not None else self.output_dir / f"frame_{index:06d}.ply"
         return export_gaussians_ply(path, self.generate(index))
 
-    def run(self, export_ply: Optional[int] = None, progress: bool = True) -> Dict[str, Any]:
-        """Render every frame, write the PNGs and the mp4 (and frame `export_ply`'s `.ply` when given).
+    def export_spz(self, index: int, path: Optional[str | os.PathLike] = None) -> Path:
+        """Write frame `index`'s posed Gaussians as a compressed `.spz` (default `{output}/frame_{index:06d}.spz`)."""
+        path = Path(path) if path is not None else self.output_dir / f"frame_{index:06d}.spz"
+        return export_gaussians_spz(path, self.generate(index))
 
-        Returns frames (count), frames_dir, video, ply (or None), fps (frames per second of generate + render +
-        super-resolution, without the first, warm-up frame, synchronised on CUDA; image writing excluded).
+    def run(self, export_ply: Optional[int] = None, progress: bool = True,
+            export_spz: Optional[int] = None) -> Dict[str, Any]:
+        """Render every frame, write the PNGs and the mp4 (and frame `export_ply`'s `.ply`, frame `export_spz`'s
+        `.spz` when given).
+
+        Returns frames (count), frames_dir, video, ply and spz (or None), fps (frames per second of generate +
+        render + super-resolution, without the first, warm-up frame, synchronised on CUDA; image writing excluded).
         """
-        if export_ply is not None:
-            self._check_index(export_ply)
+        for index in (export_ply, export_spz):
+            if index is not None:
+                self._check_index(index)
         frames_dir = self.output_dir / "frames"
         frames_dir.mkdir(parents=True, exist_ok=True)
         video_path = self.output_dir / f"{self.cfg.recorder.name}.mp4"
@@ -205,10 +214,12 @@ class Reenactment:
         writer.close()
         os.replace(partial, video_path)
         ply = self.export_ply(export_ply) if export_ply is not None else None
+        spz = self.export_spz(export_spz) if export_spz is not None else None
         timed = times[1:] or times
         fps = len(timed) / sum(timed) if sum(timed) > 0 else float("inf")
         log.info("reenactment: %d frames at %.1f FPS -> %s", len(times), fps, video_path)
-        return {"frames": len(times), "frames_dir": frames_dir, "video": video_path, "ply": ply, "fps": fps}
+        return {"frames": len(times), "frames_dir": frames_dir, "video": video_path, "ply": ply, "spz": spz,
+                "fps": fps}
 
     def _compose(self, index: int, image: torch.Tensor) -> np.ndarray:
         """[1, 3, R, R] output -> uint8 [R, R, 3], or [R, 2R, 3] with the driver's image on the left."""
