@@ -26,6 +26,7 @@ from typing import Any, Dict, List, Optional, Sequence, Type, TypeVar
 
 import yaml
 
+from cgha.addons.config import AddonsSection
 from cgha.avatar.config import ModelSection
 from cgha.avatar.model import model_config
 from cgha.compact.config import CompactSection, CompactStoreConfig
@@ -51,7 +52,10 @@ __all__ = ["CompactSection", "CompactStoreConfig", "DatasetConfig", "EvalSection
 # Loss weights of each stage (GHA's values); `train.loss_weights` overrides any of them by name.
 LOSS_WEIGHTS = {
     "meshhead": {"rgb": 0.1, "sil": 0.1, "def": 1.0, "offset": 0.01, "lmk": 0.1, "lap": 100.0},
-    "gaussianhead": {"rgb_lr": 1.0, "rgb_hr": 1.0, "vgg": 0.0, "sr_residual": 0.0},
+    # position / scale: the rigged model's regularisers (GaussianAvatars' weights); color_calibration / contrastive:
+    # add-ons (cgha/addons). Each is computed only by the model or add-on that has it.
+    "gaussianhead": {"rgb_lr": 1.0, "rgb_hr": 1.0, "vgg": 0.0, "sr_residual": 0.0, "position": 0.01, "scale": 1.0,
+                     "color_calibration": 1e-4, "contrastive": 0.01},
 }
 STAGES = ("meshhead", "gaussianhead", "reenactment", "evaluate")
 
@@ -173,6 +177,7 @@ class TrainConfig:
     points: PointsSection = section(PointsSection)
     render: RenderSection = section(RenderSection)
     eval: EvalSection = section(EvalSection)
+    addons: AddonsSection = section(AddonsSection)
 
 
 @dataclass
@@ -406,6 +411,7 @@ def validate(config: Any, stage: Optional[str] = None) -> None:
             _check_loss_weights(config.train.loss_weights, stage)
             config.train.check()
             config.points.check()
+            config.addons.check()
         if stage == "meshhead" or (stage == "gaussianhead" and config.model.kind == "gha"
                                    and config.points.init == "model"):
             config.meshheadmodule.check()

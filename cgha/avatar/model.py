@@ -32,7 +32,7 @@ from cgha.avatar.gaussians import Gaussians
 from cgha.errors import ConfigError
 
 # Modules that register the built-in models; imported on first lookup so that importing the registry stays light.
-BUILTIN_MODEL_MODULES = ("cgha.module.gaussian_head", "cgha.prior.avatar")
+BUILTIN_MODEL_MODULES = ("cgha.module.gaussian_head", "cgha.prior.avatar", "cgha.rigged.model")
 _MODELS: Dict[str, Type["AvatarModel"]] = {}
 
 
@@ -133,6 +133,16 @@ class AvatarModel(nn.Module):
 
     def configure_training(self, amp: bool, cuda_graphs: bool) -> None:
         """Speed options of training steps (bf16 autocast, CUDA graphs); models without them ignore them."""
+
+    def training_strategy(self, cfg: Any) -> Optional[Any]:
+        """A strategy that edits this model's Gaussians during training (`step(model, optimizer, compaction,
+        iteration)` after each optimiser step, `state_dict()` / `load_state_dict()`), or None (default)."""
+        return None
+
+    def regularisers(self, attributes: Optional[Dict[str, torch.Tensor]] = None) -> Dict[str, torch.Tensor]:
+        """The model's own loss terms by loss-weight name, from its (possibly quantised) attributes; none by
+        default."""
+        return {}
 
     def generate(self, expression: torch.Tensor, pose: torch.Tensor, scale: torch.Tensor,
                  pose_code: Optional[torch.Tensor] = None,

@@ -45,7 +45,7 @@ __all__ = ["GENERATOR", "GENERATOR_VERSION", "SubjectArgumentError", "generate_s
            "recommended_splits", "frame_names", "MONOCULAR_PRESET"]
 
 GENERATOR = "cgha.synthetic"
-GENERATOR_VERSION = "1.1.0"  # 1.1.0: out-of-rig cameras oor00..oor04
+GENERATOR_VERSION = "1.2.0"  # 1.1.0: out-of-rig cameras oor00..oor04; 1.2.0: faces.npy (the mesh's triangles)
 _JPEG_QUALITY = 95
 DEFAULT_LOWRES = 256  # GHA's image_lowres side, used when the images are at least this large
 _PREVIEW_THUMB = 128
@@ -342,6 +342,8 @@ def _write_subject(root: Path, args: dict, progress: bool, device: torch.device)
         if pending is not None:
             pending.result()
 
+    # The triangles of vertices.npy, as tracked subjects write them: mesh-rigged avatars bind Gaussians to them.
+    np.save(root / "faces.npy", head.faces.cpu().numpy().astype(np.int64))
     sheet = _contact_sheet(thumbs, preview_frames, preview_cams, names, rig.ids)
     _write_jpeg(root / "preview.jpg", sheet)
     splits = {**recommended_splits(rig.ids, rig.azimuth_deg, rig.elevation_deg, names),
@@ -360,6 +362,7 @@ def _write_subject(root: Path, args: dict, progress: bool, device: torch.device)
         "lowres_resolution": L,
         "num_vertices": head.num_vertices,
         "num_faces": int(head.faces.shape[0]),
+        "faces": "faces.npy",
         "landmarks": "iBUG-68 (jaw 0-16, brows 17-26, nose 27-35, eyes 36-47, outer lips 48-59, inner lips 60-67)",
         "scale": float(scale[0]),
         "cameras": {

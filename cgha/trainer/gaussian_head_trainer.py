@@ -6,13 +6,14 @@ import logging
 import random
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import default_collate
 
+from cgha.addons.hooks import TrainingAddons
 from cgha.avatar.inference import (batch_render_inputs, load_delta_poses, load_model, render_batch,
                                    render_gaussians)
 from cgha.avatar.model import AvatarModel, model_config
@@ -41,12 +42,16 @@ log = logging.getLogger(__name__)
 def stage2_losses(model: AvatarModel, post_render: nn.Module, batch: Dict[str, torch.Tensor],
                   delta_poses: Optional[torch.Tensor], rng: random.Random, backend: str, lpips_loss=None,
                   attributes: Optional[Dict[str, torch.Tensor]] = None,
-                  crop_scale_range: Tuple[float, float] = SCALE_RANGE, sr_residual: bool = False):
+                  crop_scale_range: Tuple[float, float] = SCALE_RANGE, sr_residual: bool = False,
+                  calibrate: Optional[Callable[[torch.Tensor], torch.Tensor]] = None):
     """GHA's stage-2 losses by weight name: L1 of the render's RGB channels at its own resolution, L1 of the
     post-rendered augmented crop (zoomed by a factor in `crop_scale_range`), LPIPS on it when `lpips_loss` is given,
     and, when `sr_residual`, the mean absolute difference between the post-rendered crop and the bilinearly
-    upsampled render (`sr_residual_loss`). Returns (losses, visuals)."""
+    upsampled render (`sr_residual_loss`). `calibrate` (addons.color_calibration) maps the render before every loss.
+    Returns (losses, visuals)."""
     _, render = render_batch(model, post_render, batch, delta_poses, backend, attributes)
+    if calibrate is not None:
+        render = calibrate(render)
     _, _, image, visible = batch_render_inputs(batch, post_render)
     losses = {"rgb_lr": F.l1_loss(render[:, :3] * visible, image * visible)}
     cropped_render, cropped_image, cropped_visible = random_scale_crop(render, batch["images"], batch["visibles"], rng,
@@ -132,6 +137,10 @@ class GaussianHeadTrainer(Trainer):
                                               requires_grad=cfg.optimize_pose)
         self._load_start_checkpoints()
         self.optimizer = make_optimizer(cfg, self.model, self.post_render, self.delta_poses)
+        self.addons = TrainingAddons(cfg.addons, len(dataset.cameras), device)
+        if self.addons.parameters():
+            self.optimizer.add_param_group({"params": self.addons.parameters(), "lr": cfg.addons.calibration_lr})
+        self.strategy = self.model.training_strategy(cfg)
         self.loader = make_loader(dataset, cfg.batch_size, shuffle=True, num_workers=cfg.dataset.num_workers,
                                   seed=cfg.train.seed, device=device)
         self.compaction = self._initial_compaction()
@@ -220,12 +229,20 @@ class GaussianHeadTrainer(Trainer):
         states: Dict[str, Any] = {"augmentation_rng": random_state_as_lists(self.rng)}
         if self.points is not None:
             states["point_strategy"] = self.points.state_dict()
+        if self.strategy is not None:
+            states["model_strategy"] = self.strategy.state_dict()
+        addons = self.addons.state_dict()
+        if addons:
+            states["addons"] = addons
         return states
 
     def restore_rng_states(self, saved: Dict[str, Any]) -> None:
         super().restore_rng_states(saved)
         if self.points is not None and "point_strategy" in saved:
             self.points.load_state_dict(saved["point_strategy"])
+        if self.strategy is not None and "model_strategy" in saved:
+            self.strategy.load_state_dict(saved["model_strategy"])
+        self.addons.load_state_dict(saved.get("addons", {}))
         if "augmentation_rng" in saved:
             self.rng.setstate(random_state_from_lists(saved["augmentation_rng"]))
         else:
@@ -257,6 +274,8 @@ class GaussianHeadTrainer(Trainer):
             # self.iteration counts the steps before this one. An edit does not depend on the run's length (so an
             # extended run equals a longer one): points.stop_iter ends the edits before the last steps.
             self.points.step(self.model, self.optimizer, self.compaction, self.iteration + 1)
+        if self.strategy is not None:
+            self.strategy.step(self.model, self.optimizer, self.compaction, self.iteration + 1)
 
     def log_extras(self) -> Dict[str, float]:
         """The Gaussian count (it changes with cgha/points edits), seconds since this process started training and,
@@ -305,9 +324,16 @@ class GaussianHeadTrainer(Trainer):
                             self.quantized_attributes())
 
     def compute_losses(self, batch: Dict[str, torch.Tensor]):
-        return stage2_losses(self.model, self.post_render, batch, self.delta_poses, self.rng, self.cfg.render.backend,
-                             self.lpips, self.quantized_attributes(), tuple(self.cfg.train.crop_scale_range),
-                             sr_residual=self.weights["sr_residual"] > 0)
+        batch = self.addons.prepare_batch(batch, self.iteration, self.total_iterations())
+        attributes = self.quantized_attributes()
+        losses, visuals = stage2_losses(self.model, self.post_render, batch, self.delta_poses, self.rng,
+                                        self.cfg.render.backend, self.lpips, attributes,
+                                        tuple(self.cfg.train.crop_scale_range),
+                                        sr_residual=self.weights["sr_residual"] > 0,
+                                        calibrate=self.addons.calibration(batch))
+        losses.update(self.model.regularisers(attributes))
+        losses.update(self.addons.losses(visuals, batch))
+        return losses, visuals
 
     def save_grid(self, batch, visuals, name: str) -> None:
         """Target, render (first 3 channels), cropped target, post-rendered output."""

@@ -1,0 +1,33 @@
+"""Colour calibration: a tiny MLP (a learnt code per training camera + the rendered colour -> a colour residual)
+that absorbs per-camera colour and exposure differences of a capture, applied to the training render only (the
+avatar itself stays camera-independent; evaluation renders without it). The last layer starts at zero, so the
+calibration starts as the identity."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ColorCalibration(nn.Module):
+    """render [B, C >= 3, H, W], camera ids [B] -> the render with its RGB corrected (other channels unchanged)."""
+
+    def __init__(self, num_cameras: int, hidden: int = 16, code_dim: int = 4):
+        super().__init__()
+        self.codes = nn.Embedding(num_cameras, code_dim)
+        nn.init.zeros_(self.codes.weight)
+        self.mlp = nn.Sequential(nn.Linear(3 + code_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+                                 nn.Linear(hidden, 3))
+        nn.init.zeros_(self.mlp[-1].weight)
+        nn.init.zeros_(self.mlp[-1].bias)
+        self.last_residual = None
+
+    def forward(self, render: torch.Tensor, camera: torch.Tensor) -> torch.Tensor:
+        rgb = render[:, :3].permute(0, 2, 3, 1)                                     # [B, H, W, 3]
+        code = self.codes(camera)[:, None, None, :].expand(*rgb.shape[:3], -1)
+        residual = self.mlp(torch.cat([rgb, code], -1))
+        self.last_residual = residual
+        return torch.cat([(rgb + residual).permute(0, 3, 1, 2), render[:, 3:]], 1)
+
+    def regulariser(self) -> torch.Tensor:
+        """Mean squared residual of the last call (keeps the correction small)."""
+        return self.last_residual.pow(2).mean()
