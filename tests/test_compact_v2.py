@@ -140,7 +140,9 @@ def test_version_1_file_written_by_the_old_writer_still_loads():
                **{f"supres.{k}": v for k, v in post_render.state_dict().items()}}
     assert sorted(decoded) == sorted(expected.files)
     for key, value in decoded.items():
-        assert np.array_equal(value.numpy(), expected[key]), key
+        # Bit-equal but for a last-place difference: the opacity logit goes through log, whose vectorised CPU kernel
+        # rounds differently by instruction set (1 ulp on the CI machine against the machine that wrote the fixture).
+        np.testing.assert_allclose(value.numpy(), expected[key], rtol=1e-6, atol=1e-6, err_msg=key)
 
 
 # ------------------------------------------------------------------------------------------ avatar order
