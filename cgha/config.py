@@ -28,7 +28,7 @@ import yaml
 
 from cgha.addons.config import AddonsSection
 from cgha.avatar.config import ModelSection
-from cgha.avatar.model import model_config
+from cgha.avatar.model import AvatarModel, model_config
 from cgha.compact.config import CompactSection, CompactStoreConfig
 from cgha.errors import ConfigError
 from cgha.module.gaussian_head import GaussianHeadModuleConfig
@@ -418,6 +418,9 @@ def validate(config: Any, stage: Optional[str] = None) -> None:
     cls, model_cfg = model_config(config)
     if isinstance(config, TrainConfig):
         config.compact.check(cls.compact_groups)
+        if config.addons.smart_densification and cls.training_strategy is AvatarModel.training_strategy:
+            raise ConfigError(f"'addons.smart_densification' sets the thresholds of densification, which the "
+                              f"'{cls.kind}' avatar model does not do (model.kind=rigged does)")
     if stage in ("gaussianhead", "evaluate", "reenactment") or isinstance(config, ReenactConfig):
         if config.model.post_render == "super_resolution":
             config.supresmodule.check()
