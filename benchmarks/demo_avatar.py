@@ -5,7 +5,7 @@ header's JSON changes, the payload bytes stay as they are and the checksum is re
 decode to the same arrays.
 
     python benchmarks/demo_avatar.py --cgha .dev/gpu_call1_out/cgha/x40.cgha \\
-        --subject .dev/gpu_call1_out/avatar_subject.json --out checkpoints/demo/synthetic_id0_x40.cgha
+        --subject .dev/gpu_call1_out/avatar_subject.json --out checkpoints/demo/avatar.cgha
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 tests/test_viewer_browser.py drives it): the shipped avatar from the start view, then turned, orbited and making a
 driver frame's expression with the jaw opened further.
 
-    python docs/make_viewer_screenshots.py --avatar checkpoints/demo/synthetic_id0_x40.cgha \\
+    python docs/make_viewer_screenshots.py --avatar checkpoints/demo/avatar.cgha \\
         --driver checkpoints/demo/driver_id1 --out docs/images
 """
 from __future__ import annotations
