@@ -83,15 +83,13 @@ def training_iterations(cfg: TrainConfig, train_frames: int) -> int:
     """The run's length in iterations, whatever the video's length.
 
     The point schedule (points.every / stop_iter) and compact.start_iter count iterations, so an epoch-based length
-    would move the end of training relative to them: a 30-frame video at the CPU config's 10 epochs would stop
-    before compaction starts, a 600-frame one would train ten times longer. Hence `train.max_iters` when the config
-    sets it (the GPU config), else `train.epochs` x `points.every` (the CPU config edits once per epoch of the
-    60-frame subject it was written for: 10 x 60 = 600), else `train.epochs` x the video's training frames.
+    would move the end of training relative to them: a 30-frame video at 10 epochs would stop before compaction
+    starts, a 600-frame one would train ten times longer. Both monocular configs therefore set `train.max_iters`;
+    a config that counts epochs instead trains for `train.epochs` x the video's training frames.
     """
     if cfg.train.max_iters > 0:
         return cfg.train.max_iters
-    per_epoch = cfg.points.every if cfg.points.editing else train_frames
-    return cfg.train.epochs * per_epoch
+    return cfg.train.epochs * train_frames
 
 
 @dataclass
