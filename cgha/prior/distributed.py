@@ -46,11 +46,12 @@ def _env_int(name: str) -> int:
 
 @contextlib.contextmanager
 def process_group(device: str) -> Iterator[Process]:
-    """This process's place in the launch. Under torchrun with WORLD_SIZE > 1: a process group (NCCL with each
+    """This process's place in the launch. Under torchrun (even with one process, so that its timings include DDP's
+    all-reduce as a larger launch's do): a process group (NCCL with each
     process on cuda:LOCAL_RANK when `device` is auto/cuda and CUDA is present, else gloo on the CPU), destroyed on
-    exit. Otherwise one process on `device` (the config's `device`)."""
+    exit. Otherwise (plain `python`) one process on `device` (the config's `device`), no group."""
     world = int(os.environ.get("WORLD_SIZE", "1") or 1)
-    if world <= 1:
+    if world <= 1 and "LOCAL_RANK" not in os.environ:
         yield Process(0, 1, resolve_device(device), False)
         return
     rank, local_rank = _env_int("RANK"), _env_int("LOCAL_RANK")

@@ -196,6 +196,7 @@ class PriorTrainer:
         """Train to train.iters; returns the summary (also written as prior_train_summary.json by rank 0)."""
         train, device = self.cfg.train, self.proc.device
         start_iteration = self.iteration
+        started = time.perf_counter()
         bar = tqdm(total=train.iters, initial=self.iteration, desc="prior", dynamic_ncols=True,
                    disable=not self.progress)
         timed_from: Optional[float] = None
@@ -218,6 +219,11 @@ class PriorTrainer:
             if self.iteration % self.cfg.recorder.log_freq == 0 or self.iteration == train.iters:
                 values = mean_over_processes({f"loss_{k}": float(v.detach()) for k, v in terms.items()}
                                              | {"loss": float(total.detach())}, self.proc)
+                # Seconds since this process started training and rank 0's peak memory: a run stopped early
+                # (timeout, Ctrl-C) still tells its time and memory.
+                values["train_seconds"] = time.perf_counter() - started
+                if device.type == "cuda":
+                    values["cuda_peak_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
                 if self.recorder is not None:
                     self.recorder.log(self.iteration, 0, values)
                 bar.set_postfix(loss=f"{values['loss']:.4f}")
