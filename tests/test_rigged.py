@@ -39,7 +39,7 @@ def face_model_cache(tmp_path_factory):
 def rigged_overrides(subject: Path, out: Path, *extra: str):
     return [f"dataset.dataroot={subject}", "dataset.original_resolution=64", "dataset.resolution=64",
             "dataset.num_workers=0", "device=cpu", "render.backend=torch", *SMALL_FACE_MODEL,
-            "model.options.initial_faces=1500", "train.max_iters=40", "model.options.densify_from=10",
+            "model.options.initial_faces=1000", "train.max_iters=30", "eval.max_images=4", "model.options.densify_from=10",
             "model.options.densify_every=10", "model.options.densify_until=20", "compact.start_iter=25",
             "compact.codebook_size=32", "compact.assign_every=10", f"recorder.checkpoint_path={out}/ck",
             "recorder.name=rigged", f"recorder.logdir={out}/log", f"recorder.result_path={out}/res",
