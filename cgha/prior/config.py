@@ -113,6 +113,29 @@ def check_prior_config(cfg: PriorConfig) -> None:
 
 def load_prior_config(path: Optional[str | os.PathLike], overrides: Sequence[str] = ()) -> PriorConfig:
     """The config of `path` with `key=value` overrides, strictly checked (cgha.config's loader)."""
+    kind = _model_kind(path, overrides)
+    if kind != "prior":
+        # Said before loading: the loader would validate the options of that other model against this schema.
+        raise ConfigError(f"'model.kind' is {kind!r}: train_prior.py trains the 'prior' model")
     cfg = load_config(PriorConfig, path, overrides)
     check_prior_config(cfg)
     return cfg
+
+
+def _model_kind(path: Optional[str | os.PathLike], overrides: Sequence[str]) -> object:
+    """`model.kind` as the file and the overrides set it (the last override wins; ModelSection's default else)."""
+    import yaml
+
+    kind: object = ModelSection().kind
+    if path is not None and os.path.isfile(path):
+        try:
+            data = yaml.safe_load(open(path).read()) or {}
+        except yaml.YAMLError:
+            data = {}  # the loader reports the syntax error with its line
+        model = data.get("model") if isinstance(data, dict) else None
+        if isinstance(model, dict) and "kind" in model:
+            kind = model["kind"]
+    for item in overrides:
+        if item.strip().startswith("model.kind="):
+            kind = item.split("=", 1)[1].strip()
+    return kind
