@@ -495,10 +495,16 @@ def config_reference_markdown() -> str:
              "Generated from the schema in `cgha/config.py` (regenerate with",
              "`python -c \"from cgha.config import config_reference_markdown as m; print(m(), end='')\" > docs/config.md`).",
              "Unknown keys, wrong types and out-of-range values are errors.", ""]
-    for title, schema in (("Training, evaluation (`train_*.py`, `evaluate.py`)", TrainConfig),
-                          ("Reenactment (`reenactment.py`)", ReenactConfig)):
+    from cgha.prior.config import PriorConfig, PriorModelConfig  # it builds on this module: import it late
+
+    for title, schema, prefix in (("Training, evaluation (`train_*.py`, `evaluate.py`)", TrainConfig, ""),
+                                  ("Reenactment (`reenactment.py`)", ReenactConfig, ""),
+                                  ("Prior training, one-shot fitting (`train_prior.py`, `fit_oneshot.py`)",
+                                   PriorConfig, ""),
+                                  ("`model.options` of the `prior` model (priors and the avatars fitted from them)",
+                                   PriorModelConfig, "model.options.")):
         parts += [f"## {title}", "", "| key | type | default | meaning |", "| --- | --- | --- | --- |"]
-        for line in describe_schema(schema):
+        for line in describe_schema(schema, prefix):
             head, meaning = line.split(": ", 1)
             key, rest = head.split(" (", 1)
             kind, default = rest.rstrip(")").split(", default ", 1)
