@@ -31,6 +31,9 @@ def run(procs: int, repeat: int, args) -> dict:
                f"recorder.checkpoint_path={args.work}/checkpoints", f"recorder.logdir={args.work}/log/{name}",
                f"recorder.result_path={result_path}"]
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    if args.threads:
+        # torchrun sets OMP_NUM_THREADS=1 only for more than one process: set it alike for every N.
+        env["OMP_NUM_THREADS"] = str(args.threads)
     done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT)
     if done.returncode:
         sys.exit(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
@@ -43,6 +46,7 @@ def main() -> None:
     parser.add_argument("--procs", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--work", default="results/bench_prior_ddp")
+    parser.add_argument("--threads", type=int, default=0, help="OMP_NUM_THREADS of every process (0: as launched)")
     parser.add_argument("--out", type=Path)
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
@@ -58,6 +62,7 @@ def main() -> None:
                      "identities_per_s": statistics.fmean(s["identities_per_s"] for s in summaries),
                      "runs": len(summaries)})
     out = {"date": time.strftime("%Y-%m-%d"), "config": args.config, "overrides": args.overrides,
+           "threads_per_process": args.threads or os.environ.get("OMP_NUM_THREADS"),
            "cpu_count": os.cpu_count(), "load_average_at_end": os.getloadavg(), "rows": rows,
            "runs": {str(k): v for k, v in runs.items()}}
     if args.out:
