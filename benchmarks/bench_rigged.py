@@ -100,21 +100,24 @@ def run(args) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     start = time.perf_counter()
-    train_gaussian_head(cfg, device)
+    training_eval = train_gaussian_head(cfg, device)
     seconds = time.perf_counter() - start
     report = json.loads(RunFiles.of(cfg).compact_report.read_text())
+    out = root / "runs" / f"{name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Written now and completed below: a run stopped during the longer evaluation still leaves its training numbers.
+    partial = {"row": args.row, "seed": args.seed, "iters": args.iters, "train_seconds": seconds,
+               "num_gaussians": report["num_gaussians"], "compact_mb": report["compact_bytes"] / 1e6,
+               "training_eval": training_eval, "device": device_name(device), "overrides": overrides}
+    out.with_suffix(".partial.json").write_text(json.dumps(partial, indent=2))
     evaluation = evaluate_avatar(load_config(TrainConfig, config, overrides + evaluation_overrides(cfg) +
                                              [f"eval.splits=[{','.join(SPLITS)}]"], stage="evaluate"), device)
     cross = evaluate_avatar(load_config(TrainConfig, config, overrides + cross_identity_overrides(
         cfg, subject_paths(root)["cross"]), stage="evaluate"), device)
-    result = {"row": args.row, "seed": args.seed, "iters": args.iters, "train_seconds": seconds,
-              "num_gaussians": report["num_gaussians"], "compact_mb": report["compact_bytes"] / 1e6,
-              "held_out": {split: split_summary(evaluation["splits"][split]) for split in SPLITS},
-              "cross_identity": split_summary(cross["splits"]["all"]), "device": device_name(device),
-              "overrides": overrides}
-    out = root / "runs" / f"{name}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
+    result = {**partial, "held_out": {split: split_summary(evaluation["splits"][split]) for split in SPLITS},
+              "cross_identity": split_summary(cross["splits"]["all"])}
     out.write_text(json.dumps(result, indent=2))
+    out.with_suffix(".partial.json").unlink()
     print(json.dumps({k: result[k] for k in ("row", "seed", "train_seconds", "num_gaussians", "compact_mb")}))
 
 
@@ -160,7 +163,7 @@ def _mean_spread(values: List[float]) -> Dict[str, float]:
 
 def table(args) -> None:
     root = Path(args.root)
-    runs = [json.loads(p.read_text()) for p in sorted((root / "runs").glob("*.json"))]
+    runs = [json.loads(p.read_text()) for p in sorted((root / "runs").glob("*.json")) if ".partial" not in p.name]
     columns = {
         "cam_psnr": lambda r: r["held_out"]["test_cameras"]["psnr"],
         "cam_ssim": lambda r: r["held_out"]["test_cameras"]["ssim"],
