@@ -5,7 +5,7 @@ header's JSON changes, the payload bytes stay as they are and the checksum is re
 decode to the same arrays.
 
     python benchmarks/demo_avatar.py --cgha .dev/gpu_call1_out/cgha/x40.cgha \\
-        --subject .dev/gpu_call1_out/avatar_subject.json --out checkpoints/demo/avatar.cgha
+        --subject .dev/gpu_call1_out/gaussianhead_compact.cgha --out checkpoints/demo/avatar.cgha
 """
 from __future__ import annotations
 
@@ -46,12 +46,19 @@ def with_subject(source: Path, subject: AvatarSubject, out: Path) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cgha", type=Path, required=True, help="the compressed avatar to ship")
-    parser.add_argument("--subject", type=Path, required=True, help="the run's avatar_subject.json")
+    parser.add_argument("--subject", type=Path, required=True,
+                        help="the run's avatar_subject.json, or its own .cgha file (whose metadata records it)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    subject = AvatarSubject.load(args.subject)
-    if subject is None:
-        raise SystemExit(f"error: {args.subject} does not exist")
+    if args.subject.suffix == ".cgha":
+        recorded = read_compact(args.subject)[1].get("subject")
+        if recorded is None:
+            raise SystemExit(f"error: {args.subject} records no subject")
+        subject = AvatarSubject.from_dict(recorded, str(args.subject))
+    else:
+        subject = AvatarSubject.load(args.subject)
+        if subject is None:
+            raise SystemExit(f"error: {args.subject} does not exist")
     with_subject(args.cgha, subject, args.out)
     print(f"{args.out}: {args.out.stat().st_size} bytes, subject {subject.to_dict()}")
 
