@@ -17,6 +17,8 @@ this interface. A model declares:
 - optionally `from_point_cloud(cfg, xyz, landmarks)`: a fresh model on given canonical points (`points.init:
   sphere`), and `replace_gaussian_parameters(values)` when its per-Gaussian parameters are not plain attributes
   named as in `canonical_attributes()` (point insertion and deletion, cgha/points).
+- optionally `training_strategy(cfg)`: an object that edits the Gaussians after optimiser steps (the rigged
+  model's densification), and `regularisers(attributes)`: the model's own loss terms by loss-weight name.
 
 Register with `@register_model` on the class; `model_class(kind)` finds it.
 """
