@@ -108,13 +108,19 @@ class PriorTrainer:
         self.identities = prior_identities(cfg.data)
         self.positions = self._my_positions()
         paths = ensure_identities(cfg.data, [self.identities[p] for p in self.positions], progress=self.progress)
-        self.views: Dict[int, Views] = {p: load_views(path, cfg.data.resolution).to(proc.device)
-                                        for p, path in zip(self.positions, paths)}
+        # Start-up grows with the shard: a bar and the seconds logged say where a slow start goes.
+        started = time.perf_counter()
+        self.views: Dict[int, Views] = {
+            p: load_views(path, cfg.data.resolution).to(proc.device)
+            for p, path in tqdm(list(zip(self.positions, paths)), desc="load identities", disable=not self.progress)}
+        log.info("rank %d: %d identities' views loaded in %.1f s", proc.rank, len(paths), time.perf_counter() - started)
         self.face_model, geometry = load_face_model(self.model_cfg.face_model_samples,
                                                     self.model_cfg.face_model_components)
         meta = {"identities": [f"id{i:04d}" for i in self.identities], "generator_identities": self.identities,
                 "face_model": self.face_model.meta(), "resolution": cfg.data.resolution}
+        started = time.perf_counter()
         self.prior = GaussianPrior.create(self.model_cfg, geometry, self._shape_codes(), meta).to(proc.device)
+        log.info("rank %d: face-model codes and the prior built in %.1f s", proc.rank, time.perf_counter() - started)
         self.recorder = RunRecorder(cfg.recorder, cfg) if proc.is_writer else None
         self.files = RunFiles.of(cfg)
         self.optimizer = torch.optim.Adam([
