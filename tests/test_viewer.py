@@ -134,3 +134,14 @@ def test_view_py_one_line_errors(avatar_file, tmp_path):
         assert result.returncode == 2, (name, result.stderr)
         last = result.stderr.strip().splitlines()[-1]
         assert last.startswith("error: ") and expected in last and "Traceback" not in result.stderr, (name, last)
+
+
+def test_the_shipped_avatar_works_after_cloning():
+    """checkpoints/demo/avatar.cgha loads with its subject record, accepts the shipped driver and renders a head."""
+    avatar = open_avatar(ROOT / "checkpoints" / "demo" / "avatar.cgha", CPU)
+    assert avatar.source["total_bytes"] < 4e6 and avatar.model.num_gaussians > 100_000
+    driver = load_driver(DEMO_DRIVER, avatar, DriverVideoOptions(device="cpu"))
+    camera = look_at_camera(start_view(avatar_reference(avatar).pose.tolist(), avatar_reference(avatar).scale))
+    frame = FrameRenderer(avatar, CPU, "torch").render(driver.expression[5], driver.pose[5], driver.scale[5], camera,
+                                                         64, 64).image
+    assert 0.2 < _covered(frame).mean() < 0.95
