@@ -191,6 +191,12 @@ def main() -> None:
     parser.add_argument("--sheet", type=int, default=0, help="views per split in each run's contact sheet")
     parser.add_argument("--reenact", type=Path, help="reenactment config: also render each run's free-view video and "
                                                      "a strip of its frames")
+    parser.add_argument("--reenact-seeds", type=int, nargs="*",
+                        help="seeds whose runs render the free-view video (default: the first seed)")
+    parser.add_argument("--runs", nargs="*", help="only these runs, as NAME:SEED (default: every variant x seed)")
+    parser.add_argument("--deadline", type=float, default=0.0,
+                        help="seconds after the start past which no further run starts (0: none); for runs "
+                             "split over calls with a time limit")
     parser.add_argument("--parallel", type=int, default=3, help="runs trained at once on each GPU")
     parser.add_argument("--gpus", type=int, default=0, help="spread the runs over this many GPUs (0: as is)")
     parser.add_argument("--work", type=Path, default=ROOT / "bench_ablation_runs")
@@ -204,13 +210,20 @@ def main() -> None:
     if cfg.points.init == "model" and not Path(cfg.load_meshhead_checkpoint).is_file():
         sys.exit(f"error: the mesh head {cfg.load_meshhead_checkpoint} does not exist; train it first "
                  f"(train_meshhead.py) or pass load_meshhead_checkpoint=...")
-    jobs = [(name, overrides, seed) for name, overrides in args.variants for seed in args.seeds]
+    # Seed-major: a run cut short (--deadline, a time limit) leaves every variant with the same seeds done.
+    jobs = [(name, overrides, seed) for seed in args.seeds for name, overrides in args.variants
+            if args.runs is None or f"{name}:{seed}" in args.runs]
+    if not jobs:
+        parser.error(f"--runs {args.runs} names no variant:seed of {names} x {args.seeds}")
+    reenact_seeds = args.seeds[:1] if args.reenact_seeds is None else args.reenact_seeds
 
-    def run(index: int) -> Dict:
+    def run(index: int) -> Optional[Dict]:
         name, overrides, seed = jobs[index]
+        if args.deadline and time.perf_counter() - start > args.deadline:
+            return None
         gpu = index % args.gpus if args.gpus else None
         return run_one(args.config, name, overrides, seed, list(args.overrides), args.work, gpu, args.cross_identity,
-                       args.sheet, args.reenact)
+                       args.sheet, args.reenact if seed in reenact_seeds else None)
 
     start = time.perf_counter()
     rows: List[Dict] = []
@@ -221,7 +234,8 @@ def main() -> None:
                   "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
                   "config": str(args.config), "seeds": args.seeds, "parallel_per_gpu": args.parallel,
                   "gpus": args.gpus, "wall_seconds": time.perf_counter() - start, "common_overrides": args.overrides,
-                  "runs_planned": len(jobs), "runs": rows, "summary": summarise(rows, names)}
+                  "runs_planned": [f"{name}:{seed}" for name, _, seed in jobs], "runs": rows,
+                  "summary": summarise(rows, names)}
         if args.out:
             args.out.parent.mkdir(parents=True, exist_ok=True)
             temporary = args.out.with_name(args.out.name + ".tmp")
@@ -231,6 +245,8 @@ def main() -> None:
 
     with ThreadPoolExecutor(max_workers=args.parallel * max(args.gpus, 1)) as pool:
         for done in as_completed([pool.submit(run, index) for index in range(len(jobs))]):
+            if done.result() is None:
+                continue
             rows.append(done.result())
             rows.sort(key=lambda row: (names.index(row["variant"]), row["seed"]))
             report()

@@ -120,11 +120,22 @@ class TrainSection:
     deform_warmup_iters: int = option(0, "mesh head: full-batch steps fitting the expression deformation to every "
                                          "training frame's tracked landmarks after the sphere pre-training, on a "
                                          "fresh start (ours; 0 = GHA)", min=0)
+    deform_prior_iters: int = option(0, "mesh head: steps fitting the expression deformation to the shipped face "
+                                        "model's deformation of the subject's fitted shape at training and random "
+                                        "codes, after the sphere pre-training, on a fresh start (ours; 0 = GHA; "
+                                        "subjects in the face model's expression basis: synthetic or tracked)", min=0)
+    deform_prior_face_model: List[int] = option([128, 24], "mesh head's expression prior: the face model build "
+                                                "[identities sampled, identity components] (the rigged avatar's "
+                                                "defaults)")
     eval_every: int = option(0, "iterations between held-out evaluations during training; 0 = only at the end", min=0)
     crop_scale_range: List[float] = option([0.8, 1.25], "Gaussian head: [low, high] random zoom of the render crop the "
                                            "super-resolution net trains on (GHA: [0.8, 1.25])")
 
     def check(self) -> None:
+        build = self.deform_prior_face_model
+        if len(build) != 2 or not 2 <= build[0] or not 1 <= build[1] < build[0]:
+            raise ConfigError(f"'train.deform_prior_face_model' must be [identities sampled >= 2, components >= 1 and "
+                              f"below the identities], got {build}")
         low_high = self.crop_scale_range
         if len(low_high) != 2 or not 0.0 < low_high[0] <= low_high[1]:
             raise ConfigError(f"'train.crop_scale_range' must be [low, high] with 0 < low <= high, got {low_high}")

@@ -16,6 +16,7 @@ from cgha.recorder.checkpoint import load_file, load_state_dict_into
 from cgha.recorder.images import grid, normals_to_image, overlay_mask
 from cgha.render.multiview import render_mesh_views
 from cgha.trainer.base import Trainer
+from cgha.trainer.expression_prior import SubjectExpressionPrior, fit_expression_prior
 from cgha.trainer.mesh_losses import laplacian_loss, soft_iou_loss
 from cgha.trainer.progress import check_mesh_progress, check_silhouette_overlap
 from cgha.utils.mesh_io import write_obj, write_ply
@@ -72,6 +73,14 @@ class MeshHeadTrainer(Trainer):
             loss = warm_up_expression_deformation(self.module, frames["exp_coeff"], target, steps, self.cfg.lr_net)
             log.info("expression deformation warm-up on the landmarks of %d frames: %d steps, final MSE %.2e",
                      target.shape[0], steps, loss)
+        steps = self.cfg.train.deform_prior_iters
+        if steps:
+            prior = SubjectExpressionPrior.build(self.dataset.subject, self.dataset.frames,
+                                                 tuple(self.cfg.train.deform_prior_face_model), self.device)
+            generator = torch.Generator().manual_seed(self.cfg.train.seed)
+            loss = fit_expression_prior(self.module, prior, steps, self.cfg.lr_net, generator)
+            log.info("expression prior: the face model fitted to the subject's meshes (mean distance %.2g), the "
+                     "expression deformation fitted to it in %d steps, final MSE %.2e", prior.fit_error, steps, loss)
 
     def load_own_checkpoints(self) -> None:
         load_mesh_head(self.module, self.recorder.checkpoint(self.stage))

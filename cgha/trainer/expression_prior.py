@@ -1,0 +1,122 @@
+"""The mesh head's expression prior (ours; off by default, GHA has none): before the photometric schedule, fit the
+expression deformation MLP to the shipped face model's expression deformation of the subject's own shape.
+
+Why: GHA learns what each expression coefficient does only from the training frames. A short schedule on few
+frames cannot tell apart coefficients whose events overlap in time, nor fit a rare wide-open jaw (the CPU demo's
+avatar kept its mouth closed: docs/results.md). Subjects in the face model's expression basis (synthetic identities
+and everything `preprocess/track.py` writes) come with their tracked meshes, so the face model, fitted to the
+subject's shape (cgha/rigged/mesh.py, as the rigged avatar does), says how every point of that face moves for *any*
+code. Fitting the MLP on codes drawn independently per coefficient makes each coefficient's motion identifiable; the
+photometric training then refines it. On synthetic subjects the face model is the generator's own expression model,
+so there the prior is exact; on a real face it is the tracker's model of that face.
+
+    prior = SubjectExpressionPrior.build(subject, frames, build=(128, 24), device=device)
+    loss = fit_expression_prior(mesh_head, prior, steps=300, lr=1e-3, generator=torch.Generator().manual_seed(0))
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence, Tuple
+
+import torch
+
+from cgha.dataset.expression_basis import ExpressionBasis, read_expression_basis
+from cgha.errors import DataError
+from cgha.module.mesh_head import MeshHeadModule, blend_weights
+from cgha.rigged.mesh import canonical_mesh, fit_subject_shape, read_subject_faces, shared_face_model
+from cgha.tracking.face_model import FaceModel
+
+# Codes per step and face-model vertices per code: the loss sees CODES_PER_STEP x POINTS_PER_CODE points a step,
+# cheap enough for a few hundred steps in seconds on a CPU.
+CODES_PER_STEP = 8
+POINTS_PER_CODE = 2048
+# Probability that a coefficient is active in a random code (amplitude uniform in [0, 1]): a few at once, as in real
+# expressions, and each independent of the others.
+ACTIVE_PROBABILITY = 0.25
+
+
+@dataclass
+class SubjectExpressionPrior:
+    """The face model with the subject's fitted shape.
+
+    face_model: the shipped face model; identity [K], offset [V, 3]: the subject's shape (cgha/rigged/mesh.py);
+    neutral [V, 3]: its canonical neutral vertices; frame_codes [F, D]: the training frames' expression codes;
+    fit_error: mean distance (canonical units) between the fitted and the tracked meshes.
+    """
+    face_model: FaceModel
+    identity: torch.Tensor
+    offset: torch.Tensor
+    neutral: torch.Tensor
+    frame_codes: torch.Tensor
+    fit_error: float
+
+    @classmethod
+    def build(cls, subject, frames: Sequence[str], build: Tuple[int, int],
+              device: torch.device) -> "SubjectExpressionPrior":
+        """The prior of `subject` (a cgha.dataset.Subject) fitted on its tracked meshes of `frames`; `build` is the
+        face model's (identities sampled, identity components). DataError when the subject is not in the face
+        model's expression basis or lacks its meshes."""
+        root = subject.layout.root
+        face_model = shared_face_model(build[0], build[1], device)
+        expected = ExpressionBasis(face_model.expression_model, tuple(face_model.expression_names))
+        basis = read_expression_basis(root)
+        if basis != expected:
+            found = basis.describe() if basis is not None else "none recorded in its meta.json"
+            raise DataError(f"{root}: train.deform_prior_iters fits the expression deformation to the face model "
+                            f"{expected.describe()}, but the subject's expression basis is {found}; set "
+                            f"train.deform_prior_iters=0 for subjects of another face model")
+        read_subject_faces(root, face_model.num_vertices)
+        shape = fit_subject_shape(face_model, subject, frames)
+        neutral = canonical_mesh(face_model, shape.identity.to(device), shape.offset.to(device),
+                                 torch.zeros(1, face_model.exp_dim, device=device))[0]
+        codes = torch.from_numpy(subject.exp_coeff[[subject.frame_index[f] for f in frames]]).float().to(device)
+        return cls(face_model, shape.identity.to(device), shape.offset.to(device), neutral, codes, shape.mean_error)
+
+    def displaced(self, exp: torch.Tensor, vertex_ids: torch.Tensor) -> torch.Tensor:
+        """Expressed canonical positions of the chosen vertices: exp [B, D], vertex_ids [B, P] -> [B, P, 3]."""
+        expressed = canonical_mesh(self.face_model, self.identity, self.offset, exp)      # [B, V, 3]
+        return torch.gather(expressed, 1, vertex_ids[..., None].expand(-1, -1, 3))
+
+
+def sample_codes(frame_codes: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:
+    """`count` expression codes [count, D]: the first half drawn from the training frames' codes, the rest random
+    (each coefficient active with ACTIVE_PROBABILITY, amplitude uniform in [0, 1]), on frame_codes' device."""
+    device, dim = frame_codes.device, frame_codes.shape[1]
+    from_frames = count // 2
+    picks = torch.randint(frame_codes.shape[0], (from_frames,), generator=generator)
+    random = torch.rand(count - from_frames, dim, generator=generator)
+    random = random * (torch.rand(count - from_frames, dim, generator=generator) < ACTIVE_PROBABILITY)
+    return torch.cat([frame_codes[picks.to(device)], random.to(device)])
+
+
+def fit_expression_prior(module: MeshHeadModule, prior: SubjectExpressionPrior, steps: int, lr: float,
+                         generator: torch.Generator) -> float:
+    """Fit `module.exp_deform_mlp` alone so that the mesh head's expression deformation (MLP x blend weight x
+    deform_scale, as `MeshHeadModule.reconstruct` applies it) moves the subject's neutral face-model vertices where
+    the face model moves them. Only vertices the blend weights reach are sampled. Returns the final MSE
+    (canonical units squared). `generator` (CPU) draws codes and vertices, so a seed gives one result."""
+    cfg = module.cfg
+    with torch.no_grad():
+        weights = blend_weights(prior.neutral, module.landmarks_3d_neutral, cfg.dist_threshold_near,
+                                cfg.dist_threshold_far)[:, 0]                              # [V]
+    reached = torch.nonzero(weights > 0).flatten().cpu()
+    if reached.numel() == 0:
+        raise DataError("train.deform_prior_iters: no face-model vertex lies within meshheadmodule."
+                        "dist_threshold_far of the neutral landmarks, so the expression deformation acts nowhere")
+    optimizer = torch.optim.Adam(module.exp_deform_mlp.parameters(), lr=lr)
+    device = prior.neutral.device
+    loss = torch.zeros((), device=device)
+    for _ in range(steps):
+        codes = sample_codes(prior.frame_codes, CODES_PER_STEP, generator)                  # [B, D]
+        picks = reached[torch.randint(reached.numel(), (CODES_PER_STEP, POINTS_PER_CODE), generator=generator)]
+        picks = picks.to(device)                                                            # [B, P]
+        with torch.no_grad():
+            target = prior.displaced(codes, picks)                                          # [B, P, 3]
+        points = prior.neutral[picks]                                                       # [B, P, 3]
+        exp_input = torch.cat([module.pos_embedding(points), codes[:, None].expand(-1, points.shape[1], -1)], -1)
+        moved = points + module.exp_deform_mlp(exp_input) * weights[picks][..., None] * cfg.deform_scale
+        loss = torch.nn.functional.mse_loss(moved, target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return float(loss.detach())
