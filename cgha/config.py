@@ -51,11 +51,12 @@ __all__ = ["CompactSection", "CompactStoreConfig", "DatasetConfig", "EvalSection
 
 # Loss weights of each stage (GHA's values); `train.loss_weights` overrides any of them by name.
 LOSS_WEIGHTS = {
-    "meshhead": {"rgb": 0.1, "sil": 0.1, "def": 1.0, "offset": 0.01, "lmk": 0.1, "lap": 100.0},
+    # expression_prior: ours (cgha/trainer/expression_prior.py), off by default.
+    "meshhead": {"rgb": 0.1, "sil": 0.1, "def": 1.0, "offset": 0.01, "lmk": 0.1, "lap": 100.0, "expression_prior": 0.0},
     # position / scale: the rigged model's regularisers (GaussianAvatars' weights); color_calibration / contrastive:
     # add-ons (cgha/addons). Each is computed only by the model or add-on that has it.
     "gaussianhead": {"rgb_lr": 1.0, "rgb_hr": 1.0, "vgg": 0.0, "sr_residual": 0.0, "position": 0.01, "scale": 1.0,
-                     "color_calibration": 1e-4, "contrastive": 0.01},
+                     "color_calibration": 1e-4, "contrastive": 0.01, "expression_prior": 0.0},
 }
 STAGES = ("meshhead", "gaussianhead", "reenactment", "evaluate")
 

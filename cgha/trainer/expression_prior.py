@@ -7,16 +7,19 @@ avatar kept its mouth closed: docs/results.md). Subjects in the face model's exp
 and everything `preprocess/track.py` writes) come with their tracked meshes, so the face model, fitted to the
 subject's shape (cgha/rigged/mesh.py, as the rigged avatar does), says how every point of that face moves for *any*
 code. Fitting the MLP on codes drawn independently per coefficient makes each coefficient's motion identifiable; the
-photometric training then refines it. On synthetic subjects the face model is the generator's own expression model,
+photometric training then refines it; as a loss term (`train.loss_weights.expression_prior`, mesh head and GHA's
+Gaussian head) it keeps the motion while few frames show it. On synthetic subjects the face model is the generator's own expression model,
 so there the prior is exact; on a real face it is the tracker's model of that face.
 
     prior = SubjectExpressionPrior.build(subject, frames, build=(128, 24), device=device)
-    loss = fit_expression_prior(mesh_head, prior, steps=300, lr=1e-3, generator=torch.Generator().manual_seed(0))
+    targets = PriorTargets.of(prior, landmarks, near, far, generator)      # a bank of codes and their motions
+    fit_expression_prior(mesh_head, targets, steps=600, lr=1e-3, generator=generator)   # warm start (mesh head)
+    losses["expression_prior"] = targets.loss(module.pos_embedding, module.exp_deform_mlp, deform_scale)  # regulariser
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 
@@ -29,7 +32,9 @@ from cgha.tracking.face_model import FaceModel
 # Codes per step and face-model vertices per code: the loss sees CODES_PER_STEP x POINTS_PER_CODE points a step,
 # cheap enough for a few hundred steps in seconds on a CPU.
 CODES_PER_STEP = 8
-POINTS_PER_CODE = 2048
+POINTS_PER_CODE = 512
+# Codes whose targets are computed once (PriorTargets).
+CODE_BANK = 256
 # Probability that a coefficient is active in a random code (amplitude uniform in [0, 1]): a few at once, as in real
 # expressions, and each independent of the others.
 ACTIVE_PROBABILITY = 0.25
@@ -89,33 +94,62 @@ def sample_codes(frame_codes: torch.Tensor, count: int, generator: torch.Generat
     return torch.cat([frame_codes[picks.to(device)], random.to(device)])
 
 
-def fit_expression_prior(module: MeshHeadModule, prior: SubjectExpressionPrior, steps: int, lr: float,
+@dataclass
+class PriorTargets:
+    """A bank of expression codes and, for each, where the face model moves the subject's vertices that a module's
+    expression deformation reaches (blend weight > 0).
+
+    codes [N, D]; points [R, 3] neutral canonical vertices; weights [R] their blend weights; targets [N, R, 3] their
+    expressed positions. The face model deforms all its vertices per code, which costs more than an MLP step, so
+    the targets are computed once and each step draws from the bank.
+    """
+    codes: torch.Tensor
+    points: torch.Tensor
+    weights: torch.Tensor
+    targets: torch.Tensor
+
+    @classmethod
+    def of(cls, prior: SubjectExpressionPrior, landmarks: torch.Tensor, near: float, far: float,
+           generator: torch.Generator) -> "PriorTargets":
+        """Targets for a module whose expression deformation is weighted by `blend_weights(points, landmarks
+        [K, 3], near, far)` (the mesh head's and the Gaussian head's rule)."""
+        with torch.no_grad():
+            weights = blend_weights(prior.neutral, landmarks.detach(), near, far)[:, 0]          # [V]
+            reached = torch.nonzero(weights > 0).flatten()
+            if reached.numel() == 0:
+                raise DataError("the expression prior: no face-model vertex lies within dist_threshold_far of the "
+                                "neutral landmarks, so the expression deformation acts nowhere")
+            codes = sample_codes(prior.frame_codes, CODE_BANK, generator)                          # [N, D]
+            targets = torch.cat([prior.displaced(chunk, reached[None].expand(chunk.shape[0], -1))
+                                 for chunk in codes.split(CODES_PER_STEP)])                         # [N, R, 3]
+        return cls(codes, prior.neutral[reached], weights[reached], targets)
+
+    def loss(self, pos_embedding: torch.nn.Module, exp_deform_mlp: torch.nn.Module, deform_scale: float,
+             generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """MSE (canonical units squared) between the module's expression deformation of CODES_PER_STEP x
+        POINTS_PER_CODE drawn (code, vertex) pairs, `points + mlp([pos_embedding(points), code]) x weight x
+        deform_scale`, and the face model's. `generator`: a CPU generator, or None for torch's global one (which a
+        training state saves, so a resumed run draws the same pairs)."""
+        device = self.points.device
+        rows = torch.randint(self.codes.shape[0], (CODES_PER_STEP,), generator=generator).to(device)       # [B]
+        cols = torch.randint(self.points.shape[0], (CODES_PER_STEP, POINTS_PER_CODE),
+                             generator=generator).to(device)                                               # [B, P]
+        codes, points = self.codes[rows], self.points[cols]                                     # [B, D], [B, P, 3]
+        exp_input = torch.cat([pos_embedding(points), codes[:, None].expand(-1, points.shape[1], -1)], -1)
+        moved = points + exp_deform_mlp(exp_input) * self.weights[cols][..., None] * deform_scale
+        return torch.nn.functional.mse_loss(moved, self.targets[rows[:, None], cols])
+
+
+def fit_expression_prior(module: MeshHeadModule, targets: PriorTargets, steps: int, lr: float,
                          generator: torch.Generator) -> float:
     """Fit `module.exp_deform_mlp` alone so that the mesh head's expression deformation (MLP x blend weight x
     deform_scale, as `MeshHeadModule.reconstruct` applies it) moves the subject's neutral face-model vertices where
-    the face model moves them. Only vertices the blend weights reach are sampled. Returns the final MSE
-    (canonical units squared). `generator` (CPU) draws codes and vertices, so a seed gives one result."""
-    cfg = module.cfg
-    with torch.no_grad():
-        weights = blend_weights(prior.neutral, module.landmarks_3d_neutral, cfg.dist_threshold_near,
-                                cfg.dist_threshold_far)[:, 0]                              # [V]
-    reached = torch.nonzero(weights > 0).flatten().cpu()
-    if reached.numel() == 0:
-        raise DataError("train.deform_prior_iters: no face-model vertex lies within meshheadmodule."
-                        "dist_threshold_far of the neutral landmarks, so the expression deformation acts nowhere")
+    the face model moves them (`targets`). Returns the final MSE (canonical units squared). `generator` (CPU) draws
+    the (code, vertex) pairs, so a seed gives one result."""
     optimizer = torch.optim.Adam(module.exp_deform_mlp.parameters(), lr=lr)
-    device = prior.neutral.device
-    loss = torch.zeros((), device=device)
+    loss = torch.zeros((), device=targets.points.device)
     for _ in range(steps):
-        codes = sample_codes(prior.frame_codes, CODES_PER_STEP, generator)                  # [B, D]
-        picks = reached[torch.randint(reached.numel(), (CODES_PER_STEP, POINTS_PER_CODE), generator=generator)]
-        picks = picks.to(device)                                                            # [B, P]
-        with torch.no_grad():
-            target = prior.displaced(codes, picks)                                          # [B, P, 3]
-        points = prior.neutral[picks]                                                       # [B, P, 3]
-        exp_input = torch.cat([module.pos_embedding(points), codes[:, None].expand(-1, points.shape[1], -1)], -1)
-        moved = points + module.exp_deform_mlp(exp_input) * weights[picks][..., None] * cfg.deform_scale
-        loss = torch.nn.functional.mse_loss(moved, target)
+        loss = targets.loss(module.pos_embedding, module.exp_deform_mlp, module.cfg.deform_scale, generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

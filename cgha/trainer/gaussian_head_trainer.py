@@ -24,13 +24,14 @@ from cgha.compact.strategy import CompactionStrategy
 from cgha.config import TrainConfig, loss_weights
 from cgha.dataset import GaussianDataset, make_loader
 from cgha.dataset.loader import evenly_spaced_indices
-from cgha.errors import CheckpointError
+from cgha.errors import CheckpointError, ConfigError
 from cgha.module.super_resolution import load_super_resolution
 from cgha.points import PointStrategy, sphere_points
 from cgha.recorder.checkpoint import load_file
 from cgha.recorder.images import grid
 from cgha.trainer.augment import SCALE_RANGE, random_scale_crop
 from cgha.trainer.base import Trainer
+from cgha.trainer.expression_prior import PriorTargets, SubjectExpressionPrior
 from cgha.trainer.progress import check_gaussian_coverage
 from cgha.utils.device import use_fast_training_kernels
 from cgha.utils.lpips import load_lpips_loss
@@ -148,9 +149,27 @@ class GaussianHeadTrainer(Trainer):
         # What reenactment needs to drive this avatar with anyone's motion (its own neutral pose and scale).
         self.subject_record = AvatarSubject.of(dataset.subject)
         self.subject_record.save(self.recorder.files.subject)
+        self.expression_prior = self._expression_prior_targets()
         self.try_resume()
 
     # ------------------------------------------------------------------------------------------ set-up
+    def _expression_prior_targets(self) -> Optional[PriorTargets]:
+        """The face model's expression motion of this subject for the `expression_prior` loss term
+        (cgha/trainer/expression_prior.py), or None when its weight is 0."""
+        if self.weights["expression_prior"] <= 0:
+            return None
+        if self.model_class.kind != "gha":
+            raise ConfigError(f"train.loss_weights.expression_prior regularises GHA's expression deformation MLP; "
+                              f"model.kind '{self.model_class.kind}' has none: set it to 0")
+        if self.cfg.train.cuda_graphs and self.device.type == "cuda":
+            raise ConfigError("train.loss_weights.expression_prior runs the expression MLP outside the CUDA graphs of "
+                              "the training step: set train.cuda_graphs=false with it")
+        prior = SubjectExpressionPrior.build(self.dataset.subject, self.dataset.frames,
+                                             tuple(self.cfg.train.deform_prior_face_model), self.device)
+        model = self.model
+        return PriorTargets.of(prior, model.landmarks_3d_neutral, model.cfg.dist_threshold_near,
+                               model.cfg.dist_threshold_far, torch.Generator().manual_seed(self.cfg.train.seed))
+
     @property
     def model_kind(self) -> str:
         """RunRecorder name of the model's checkpoint (GHA's `gaussianhead`)."""
@@ -332,6 +351,9 @@ class GaussianHeadTrainer(Trainer):
                                         sr_residual=self.weights["sr_residual"] > 0,
                                         calibrate=self.addons.calibration(batch))
         losses.update(self.model.regularisers(attributes))
+        if self.expression_prior is not None:
+            losses["expression_prior"] = self.expression_prior.loss(self.model.pos_embedding, self.model.exp_deform_mlp,
+                                                                    self.model.cfg.deform_scale)
         losses.update(self.addons.losses(visuals, batch))
         return losses, visuals
 

@@ -16,7 +16,7 @@ from cgha.recorder.checkpoint import load_file, load_state_dict_into
 from cgha.recorder.images import grid, normals_to_image, overlay_mask
 from cgha.render.multiview import render_mesh_views
 from cgha.trainer.base import Trainer
-from cgha.trainer.expression_prior import SubjectExpressionPrior, fit_expression_prior
+from cgha.trainer.expression_prior import PriorTargets, SubjectExpressionPrior, fit_expression_prior
 from cgha.trainer.mesh_losses import laplacian_loss, soft_iou_loss
 from cgha.trainer.progress import check_mesh_progress, check_silhouette_overlap
 from cgha.utils.mesh_io import write_obj, write_ply
@@ -52,6 +52,7 @@ class MeshHeadTrainer(Trainer):
         self.loader = make_loader(dataset, cfg.batch_size, shuffle=True, num_workers=cfg.dataset.num_workers,
                                   seed=cfg.train.seed, device=device)
         self.progress_unchecked = True
+        self.expression_prior = self._expression_prior_targets()
         if not self.try_resume():
             self._initialise()
 
@@ -75,12 +76,24 @@ class MeshHeadTrainer(Trainer):
                      target.shape[0], steps, loss)
         steps = self.cfg.train.deform_prior_iters
         if steps:
-            prior = SubjectExpressionPrior.build(self.dataset.subject, self.dataset.frames,
-                                                 tuple(self.cfg.train.deform_prior_face_model), self.device)
             generator = torch.Generator().manual_seed(self.cfg.train.seed)
-            loss = fit_expression_prior(self.module, prior, steps, self.cfg.lr_net, generator)
-            log.info("expression prior: the face model fitted to the subject's meshes (mean distance %.2g), the "
-                     "expression deformation fitted to it in %d steps, final MSE %.2e", prior.fit_error, steps, loss)
+            loss = fit_expression_prior(self.module, self.expression_prior, steps, self.cfg.lr_net, generator)
+            log.info("expression prior: the expression deformation fitted to the face model's in %d steps, final "
+                     "MSE %.2e", steps, loss)
+
+    def _expression_prior_targets(self) -> Optional[PriorTargets]:
+        """The face model's expression motion of this subject (cgha/trainer/expression_prior.py) when the warm start
+        or the loss term asks for it. Built from the initial neutral landmarks, so a resumed run has the same."""
+        if not self.cfg.train.deform_prior_iters and self.weights["expression_prior"] <= 0:
+            return None
+        prior = SubjectExpressionPrior.build(self.dataset.subject, self.dataset.frames,
+                                             tuple(self.cfg.train.deform_prior_face_model), self.device)
+        log.info("expression prior: the face model fitted to the subject's meshes (mean distance %.2g)",
+                 prior.fit_error)
+        module = self.cfg.meshheadmodule
+        return PriorTargets.of(prior, self.dataset.init_landmarks_3d_neutral.to(self.device),
+                               module.dist_threshold_near, module.dist_threshold_far,
+                               torch.Generator().manual_seed(self.cfg.train.seed))
 
     def load_own_checkpoints(self) -> None:
         load_mesh_head(self.module, self.recorder.checkpoint(self.stage))
@@ -106,6 +119,9 @@ class MeshHeadTrainer(Trainer):
         losses["sil"] = soft_iou_loss(renders["soft_masks"] * visible, batch["masks"] * visible)
         losses["offset"] = recon["exp_deform"].pow(2).sum(-1).mean() + recon["pose_deform"].pow(2).sum(-1).mean()
         losses["lap"] = laplacian_loss(recon["verts"], recon["faces"])
+        if self.expression_prior is not None:
+            losses["expression_prior"] = self.expression_prior.loss(module.pos_embedding, module.exp_deform_mlp,
+                                                                    module.cfg.deform_scale)
         return losses, renders
 
     def fit(self) -> Dict[str, float]:
