@@ -105,7 +105,7 @@ def toy_train_config(subject: Path, out: Path, *extra: str) -> TrainConfig:
                  "compact.enable=true", "compact.start_iter=15", "compact.groups=[color,shape]",
                  "compact.codebook_size=16", "compact.assign_every=5", f"recorder.checkpoint_path={out}/ck",
                  "recorder.name=toy", f"recorder.logdir={out}/log", f"recorder.result_path={out}/res",
-                 "recorder.log_freq=1", "recorder.show_freq=1000", *extra]
+                 "recorder.log_freq=1", "recorder.show_freq=1000", "train.loss_weights.expression_prior=0", *extra]
     return load_config(TrainConfig, ROOT / "config" / "train_gaussianhead_synthetic_demo.yaml", overrides,
                        stage="gaussianhead")
 

@@ -37,7 +37,7 @@ def mesh_overrides(subject: Path, out: Path, *extra: str) -> list:
             "dataset.num_sample_view=2", "dataset.num_workers=0", "meshheadmodule.tet_resolution=16",
             "train.pretrain_sphere_iters=1", "train.max_iters=2", "device=cpu",
             f"recorder.checkpoint_path={out}/ck", f"recorder.result_path={out}/res", f"recorder.logdir={out}/log",
-            "recorder.name=run", *extra]
+            "recorder.name=run", "train.deform_prior_iters=0", "train.loss_weights.expression_prior=0", *extra]
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> str:

@@ -50,7 +50,8 @@ def train_meshhead(subject: Path, out: Path, *overrides: str) -> subprocess.Comp
                       "dataset.num_sample_view=2", "dataset.num_workers=0", "meshheadmodule.tet_resolution=24",
                       "train.pretrain_sphere_iters=150", "train.max_iters=2", "device=cpu",
                       f"recorder.checkpoint_path={out}/ck", f"recorder.logdir={out}/log",
-                      f"recorder.result_path={out}/res", *overrides)
+                      f"recorder.result_path={out}/res", "train.deform_prior_iters=0",
+                      "train.loss_weights.expression_prior=0", *overrides)
 
 
 # ------------------------------------------------------------------------------- 24.1: the subject's resolution

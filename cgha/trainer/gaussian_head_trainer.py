@@ -149,8 +149,9 @@ class GaussianHeadTrainer(Trainer):
         # What reenactment needs to drive this avatar with anyone's motion (its own neutral pose and scale).
         self.subject_record = AvatarSubject.of(dataset.subject)
         self.subject_record.save(self.recorder.files.subject)
-        self.expression_prior = self._expression_prior_targets()
         self.try_resume()
+        # After resuming: a damaged checkpoint is reported before any other work or log line.
+        self.expression_prior = self._expression_prior_targets()
 
     # ------------------------------------------------------------------------------------------ set-up
     def _expression_prior_targets(self) -> Optional[PriorTargets]:

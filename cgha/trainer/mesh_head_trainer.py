@@ -52,8 +52,10 @@ class MeshHeadTrainer(Trainer):
         self.loader = make_loader(dataset, cfg.batch_size, shuffle=True, num_workers=cfg.dataset.num_workers,
                                   seed=cfg.train.seed, device=device)
         self.progress_unchecked = True
+        resumed = self.try_resume()
+        # After resuming: a damaged checkpoint is reported before any other work or log line.
         self.expression_prior = self._expression_prior_targets()
-        if not self.try_resume():
+        if not resumed:
             self._initialise()
 
     def _initialise(self) -> None:
