@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 from cgha.config import TrainConfig, load_config  # noqa: E402
 from cgha.demo import cross_identity_overrides, write_strip  # noqa: E402
+from cgha.recorder.metrics_log import training_history  # noqa: E402
 from cgha.recorder.run_files import RunFiles  # noqa: E402
 
 CROSS_IDENTITY = "cross_identity"
@@ -118,23 +119,6 @@ def run_one(config: Path, variant: str, overrides: List[str], seed: int, common:
         row["reenactment_strip"] = str(write_strip(work / "results" / name / "frames", STRIP_FRAMES,
                                                    work / "results" / f"{name}_strip.jpg"))
     return row
-
-
-def training_history(metrics_path: Path) -> Dict:
-    """From a run's metrics.jsonl: its last Gaussian count and peak CUDA memory, and (iteration, seconds, Gaussians,
-    held-out PSNRs) at every evaluation during training (train.eval_every), for time-to-quality and count plots."""
-    records = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
-    last: Dict = {}
-    history = []
-    for record in records:
-        last.update({key: record[key] for key in ("num_gaussians", "train_seconds", "cuda_peak_mib") if key in record})
-        evaluated = {key[len("eval_"):]: value for key, value in record.items()
-                     if key.startswith("eval_") and key.endswith("_psnr")}
-        if evaluated:
-            history.append({"iter": record["iter"], "train_seconds": last.get("train_seconds"),
-                            "num_gaussians": last.get("num_gaussians"), **evaluated})
-    return {"final_num_gaussians": last.get("num_gaussians"), "cuda_peak_mib": last.get("cuda_peak_mib"),
-            "history": history}
 
 
 def _last_value(overrides: Sequence[str], key: str) -> str:

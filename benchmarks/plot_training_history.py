@@ -3,17 +3,23 @@
     python benchmarks/plot_training_history.py benchmarks/results/monocular_gpu.json --split test_frames_psnr \\
         --target 28 --out docs/images/monocular_training.png
 
-One line per run (colour by variant); left: PSNR against training seconds, right: the number of Gaussians against
+    python benchmarks/plot_training_history.py --metrics "sphere=runs/ablation_sphere_seed*.metrics.jsonl" ...
+
+`--metrics LABEL=GLOB` reads runs' own training logs instead (metrics.jsonl, one file per seed), for runs whose
+bench_ablation JSON was never written (a call cut short). One line per run (colour by variant); left: PSNR against training seconds, right: the number of Gaussians against
 the iteration. Prints, per variant, the first training time at which each run reached `--target` dB (or "never").
 Needs matplotlib (installed with the tracking extra's MediaPipe; `pip install matplotlib` otherwise).
 """
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import sys
 from pathlib import Path
 from typing import Dict, List, Optional
+
+from cgha.recorder.metrics_log import training_history
 
 
 def first_time_at(history: List[Dict], split: str, target: float) -> Optional[float]:
@@ -26,7 +32,9 @@ def first_time_at(history: List[Dict], split: str, target: float) -> Optional[fl
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("results", type=Path, nargs="+", help="bench_ablation.py JSON files")
+    parser.add_argument("results", type=Path, nargs="*", help="bench_ablation.py JSON files")
+    parser.add_argument("--metrics", action="append", default=[],
+                        help="VARIANT=GLOB of runs' metrics.jsonl training logs (one run per file)")
     parser.add_argument("--split", default="test_frames_psnr", help="history key to plot")
     parser.add_argument("--target", type=float, default=28.0, help="PSNR whose first crossing is reported")
     parser.add_argument("--out", type=Path, required=True, help="PNG to write")
@@ -38,8 +46,16 @@ def main() -> None:
     except ImportError:
         sys.exit("error: plotting needs matplotlib (pip install matplotlib)")
     runs = [run for path in args.results for run in json.loads(path.read_text())["runs"] if run.get("history")]
+    for spec in args.metrics:
+        variant, _, pattern = spec.partition("=")
+        paths = sorted(glob.glob(pattern))
+        if not variant or not paths:
+            sys.exit(f"error: --metrics {spec!r}: expected VARIANT=GLOB matching metrics.jsonl files")
+        runs += [{"variant": variant, "seed": seed, "history": training_history(Path(path))["history"]}
+                 for seed, path in enumerate(paths)]
     if not runs:
-        sys.exit(f"error: no run in {[str(p) for p in args.results]} has a training history (train.eval_every)")
+        sys.exit(f"error: no run in {[str(p) for p in args.results] + args.metrics} has a training history "
+                 f"(train.eval_every)")
     variants = list(dict.fromkeys(run["variant"] for run in runs))
     colours = {variant: f"C{index}" for index, variant in enumerate(variants)}
     figure, (quality, count) = plt.subplots(1, 2, figsize=(11, 4))

@@ -79,3 +79,20 @@ def read_metrics(path: str | Path) -> list:
     """All records of a metrics.jsonl file."""
     with open(path) as handle:
         return [json.loads(line) for line in handle if line.strip()]
+
+
+def training_history(metrics_path: str | Path) -> Dict:
+    """From a run's metrics.jsonl: its last Gaussian count and peak CUDA memory, and (iteration, seconds, Gaussians,
+    held-out PSNRs) at every evaluation during training (train.eval_every), for time-to-quality and count plots."""
+    records = read_metrics(metrics_path)
+    last: Dict = {}
+    history = []
+    for record in records:
+        last.update({key: record[key] for key in ("num_gaussians", "train_seconds", "cuda_peak_mib") if key in record})
+        evaluated = {key[len("eval_"):]: value for key, value in record.items()
+                     if key.startswith("eval_") and key.endswith("_psnr")}
+        if evaluated:
+            history.append({"iter": record["iter"], "train_seconds": last.get("train_seconds"),
+                            "num_gaussians": last.get("num_gaussians"), **evaluated})
+    return {"final_num_gaussians": last.get("num_gaussians"), "cuda_peak_mib": last.get("cuda_peak_mib"),
+            "history": history}
