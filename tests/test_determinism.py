@@ -35,7 +35,7 @@ def mesh_config(subject: Path, out: Path, *extra: str) -> TrainConfig:
     overrides = [f"dataset.dataroot={subject}", "dataset.original_resolution=64", "dataset.resolution=32",
                  "dataset.num_sample_view=2", "dataset.num_workers=0", "dataset.split_from_meta=false",
                  "dataset.eval_camera_ids=[cam03]", "meshheadmodule.tet_resolution=24",
-                 "train.pretrain_sphere_iters=150", "lr_net=3e-3", *recorder_overrides(out), *extra]
+                 "train.pretrain_sphere_iters=150", "train.deform_prior_iters=30", "lr_net=3e-3", *recorder_overrides(out), *extra]
     return load_config(TrainConfig, MESH_CONFIG, overrides, stage="meshhead")
 
 

@@ -25,7 +25,7 @@ def tiny_config(subject: Path, out: Path, *extra: str) -> TrainConfig:
     overrides = [f"dataset.dataroot={subject}", "dataset.original_resolution=64", "dataset.resolution=32",
                  "dataset.num_sample_view=2", "dataset.num_workers=0", "dataset.split_from_meta=false",
                  "dataset.eval_camera_ids=[cam03]", "meshheadmodule.tet_resolution=24",
-                 "train.pretrain_sphere_iters=150", "device=cpu", f"recorder.checkpoint_path={out}/ck",
+                 "train.pretrain_sphere_iters=150", "train.deform_prior_iters=30", "device=cpu", f"recorder.checkpoint_path={out}/ck",
                  f"recorder.logdir={out}/log", f"recorder.result_path={out}/res", "recorder.log_freq=1",
                  "recorder.show_freq=5", "recorder.save_freq=4", "lr_net=3e-3", *extra]
     return load_config(TrainConfig, DEMO_CONFIG, overrides, stage="meshhead")
