@@ -2,6 +2,7 @@
 identical parameters, only rank 0 writes, and a resumed run equals an uninterrupted one."""
 from __future__ import annotations
 
+import json
 import os
 import socket
 from pathlib import Path
@@ -12,7 +13,7 @@ import torch.multiprocessing as mp
 
 from cgha.prior.config import load_prior_config
 from cgha.prior.distributed import Process, process_group
-from cgha.prior.train import PRIOR_KIND, PriorTrainer
+from cgha.prior.train import PRIOR_KIND, SUMMARY_FILE, PriorTrainer
 from cgha.recorder.run_files import RunFiles
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,3 +90,8 @@ def test_resume_is_exact(paths):
     assert resumed.iteration == 4
     for key, value in straight.prior.state_dict().items():
         assert torch.equal(resumed.prior.state_dict()[key], value), key
+    # Run again at its end: no step is timed, and the summary stays strict JSON (null, not NaN).
+    finished = one_process(paths, "resumed", 4)
+    summary = json.loads((finished.recorder.result_dir / SUMMARY_FILE).read_text(),
+                         parse_constant=lambda name: pytest.fail(f"{name} in the training summary"))
+    assert summary["timed_steps"] == 0 and summary["timed_seconds"] is None

@@ -237,11 +237,12 @@ class PriorTrainer:
                 self.save()
         bar.close()
         synchronize(device)
-        seconds = time.perf_counter() - timed_from if timed_from is not None else float("nan")
+        # None (JSON null), not NaN, when no step was timed: NaN is not JSON and strict readers reject the summary.
+        seconds = time.perf_counter() - timed_from if timed_from is not None else None
         self.save()
         return self._summary(timed_steps, seconds, terms)
 
-    def _summary(self, steps: int, seconds: float, terms: Dict[str, torch.Tensor]) -> Dict[str, Any]:
+    def _summary(self, steps: int, seconds: Optional[float], terms: Dict[str, torch.Tensor]) -> Dict[str, Any]:
         train, device = self.cfg.train, self.proc.device
         peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
         images = train.identities_per_step * train.views_per_identity
