@@ -229,9 +229,10 @@ def main() -> None:
 
     with ThreadPoolExecutor(max_workers=args.parallel * max(args.gpus, 1)) as pool:
         for done in as_completed([pool.submit(run, index) for index in range(len(jobs))]):
-            if done.result() is None:
+            row = done.result()
+            if row is None:  # not started: past --deadline
                 continue
-            rows.append(done.result())
+            rows.append(row)
             rows.sort(key=lambda row: (names.index(row["variant"]), row["seed"]))
             report()
     result = report()

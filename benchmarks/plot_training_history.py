@@ -6,8 +6,9 @@
     python benchmarks/plot_training_history.py --metrics "sphere=runs/ablation_sphere_seed*.metrics.jsonl" ...
 
 `--metrics LABEL=GLOB` reads runs' own training logs instead (metrics.jsonl, one file per seed), for runs whose
-bench_ablation JSON was never written (a call cut short). One line per run (colour by variant); left: PSNR against training seconds, right: the number of Gaussians against
-the iteration. Prints, per variant, the first training time at which each run reached `--target` dB (or "never").
+bench_ablation JSON was never written (a call cut short). One line per run (colour by variant); left: PSNR against
+training seconds, right: the number of Gaussians against the iteration. Prints, per variant, the first training
+time at which each run reached `--target` dB (or "never").
 Needs matplotlib (installed with the tracking extra's MediaPipe; `pip install matplotlib` otherwise).
 """
 from __future__ import annotations

@@ -43,3 +43,18 @@ def broken(tiny_subject, tmp_path) -> Path:
     copy = tmp_path / "subject"
     shutil.copytree(tiny_subject, copy)
     return copy
+
+
+@pytest.fixture(scope="module")
+def small_face_model_cache(tmp_path_factory):
+    """CGHA_CACHE_DIR set, for one test module and its subprocesses, to a session-wide temporary folder, so the
+    small face models the tests build (e.g. 6 samples) are built once and never touch the user's cache."""
+    path = tmp_path_factory.getbasetemp() / "face_model_cache"
+    path.mkdir(exist_ok=True)
+    previous = os.environ.get("CGHA_CACHE_DIR")
+    os.environ["CGHA_CACHE_DIR"] = str(path)
+    yield path
+    if previous is None:
+        os.environ.pop("CGHA_CACHE_DIR")
+    else:
+        os.environ["CGHA_CACHE_DIR"] = previous

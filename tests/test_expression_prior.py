@@ -4,7 +4,6 @@ expression basis."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -23,18 +22,7 @@ CPU = torch.device("cpu")
 SMALL_FACE_MODEL = (6, 5)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def face_model_cache(tmp_path_factory):
-    """A small face model cached in a temporary folder for this module."""
-    path = tmp_path_factory.getbasetemp() / "face_model_cache"
-    path.mkdir(exist_ok=True)
-    previous = os.environ.get("CGHA_CACHE_DIR")
-    os.environ["CGHA_CACHE_DIR"] = str(path)
-    yield path
-    if previous is None:
-        os.environ.pop("CGHA_CACHE_DIR")
-    else:
-        os.environ["CGHA_CACHE_DIR"] = previous
+pytestmark = pytest.mark.usefixtures("small_face_model_cache")
 
 
 def dataset_of(subject: Path) -> MeshDataset:

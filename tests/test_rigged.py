@@ -22,18 +22,7 @@ CPU = torch.device("cpu")
 SMALL_FACE_MODEL = ["model.options.face_model_samples=6", "model.options.face_model_components=5"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def face_model_cache(tmp_path_factory):
-    """A small face model (6 samples) cached in a temporary folder, for this module and its subprocesses."""
-    path = tmp_path_factory.getbasetemp() / "face_model_cache"
-    path.mkdir(exist_ok=True)
-    previous = os.environ.get("CGHA_CACHE_DIR")
-    os.environ["CGHA_CACHE_DIR"] = str(path)
-    yield path
-    if previous is None:
-        os.environ.pop("CGHA_CACHE_DIR")
-    else:
-        os.environ["CGHA_CACHE_DIR"] = previous
+pytestmark = pytest.mark.usefixtures("small_face_model_cache")
 
 
 def rigged_overrides(subject: Path, out: Path, *extra: str):

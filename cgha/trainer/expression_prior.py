@@ -8,8 +8,8 @@ and everything `preprocess/track.py` writes) come with their tracked meshes, so 
 subject's shape (cgha/rigged/mesh.py, as the rigged avatar does), says how every point of that face moves for *any*
 code. Fitting the MLP on codes drawn independently per coefficient makes each coefficient's motion identifiable; the
 photometric training then refines it; as a loss term (`train.loss_weights.expression_prior`, mesh head and GHA's
-Gaussian head) it keeps the motion while few frames show it. On synthetic subjects the face model is the generator's own expression model,
-so there the prior is exact; on a real face it is the tracker's model of that face.
+Gaussian head) it keeps the motion while few frames show it. On synthetic subjects the face model is the
+generator's own expression model, so there the prior is exact; on a real face it is the tracker's model of that face.
 
     prior = SubjectExpressionPrior.build(subject, frames, build=(128, 24), device=device)
     targets = PriorTargets.of(prior, landmarks, near, far, generator)      # a bank of codes and their motions
@@ -18,6 +18,7 @@ so there the prior is exact; on a real face it is the tracker's model of that fa
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple
 
@@ -28,6 +29,8 @@ from cgha.errors import DataError
 from cgha.module.mesh_head import MeshHeadModule, blend_weights
 from cgha.rigged.mesh import canonical_mesh, fit_subject_shape, read_subject_faces, shared_face_model
 from cgha.tracking.face_model import FaceModel
+
+log = logging.getLogger(__name__)
 
 # Codes per step and face-model vertices per code: the loss sees CODES_PER_STEP x POINTS_PER_CODE points a step,
 # cheap enough for a few hundred steps in seconds on a CPU.
@@ -72,10 +75,10 @@ class SubjectExpressionPrior:
                             f"train.deform_prior_iters=0 for subjects of another face model")
         read_subject_faces(root, face_model.num_vertices)
         shape = fit_subject_shape(face_model, subject, frames)
-        neutral = canonical_mesh(face_model, shape.identity.to(device), shape.offset.to(device),
-                                 torch.zeros(1, face_model.exp_dim, device=device))[0]
+        identity, offset = shape.identity.to(device), shape.offset.to(device)
+        neutral = canonical_mesh(face_model, identity, offset, torch.zeros(1, face_model.exp_dim, device=device))[0]
         codes = torch.from_numpy(subject.exp_coeff[[subject.frame_index[f] for f in frames]]).float().to(device)
-        return cls(face_model, shape.identity.to(device), shape.offset.to(device), neutral, codes, shape.mean_error)
+        return cls(face_model, identity, offset, neutral, codes, shape.mean_error)
 
     def displaced(self, exp: torch.Tensor, vertex_ids: torch.Tensor) -> torch.Tensor:
         """Expressed canonical positions of the chosen vertices: exp [B, D], vertex_ids [B, P] -> [B, P, 3]."""
@@ -138,6 +141,16 @@ class PriorTargets:
         exp_input = torch.cat([pos_embedding(points), codes[:, None].expand(-1, points.shape[1], -1)], -1)
         moved = points + exp_deform_mlp(exp_input) * self.weights[cols][..., None] * deform_scale
         return torch.nn.functional.mse_loss(moved, self.targets[rows[:, None], cols])
+
+
+def subject_prior_targets(dataset, train, landmarks: torch.Tensor, near: float, far: float,
+                          device: torch.device) -> PriorTargets:
+    """What both trainers use: the prior of a training dataset's subject and frames (face model build
+    `train.deform_prior_face_model`), with a bank drawn from `train.seed`, for a module weighted by `landmarks`
+    [K, 3], `near`, `far` (its blend rule). Logs the shape fit's error."""
+    prior = SubjectExpressionPrior.build(dataset.subject, dataset.frames, tuple(train.deform_prior_face_model), device)
+    log.info("expression prior: the face model fitted to the subject's meshes (mean distance %.2g)", prior.fit_error)
+    return PriorTargets.of(prior, landmarks, near, far, torch.Generator().manual_seed(train.seed))
 
 
 def fit_expression_prior(module: MeshHeadModule, targets: PriorTargets, steps: int, lr: float,

@@ -31,7 +31,7 @@ from cgha.recorder.checkpoint import load_file
 from cgha.recorder.images import grid
 from cgha.trainer.augment import SCALE_RANGE, random_scale_crop
 from cgha.trainer.base import Trainer
-from cgha.trainer.expression_prior import PriorTargets, SubjectExpressionPrior
+from cgha.trainer.expression_prior import PriorTargets, subject_prior_targets
 from cgha.trainer.progress import check_gaussian_coverage
 from cgha.utils.device import use_fast_training_kernels
 from cgha.utils.lpips import load_lpips_loss
@@ -165,11 +165,9 @@ class GaussianHeadTrainer(Trainer):
         if self.cfg.train.cuda_graphs and self.device.type == "cuda":
             raise ConfigError("train.loss_weights.expression_prior runs the expression MLP outside the CUDA graphs of "
                               "the training step: set train.cuda_graphs=false with it")
-        prior = SubjectExpressionPrior.build(self.dataset.subject, self.dataset.frames,
-                                             tuple(self.cfg.train.deform_prior_face_model), self.device)
         model = self.model
-        return PriorTargets.of(prior, model.landmarks_3d_neutral, model.cfg.dist_threshold_near,
-                               model.cfg.dist_threshold_far, torch.Generator().manual_seed(self.cfg.train.seed))
+        return subject_prior_targets(self.dataset, self.cfg.train, model.landmarks_3d_neutral,
+                                     model.cfg.dist_threshold_near, model.cfg.dist_threshold_far, self.device)
 
     @property
     def model_kind(self) -> str:

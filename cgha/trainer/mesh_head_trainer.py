@@ -16,7 +16,7 @@ from cgha.recorder.checkpoint import load_file, load_state_dict_into
 from cgha.recorder.images import grid, normals_to_image, overlay_mask
 from cgha.render.multiview import render_mesh_views
 from cgha.trainer.base import Trainer
-from cgha.trainer.expression_prior import PriorTargets, SubjectExpressionPrior, fit_expression_prior
+from cgha.trainer.expression_prior import PriorTargets, fit_expression_prior, subject_prior_targets
 from cgha.trainer.mesh_losses import laplacian_loss, soft_iou_loss
 from cgha.trainer.progress import check_mesh_progress, check_silhouette_overlap
 from cgha.utils.mesh_io import write_obj, write_ply
@@ -88,14 +88,9 @@ class MeshHeadTrainer(Trainer):
         or the loss term asks for it. Built from the initial neutral landmarks, so a resumed run has the same."""
         if not self.cfg.train.deform_prior_iters and self.weights["expression_prior"] <= 0:
             return None
-        prior = SubjectExpressionPrior.build(self.dataset.subject, self.dataset.frames,
-                                             tuple(self.cfg.train.deform_prior_face_model), self.device)
-        log.info("expression prior: the face model fitted to the subject's meshes (mean distance %.2g)",
-                 prior.fit_error)
-        module = self.cfg.meshheadmodule
-        return PriorTargets.of(prior, self.dataset.init_landmarks_3d_neutral.to(self.device),
-                               module.dist_threshold_near, module.dist_threshold_far,
-                               torch.Generator().manual_seed(self.cfg.train.seed))
+        module, landmarks = self.cfg.meshheadmodule, self.dataset.init_landmarks_3d_neutral.to(self.device)
+        return subject_prior_targets(self.dataset, self.cfg.train, landmarks, module.dist_threshold_near,
+                                     module.dist_threshold_far, self.device)
 
     def load_own_checkpoints(self) -> None:
         load_mesh_head(self.module, self.recorder.checkpoint(self.stage))
