@@ -3,8 +3,8 @@ pipeline's frames per second.
 
 Viewer frame: what one browser update costs the server, cgha.apps.viewer's FrameRenderer (generate -> rasterise ->
 post-render -> uint8 on the host) plus the JPEG encoding viser sends (OpenCV, quality 90), for a square output of
-each --sizes, from the viewer's start camera, with a new expression every frame; median of --repeats after
---warmup. Driving: `reenactment.py`'s loop (cgha.apps.reenactment.Reenactment.run) over --driver's frames with
+each --sizes, from the viewer's start camera: with a new expression (generate -> ...), and with only the camera
+moved (orbiting: the posed Gaussians are reused, rasterise -> ...); median of --repeats after --warmup. Driving: `reenactment.py`'s loop (cgha.apps.reenactment.Reenactment.run) over --driver's frames with
 relative head motion; its render-only FPS and the wall-clock FPS with the PNG and mp4 writing.
 
     python benchmarks/bench_viewer.py --avatar checkpoints/demo/avatar.cgha --device cuda --driver checkpoints/demo/driver --out viewer.json
@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.common import gha_scale_head, markdown_table  # noqa: E402
 from cgha.apps.viewer.app import device_name  # noqa: E402
 from cgha.apps.viewer.avatar_source import open_avatar  # noqa: E402
-from cgha.apps.viewer.camera import look_at_camera, start_view  # noqa: E402
+from cgha.apps.viewer.camera import ViewCamera, look_at_camera, start_view  # noqa: E402
 from cgha.apps.viewer.motion import avatar_reference  # noqa: E402
 from cgha.apps.viewer.renderer import FrameRenderer  # noqa: E402
 from cgha.avatar.subject import AvatarSubject  # noqa: E402
@@ -59,25 +59,34 @@ def stand_in_avatar(path: Path, gaussians: int, device: torch.device) -> Path:
     return path
 
 
-def viewer_frame_times(renderer: FrameRenderer, camera, size: int, repeats: int, warmup: int, reference) -> dict:
-    """Median ms of render (to uint8 on the host) and of the JPEG encoding, for a size x size output."""
+def viewer_frame_times(renderer: FrameRenderer, camera: ViewCamera, size: int, repeats: int, warmup: int,
+                       reference) -> dict:
+    """Median ms of a frame (to uint8 on the host) with a new expression, of one with only the camera moved, and of
+    the JPEG encoding, for a size x size output."""
     generator = torch.Generator().manual_seed(1)
     dim = renderer.avatar.model.expression_dim
-    render_ms, encode_ms = [], []
+    times = {"render_ms": [], "orbit_ms": [], "jpeg_ms": []}
     for step in range(warmup + repeats):
         expression = (0.3 * torch.rand(dim, generator=generator))
-        frame = renderer.render(expression, reference.pose, torch.tensor([reference.scale]), camera, size, size)
+        scale = torch.tensor([reference.scale])
+        frame = renderer.render(expression, reference.pose, scale, camera, size, size)
+        nudge = 0.02 * reference.scale * (1 if step % 2 else -1)
+        moved = ViewCamera(camera.wxyz, (camera.position[0] + nudge, *camera.position[1:]), camera.fov_y)
+        orbit = renderer.render(expression, reference.pose, scale, moved, size, size)
+        if not frame.generated or orbit.generated:
+            raise RuntimeError("the renderer did not reuse the posed Gaussians for a camera-only frame")
         start = time.perf_counter()
         ok, _ = cv2.imencode(".jpg", frame.image[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
         encoded = time.perf_counter() - start
         if not ok:
             raise RuntimeError("JPEG encoding failed")
         if step >= warmup:
-            render_ms.append(frame.seconds * 1000)
-            encode_ms.append(encoded * 1000)
-    render, encode = statistics.median(render_ms), statistics.median(encode_ms)
-    return {"output": size, "render": size // renderer.upscale, "render_ms": render, "jpeg_ms": encode,
-            "frame_ms": render + encode, "fps": 1000.0 / (render + encode), "repeats": repeats}
+            for key, seconds in (("render_ms", frame.seconds), ("orbit_ms", orbit.seconds), ("jpeg_ms", encoded)):
+                times[key].append(seconds * 1000)
+    row = {key: statistics.median(values) for key, values in times.items()}
+    return {"output": size, "render": size // renderer.upscale, **row, "frame_ms": row["render_ms"] + row["jpeg_ms"],
+            "fps": 1000.0 / (row["render_ms"] + row["jpeg_ms"]),
+            "orbit_fps": 1000.0 / (row["orbit_ms"] + row["jpeg_ms"]), "repeats": repeats}
 
 
 def driving_fps(avatar_path: Path, driver: Path, device: torch.device, resolution: int, out: Path) -> dict:
@@ -135,7 +144,8 @@ def main() -> None:
     print(f"{result['device']}: {result['avatar']}, {result['gaussians']} Gaussians")
     print(markdown_table("viewer frame (server side)", [
         ("output", "output", "{}^2"), ("render", "render", "{}^2"), ("render ms", "render_ms", "{:.1f}"),
-        ("JPEG ms", "jpeg_ms", "{:.1f}"), ("frame ms", "frame_ms", "{:.1f}"), ("FPS", "fps", "{:.1f}")], rows))
+        ("JPEG ms", "jpeg_ms", "{:.1f}"), ("frame ms", "frame_ms", "{:.1f}"), ("FPS", "fps", "{:.1f}"),
+        ("orbit render ms", "orbit_ms", "{:.1f}"), ("orbit FPS", "orbit_fps", "{:.1f}")], rows))
     if driving:
         print(f"driving: {driving['frames']} frames at {driving['output']}^2: {driving['render_fps']:.1f} FPS "
               f"rendering, {driving['wall_fps']:.1f} FPS with PNG + mp4 writing")

@@ -65,6 +65,27 @@ def test_frames_follow_expression_pose_and_camera(avatar_file):
     assert expression_names(avatar) == list(EXPRESSION_NAMES)
 
 
+
+def test_camera_only_frames_reuse_the_posed_gaussians(avatar_file):
+    """Orbiting skips the generate step, and what it shows is what a fresh renderer draws; any other input change
+    (here the jaw, then the scale) generates again."""
+    avatar = open_avatar(avatar_file, CPU)
+    reference = avatar_reference(avatar)
+    renderer = FrameRenderer(avatar, CPU, backend="torch")
+    camera = look_at_camera(start_view(reference.pose.tolist(), reference.scale))
+    expression, pose, scale = neutral_inputs(avatar, reference)
+    assert renderer.render(expression, pose, scale, camera, 64, 96).generated
+    moved = ViewCamera(camera.wxyz, (camera.position[0] + 0.1, camera.position[1], camera.position[2]), camera.fov_y)
+    reused = renderer.render(expression.clone(), pose.clone(), scale.clone(), moved, 64, 96)
+    assert not reused.generated
+    fresh = FrameRenderer(avatar, CPU, backend="torch").render(expression, pose, scale, moved, 64, 96)
+    assert fresh.generated and np.array_equal(reused.image, fresh.image)
+    jaw = expression.clone()
+    jaw[EXPRESSION_NAMES.index("jaw_open")] = 1.0
+    opened = renderer.render(jaw, pose, scale, moved, 64, 96)
+    assert opened.generated and not np.array_equal(opened.image, reused.image)
+    assert renderer.render(jaw, pose, scale * 1.1, moved, 64, 96).generated
+
 def test_browser_camera_conversion_and_start_view():
     yaw = math.radians(90.0)
     view = start_view([0.0, yaw, 0.0, 0.1, 0.2, 0.3], 0.2)

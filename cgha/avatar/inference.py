@@ -190,11 +190,18 @@ def render_frame(model: AvatarModel, post_render: nn.Module, expression: torch.T
     pixels of the output image (output_size x output_size, or output_size high and `output_width` wide; scaled here
     to the render's size).
     """
+    gaussians = model.generate(expression, pose, scale, pose_code=pose_code, attributes=attributes)
+    return render_posed(gaussians, post_render, viewmats, Ks, output_size, backend, output_width)
+
+
+def render_posed(gaussians: Gaussians, post_render: nn.Module, viewmats: torch.Tensor, Ks: torch.Tensor,
+                 output_size: int, backend: str, output_width: Optional[int] = None) -> Frame:
+    """rasterise -> post-render of already posed Gaussians (B frames), as render_frame after its generate step: a
+    viewer that only moves its camera reuses the Gaussians. viewmats [B, 4, 4]; Ks [B, 3, 3] in output pixels."""
     size = render_size(output_size, post_render)
     width = None if output_width is None else render_size(output_width, post_render)
     Ks = Ks.clone()
     Ks[:, :2] *= size / output_size
-    gaussians = model.generate(expression, pose, scale, pose_code=pose_code, attributes=attributes)
     render = render_gaussians(gaussians, viewmats, Ks, size, backend, width=width)
     return Frame(gaussians, render, post_render(render))
 

@@ -4,16 +4,22 @@ cgha.avatar.inference.render_frame), so what the browser shows is the real outpu
     renderer = FrameRenderer(avatar, device, backend="auto")
     frame = renderer.render(expression, pose, scale, camera, height=512, width=768)
     frame.image    # uint8 [512, 768, 3]; frame.seconds: generate + render + post-render, synchronised on CUDA
+
+The posed Gaussians of the last (expression, pose, scale) are kept: a frame that only moves the camera (orbit, zoom,
+resize) skips the generate step, which is most of a frame on a CPU (the networks run over every Gaussian). No
+avatar model's generate step reads the camera, so the reused Gaussians are exactly what it would produce again.
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Optional, Tuple
 
 import numpy as np
 import torch
 
-from cgha.avatar.inference import Avatar, render_frame
+from cgha.avatar.gaussians import Gaussians
+from cgha.avatar.inference import Avatar, render_posed
 from cgha.errors import ConfigError
 from cgha.utils.device import synchronize
 
@@ -23,7 +29,8 @@ from .camera import ViewCamera
 @dataclass(frozen=True)
 class RenderedFrame:
     image: np.ndarray  # uint8 [H, W, 3]
-    seconds: float  # generate + rasterise + post-render (+ the copy to the host)
+    seconds: float  # generate (unless reused) + rasterise + post-render (+ the copy to the host)
+    generated: bool  # False when the last frame's posed Gaussians were reused (only the camera changed)
 
 
 def output_shape(height: int, aspect: float, upscale: int) -> tuple:
@@ -46,6 +53,20 @@ class FrameRenderer:
         self.backend = backend
         avatar.post_render.amp = amp  # only takes effect on CUDA tensors
         self.upscale = avatar.post_render.upscale
+        self._posed_inputs: Optional[Tuple[torch.Tensor, ...]] = None
+        self._posed: Optional[Gaussians] = None
+
+    def posed_gaussians(self, expression: torch.Tensor, pose: torch.Tensor, scale: torch.Tensor
+                        ) -> Tuple[Gaussians, bool]:
+        """The avatar's Gaussians for expression [D], pose [6], scale [1] (batch of one) and whether they were
+        generated now (False: the same inputs as the last call, reused)."""
+        inputs = tuple(value.detach().to("cpu", torch.float32).clone() for value in (expression, pose, scale))
+        if self._posed_inputs is not None and all(torch.equal(a, b) for a, b in zip(inputs, self._posed_inputs)):
+            return self._posed, False
+        batch = [value.to(self.device)[None] for value in inputs]
+        self._posed = self.avatar.model.generate(*batch)
+        self._posed_inputs = inputs
+        return self._posed, True
 
     @torch.no_grad()
     def render(self, expression: torch.Tensor, pose: torch.Tensor, scale: torch.Tensor, camera: ViewCamera,
@@ -54,11 +75,10 @@ class FrameRenderer:
         multiples of the post-render step's upscale)."""
         synchronize(self.device)
         start = time.perf_counter()
-        inputs = [value.to(self.device, torch.float32)[None] for value in (expression, pose, scale)]
+        gaussians, generated = self.posed_gaussians(expression, pose, scale)
         viewmat = camera.viewmat().to(self.device)[None]
         K = camera.intrinsics(height, width).to(self.device)[None]
-        frame = render_frame(self.avatar.model, self.avatar.post_render, *inputs, viewmat, K, height, self.backend,
-                             output_width=width)
+        frame = render_posed(gaussians, self.avatar.post_render, viewmat, K, height, self.backend, output_width=width)
         image = (frame.image[0].clamp(0.0, 1.0).permute(1, 2, 0) * 255.0 + 0.5).to(torch.uint8).cpu().numpy()
         synchronize(self.device)
-        return RenderedFrame(image, time.perf_counter() - start)
+        return RenderedFrame(image, time.perf_counter() - start, generated)
