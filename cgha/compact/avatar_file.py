@@ -18,7 +18,7 @@ import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -27,6 +27,7 @@ from torch import nn
 from cgha.avatar.model import AvatarModel, model_class
 from cgha.avatar.post_render import NoPostRender, post_render_kind
 from cgha.compact.codec import encoded_sizes, read_compact, write_compact
+from cgha.compact.channel_quant import is_channel_quantised
 from cgha.compact.config import CompactStoreConfig
 from cgha.compact.morton import morton_order
 from cgha.compact.quantizer import GroupedQuantizer, GroupSpec
@@ -42,10 +43,6 @@ OPACITY_EPS = 1e-4  # 8-bit opacity 0 or 1 would make the stored logit infinite
 LEGACY_WIDTHS = {"scales": 3, "rotation": 4}
 
 
-# Network tensors smaller than this (biases, norms, tiny layers) stay fp16 under an intN precision: their scales
-# would cost about as much as the levels save.
-MIN_QUANTISED_VALUES = 64
-
 
 def _encoding(precision: str) -> str:
     return {"uint8": "uint8_unit"}.get(precision, precision)
@@ -57,7 +54,7 @@ def _network_spec(value: np.ndarray, precision: str, coder: str) -> tuple:
     if not np.issubdtype(value.dtype, np.floating):
         return value, "raw", {"entropy": coder}
     if precision.startswith("int"):
-        if value.ndim >= 2 and value.size >= MIN_QUANTISED_VALUES:
+        if is_channel_quantised(value.shape):
             return value, "qint", {"bits": int(precision[3:]), "axis": 0, "entropy": coder}
         return value, "fp16", {"entropy": coder}
     return value, precision, {"entropy": coder}
@@ -68,6 +65,23 @@ def _store_spec(value: np.ndarray, precision: str, coder: str, **options) -> tup
     if precision == "int8":  # codebooks: one scale per column, since columns mix log-scales and rotations
         return value, "qint", {"bits": 8, "axis": value.ndim - 1, "entropy": coder}
     return value, _encoding(precision), {"entropy": coder, **options}
+
+
+def network_tensors(model: AvatarModel, post_render: nn.Module, store: CompactStoreConfig
+                    ) -> List[Tuple[str, torch.Tensor, str]]:
+    """(name in the file, tensor, precision) of every network tensor the compressed file stores: the model's
+    state-dict entries other than its per-Gaussian attributes and exact buffers, at `store.network`, and the
+    post-render step's, at `store.post_render` (default: as network). The tensors share storage with the modules'
+    parameters and buffers, so quantisation-aware training (cgha.compact.network_qat) quantises what is written."""
+    apart = set(model.canonical_attributes()) | set(model.exact_buffers)
+    found = []
+    post_render_precision = store.post_render or store.network
+    for prefix, weights, precision in ((model.checkpoint_kind, model.state_dict(), store.network),
+                                       (POST_RENDER_PREFIX, post_render.state_dict(), post_render_precision)):
+        for key, value in weights.items():
+            if prefix != model.checkpoint_kind or key not in apart:
+                found.append((f"{prefix}.{key}", value, precision))
+    return found
 
 
 def save_compact_avatar(path: str | os.PathLike, model: AvatarModel, post_render: nn.Module,
@@ -100,14 +114,8 @@ def save_compact_avatar(path: str | os.PathLike, model: AvatarModel, post_render
         # Byte-aligned indices suit an entropy coder; without one, bit-packing is the smaller form.
         arrays[f"index.{group}"] = ((index, "uint", {"num_codes": num_codes, "entropy": coder}) if coder != "none"
                                     else (index, "bitpacked", {"num_codes": num_codes}))
-    stored_apart = set(attributes) | set(model.exact_buffers)
-    post_render_precision = store.post_render or store.network
-    for prefix, weights, precision in ((model.checkpoint_kind, state, store.network),
-                                       (POST_RENDER_PREFIX, post_render.state_dict(), post_render_precision)):
-        for key, value in weights.items():
-            if prefix == model.checkpoint_kind and key in stored_apart:
-                continue
-            arrays[f"{prefix}.{key}"] = _network_spec(value.detach().cpu().numpy(), precision, coder)
+    for name, value, precision in network_tensors(model, post_render, store):
+        arrays[name] = _network_spec(value.detach().cpu().numpy(), precision, coder)
     metadata = {
         "kind": KIND,
         "model": model.kind,

@@ -1,4 +1,5 @@
-"""Symmetric per-channel integer quantisation of network weights (post-training).
+"""Symmetric per-channel integer quantisation of network weights: the file's numpy encoder and decoder, and
+`fake_quantise`, their PyTorch twin that quantisation-aware training runs in the forward pass.
 
 Every channel (a slice along `axis`: an output row of a linear layer, an output filter of a convolution, a column of
 a codebook) gets its own scale = max |w| / qmax with qmax = 2**(bits - 1) - 1, so one large channel does not
@@ -6,11 +7,21 @@ coarsen the others; w is stored as round(w / scale) in [-qmax, qmax] and read ba
 """
 from __future__ import annotations
 
-from typing import Tuple
+import math
+from typing import Sequence, Tuple
 
 import numpy as np
+import torch
 
 MIN_BITS, MAX_BITS = 2, 8
+# Network tensors under this many values (and biases, norms: fewer than 2 dims) stay floats: their scales would cost
+# more than the bits they save.
+MIN_QUANTISED_VALUES = 64
+
+
+def is_channel_quantised(shape: Sequence[int]) -> bool:
+    """Whether a network tensor of `shape` is stored per-channel quantised at an intN precision (else fp16)."""
+    return len(shape) >= 2 and math.prod(shape) >= MIN_QUANTISED_VALUES
 
 
 def qmax(bits: int) -> int:
@@ -36,3 +47,14 @@ def dequantise(levels: np.ndarray, scales: np.ndarray, axis: int) -> np.ndarray:
     shape = [1] * levels.ndim
     shape[axis] = -1
     return (levels.astype(np.float32) * scales.astype(np.float32).reshape(shape)).astype(np.float32)
+
+
+def fake_quantise(weight: torch.Tensor, bits: int, axis: int = 0) -> torch.Tensor:
+    """What the file reads back for `weight` at `bits` per-channel (channels along `axis`): dequantise(quantise(w)),
+    computed in PyTorch on the weight's device and dtype; no gradient flows through it."""
+    top = qmax(bits)
+    with torch.no_grad():
+        dims = [dim for dim in range(weight.dim()) if dim != axis % weight.dim()]
+        scales = weight.abs().amax(dim=dims, keepdim=True) / top
+        safe = torch.where(scales > 0, scales, torch.ones_like(scales))
+        return torch.clamp(torch.round(weight / safe), -top, top) * scales

@@ -42,6 +42,9 @@ class CompactSection:
     groups: List[str] = option(["scale_rot", "feature"], "attribute groups, from the avatar model's (GHA: scale_rot, scale, rotation, feature)")
     kmeans_iters: int = option(5, "Lloyd iterations of the initial k-means", min=1)
     assign_every: int = option(100, "iterations between index re-assignments", min=1)
+    qat: bool = option(False, "quantisation-aware training of the networks from the start of compaction: steps see "
+                       "the weights at the store.network / store.post_render intN precision (straight-through); "
+                       "needs one of them to be intN")
     store: CompactStoreConfig = section(CompactStoreConfig)
 
     def check(self, available: Mapping[str, Sequence[str]], prefix: str = "compact") -> None:
@@ -68,3 +71,9 @@ class CompactSection:
                                   f"{self.groups}")
             if size < 2:
                 raise ConfigError(f"'{prefix}.codebook_sizes.{group}' must be >= 2, got {size}")
+        integer = [key for key in ("network", "post_render") if getattr(self.store, key).startswith("int")]
+        if self.qat and not integer:
+            raise ConfigError(f"'{prefix}.qat' trains the networks at the file's integer precision, but "
+                              f"{prefix}.store.network={self.store.network} and {prefix}.store.post_render="
+                              f"{self.store.post_render or '(as network)'} are floats: set one to int8/int6/int4 "
+                              f"(e.g. the x40 preset) or qat to false")

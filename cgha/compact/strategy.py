@@ -4,21 +4,25 @@ refresh, index re-assignment, its resume state and the final compressed write.
 
     strategy = CompactionStrategy(cfg.compact, GroupSpec.of(model), start_iter, seed, device)
     ...each step:  strategy.before_step(model, it); attrs = strategy.attributes(model, it)  # None = continuous
-                   (forward with generate(attributes=attrs), backward, optimiser step)
+                   with strategy.network_weights(model, post_render, it):  # quantised with compact.qat
+                       (forward with generate(attributes=attrs), backward)
+                   optimiser step
                    strategy.after_step(model, it)
     ...at the end: strategy.write(RunFiles(...), model, post_render, raw_files)
 """
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, ContextManager, Dict, Mapping, Optional
 
 import torch
 from torch import nn
 
 from cgha.compact.avatar_file import save_compact_avatar, write_report
 from cgha.compact.config import CompactSection
+from cgha.compact.network_qat import NetworkQAT
 from cgha.compact.quantizer import GroupedQuantizer, GroupSpec
 from cgha.recorder.run_files import RunFiles
 
@@ -66,6 +70,13 @@ class CompactionStrategy:
                 log.warning("%s=%d is larger than the model's %d Gaussians: group '%s' gets %d codebook rows (one "
                             "per Gaussian, so no compression of that group); choose a size well below %d",
                             key, configured[group], num_gaussians, group, rows, num_gaussians)
+
+    def network_weights(self, model, post_render: nn.Module, iteration: int) -> ContextManager:
+        """Around a step's forward and backward passes: with compact.qat, from the start of quantisation, the networks
+        at the file's integer precision (cgha.compact.network_qat); otherwise nothing changes."""
+        if self.cfg.qat and self.active(iteration):
+            return NetworkQAT(model, post_render, self.cfg.store).quantised()
+        return nullcontext()
 
     def attributes(self, model) -> Optional[Dict[str, torch.Tensor]]:
         """Straight-through quantised attributes for generate(attributes=...) once started, else None."""

@@ -10,7 +10,8 @@ import json
 import logging
 import signal
 import threading
-from typing import Any, Dict, Optional, Tuple
+from contextlib import nullcontext
+from typing import Any, ContextManager, Dict, Optional, Tuple
 
 import torch
 from tqdm import tqdm
@@ -126,16 +127,22 @@ class Trainer:
     def after_step(self) -> None:
         """Called after each optimizer step (e.g. to refresh codebooks)."""
 
+    def step_weights(self) -> ContextManager:
+        """The weights a step's forward and backward passes see, entered around them (the optimiser step runs after
+        leaving): as they are by default; quantised ones for quantisation-aware training."""
+        return nullcontext()
+
     def training_step(self, batch: Dict[str, torch.Tensor]):
         self.before_step()
-        losses, visuals = self.compute_losses(batch)
-        total = sum(self.weights[name] * value for name, value in losses.items() if self.weights[name] > 0)
-        if not torch.isfinite(total):
-            terms = [f"loss_{k}={float(v.detach()):.3g}" for k, v in losses.items() if not torch.isfinite(v).all()]
-            raise self.diverged(", ".join(terms) or f"the weighted loss sum is {float(total.detach()):.3g}",
-                                self.iteration + 1)
-        self.optimizer.zero_grad(set_to_none=True)
-        total.backward()
+        with self.step_weights():
+            losses, visuals = self.compute_losses(batch)
+            total = sum(self.weights[name] * value for name, value in losses.items() if self.weights[name] > 0)
+            if not torch.isfinite(total):
+                terms = [f"loss_{k}={float(v.detach()):.3g}" for k, v in losses.items() if not torch.isfinite(v).all()]
+                raise self.diverged(", ".join(terms) or f"the weighted loss sum is {float(total.detach()):.3g}",
+                                    self.iteration + 1)
+            self.optimizer.zero_grad(set_to_none=True)
+            total.backward()
         self.optimizer.step()
         self.after_step()
         return losses, total, visuals

@@ -6,7 +6,8 @@ import logging
 import random
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from contextlib import nullcontext
+from typing import Any, Callable, ContextManager, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -284,6 +285,11 @@ class GaussianHeadTrainer(Trainer):
     def before_step(self) -> None:
         if self.compaction is not None:
             self.compaction.before_step(self.model, self.iteration)
+
+    def step_weights(self) -> ContextManager:
+        if self.compaction is None:
+            return nullcontext()
+        return self.compaction.network_weights(self.model, self.post_render, self.iteration)
 
     def after_step(self) -> None:
         if self.compaction is not None:

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# A Gaussian-head ablation on one GPU at the full-scale synthetic schedule, in calls under the device's 10-minute
+# limit: generates the subjects (identity 0, and identity 0 making identity 1's codes for cross-identity), trains the
+# full mesh head once (or takes a carried one), then benchmarks/bench_ablation.py on the chosen runs.
+#
+#   OUT=DIR [MESH=path/meshhead_latest] [PTQ="v1_lzma x40"] [SMOKE=1] [LIMIT=585] [PARALLEL=1] \
+#       bash benchmarks/gpu_ablation.sh TAG "NAME:SEED ..." NAME=key=v,key=v ...
+#
+# Without MESH the mesh head is trained here and returned (mesh/meshhead_latest in the tar): carry it to the next
+# call as MESH. PTQ: post-training encodings (benchmarks/bench_compact_ptq.py) of every finished run, so a run's
+# lossless and integer files are compared on the same images. SMOKE=1: demo-scale configs, 20 iterations (a CPU
+# check of this script). From the repository root with gsplat installed; .dev/head.tar, when present, is the
+# committed tree a device call unpacks first. One tar comes back: $OUT/TAG.tar.
+set -uo pipefail
+TAG=$1; RUNS=$2; shift 2
+VARIANTS=(); for v in "$@"; do VARIANTS+=(--variant "$v"); done
+[ -f .dev/head.tar ] && tar xf .dev/head.tar
+export PYTHONPATH=/tmp/site:$PWD
+SMOKE=${SMOKE:-0}; LIMIT=${LIMIT:-585}; PARALLEL=${PARALLEL:-1}; MESH_IN=${MESH:-}; PTQ=${PTQ:-}
+O=/tmp/o_$TAG; rm -rf $O; mkdir -p $O
+S=$(date +%s); el() { echo $(( $(date +%s) - S )); }
+if [ "$SMOKE" = 1 ]; then SUF=_synthetic_demo; CAMS=8; FR=20; DFR=48; RES=256; DEV=cpu; DATA=data/synthetic_demo
+  EXTRA=(train.max_iters=20 compact.start_iter=10 train.epochs=0); MEXTRA=(train.max_iters=20 train.epochs=0)
+  RUNTIME=60; IMAGES=2
+else SUF=_synthetic; CAMS=16; FR=40; DFR=80; RES=512; DEV=cuda; DATA=data/synthetic; EXTRA=(); MEXTRA=(); RUNTIME=150
+  IMAGES=8; fi
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > $O/gpu.txt 2>&1
+gen() { python3 - "$@" <<'PY'
+import sys, torch
+from pathlib import Path
+from cgha.synthetic import generate_subject
+root, ident, seed, frames, cams, res, dev = sys.argv[1:]
+generate_subject(Path(root), identity=int(ident), frames=int(frames), cameras=int(cams), resolution=int(res),
+                 seed=int(seed), device=torch.device(dev))
+PY
+}
+gen $DATA/id0 0 0 $FR $CAMS $RES $DEV > $O/gen_id0.log 2>&1; echo "gen id0 rc=$? at $(el) s" >> $O/times.txt
+( gen $DATA/id1 1 1 $DFR $CAMS $RES $DEV > $O/gen_id1.log 2>&1; echo "gen id1 rc=$? at $(el) s" >> $O/times.txt
+  gen $DATA/id0_codes_of_id1 0 1 $DFR $CAMS $RES $DEV > $O/gen_cross.log 2>&1; echo "gen cross rc=$? at $(el) s" >> $O/times.txt ) &
+GEN=$!
+MESHDIR=checkpoints/meshhead${SUF}_id0
+if [ -z "$MESH_IN" ]; then
+  python3 train_meshhead.py --config config/train_meshhead$SUF.yaml device=$DEV "${MEXTRA[@]}" > $O/meshhead.log 2>&1
+  echo "meshhead rc=$? at $(el) s" >> $O/times.txt
+  mkdir -p $O/mesh; cp $MESHDIR/meshhead_latest $O/mesh/ 2>/dev/null; cp log/meshhead${SUF}_id0/metrics.jsonl $O/mesh/ 2>/dev/null
+else
+  mkdir -p $MESHDIR; cp "$MESH_IN" $MESHDIR/meshhead_latest || echo "no mesh head at $MESH_IN" >> $O/times.txt
+fi
+wait $GEN
+LEFT=$(( LIMIT - $(el) - 20 ))
+[ -n "$PTQ" ] && LEFT_ABL=$(( LEFT - 40 )) || LEFT_ABL=$LEFT
+timeout $LEFT_ABL python3 benchmarks/bench_ablation.py --config config/train_gaussianhead$SUF.yaml --seeds 0 1 2 \
+  "${VARIANTS[@]}" --runs $RUNS --cross-identity $DATA/id0_codes_of_id1 --sheet 5 --reenact config/reenactment$SUF.yaml \
+  --reenact-seeds 0 --parallel $PARALLEL --deadline $(( LEFT_ABL - RUNTIME )) --work /tmp/abl --out $O/ablation.json \
+  device=$DEV "${EXTRA[@]}" > $O/ablation.log 2>&1
+echo "ablation rc=$? at $(el) s" >> $O/times.txt
+if [ -n "$PTQ" ]; then
+  for run in /tmp/abl/checkpoints/ablation_*; do
+    [ -f "$run/gaussianhead_compact.cgha" ] || continue
+    timeout $(( LIMIT - $(el) - 10 )) python3 benchmarks/bench_compact_ptq.py --run $run --device $DEV \
+      --variants $PTQ --max-images $IMAGES --out $O/ptq_$(basename $run).json >> $O/ptq.log 2>&1
+    echo "ptq $(basename $run) rc=$? at $(el) s" >> $O/times.txt
+  done
+fi
+mkdir -p $O/img; cp /tmp/abl/results/*strip.jpg $O/img/ 2>/dev/null
+for f in /tmp/abl/results/*/*_sheet.jpg; do [ -f "$f" ] && cp "$f" "$O/img/$(basename $(dirname $f))_$(basename $f)"; done
+for d in /tmp/abl/log/*; do [ -f "$d/metrics.jsonl" ] && cp "$d/metrics.jsonl" "$O/$(basename $d)_metrics.jsonl"; done
+echo "total $(el) s" >> $O/times.txt
+tar cf ${OUT:-/tmp}/$TAG.tar -C $O .
