@@ -5,7 +5,8 @@ variant's overrides and `train.seed` differ), several at once per GPU, then `eva
 the config's held-out splits (held-out cameras, held-out frames, out-of-rig cameras) and, with `--cross-identity`, on
 the ground truth of the avatar's identity making another identity's expressions (`cgha.demo.cross_identity_overrides`).
 The table gives, per split, each variant's mean PSNR ± spread (half the max-min range over seeds) and its difference
-from the first variant, marked "no measurable effect" when the difference is inside the spreads.
+from the first variant, marked "no measurable effect" when the difference is inside the spreads (and left unjudged
+while a row has a single seed).
 
     python benchmarks/bench_ablation.py --config config/train_gaussianhead_synthetic.yaml --seeds 0 1 2 \\
         --variant baseline= --variant free_view=train.crop_scale_range=[0.6,1.6],train.loss_weights.sr_residual=0.1 \\
@@ -158,7 +159,11 @@ def table(summary: Dict[str, Dict[str, Dict[str, float]]], variants: List[str]) 
             base = reference.get(split)
             if variant != variants[0] and base is not None:
                 delta = entry["mean"] - base["mean"]
-                verdict = "no measurable effect" if abs(delta) <= entry["spread"] + base["spread"] else "measurable"
+                if min(entry["n"], base["n"]) < 2:
+                    verdict = "one seed: no spread to judge by"
+                else:
+                    verdict = ("no measurable effect" if abs(delta) <= entry["spread"] + base["spread"]
+                               else "measurable")
                 cell += f" {delta:+.2f} ({verdict})"
             cells.append(cell)
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")

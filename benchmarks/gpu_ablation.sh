@@ -17,7 +17,7 @@ VARIANTS=(); for v in "$@"; do VARIANTS+=(--variant "$v"); done
 [ -f .dev/head.tar ] && tar xf .dev/head.tar
 export PYTHONPATH=/tmp/site:$PWD
 SMOKE=${SMOKE:-0}; LIMIT=${LIMIT:-585}; PARALLEL=${PARALLEL:-1}; MESH_IN=${MESH:-}; PTQ=${PTQ:-}
-O=/tmp/o_$TAG; rm -rf $O; mkdir -p $O
+O=/tmp/o_$TAG; rm -rf $O /tmp/abl; mkdir -p $O
 S=$(date +%s); el() { echo $(( $(date +%s) - S )); }
 if [ "$SMOKE" = 1 ]; then SUF=_synthetic_demo; CAMS=8; FR=20; DFR=48; RES=256; DEV=cpu; DATA=data/synthetic_demo
   EXTRA=(train.max_iters=20 compact.start_iter=10 train.epochs=0); MEXTRA=(train.max_iters=20 train.epochs=0)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
 import torch
 from torch import nn
@@ -222,11 +222,15 @@ def batch_render_inputs(batch: Dict[str, torch.Tensor], post_render: nn.Module
 
 def render_batch(model: AvatarModel, post_render: nn.Module, batch: Dict[str, torch.Tensor],
                  delta_poses: Optional[torch.Tensor], backend: str,
-                 attributes: Optional[Dict[str, torch.Tensor]] = None) -> Tuple[Gaussians, torch.Tensor]:
+                 attributes: Optional[Dict[str, torch.Tensor]] = None,
+                 transform: Optional[Callable[[Gaussians], Gaussians]] = None) -> Tuple[Gaussians, torch.Tensor]:
     """Posed Gaussians of a GaussianDataset batch and their render at the post-render step's input size:
-    -> (gaussians, render [B, C, r, r]). `delta_poses` [F, 6]: per-frame pose offsets (training), or None."""
+    -> (gaussians, render [B, C, r, r]). `delta_poses` [F, 6]: per-frame pose offsets (training), or None;
+    `transform`: applied to the posed Gaussians before rendering (training's learned mask), or None."""
     # index_select, not indexing: its backward is an index_add, where advanced indexing's sorts the indices.
     pose = batch["pose"] if delta_poses is None else batch["pose"] + delta_poses.index_select(0, batch["exp_id"])
     gaussians = model.generate(batch["exp_coeff"], pose, batch["scale"], attributes=attributes)
+    if transform is not None:
+        gaussians = transform(gaussians)
     _, Ks, image, _ = batch_render_inputs(batch, post_render)
     return gaussians, render_gaussians(gaussians, batch["viewmat"], Ks, image.shape[-1], backend)

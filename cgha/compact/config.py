@@ -32,6 +32,18 @@ class CompactStoreConfig:
 
 
 @dataclass
+class CompactMaskConfig:
+    """Learned Gaussian masking (Lee et al. 2024; cgha/compact/gaussian_mask.py): fewer Gaussians."""
+    weight: float = option(0.0, "weight of the masking loss mean(sigmoid(mask)); 0 = off (Lee et al.: 0.0005)",
+                           min=0.0)
+    lr: float = option(0.01, "learning rate of the mask logits (Lee et al.: 0.01)", min=0.0)
+    threshold: float = option(0.01, "a Gaussian is masked while sigmoid(mask) <= this (Lee et al.: 0.01)",
+                              min=0.0, max=1.0)
+    prune_every: int = option(1000, "iterations between deletions of the masked Gaussians (and once at the end)",
+                              min=1)
+
+
+@dataclass
 class CompactSection:
     """K-means codebook quantisation of per-Gaussian attributes (Compact3D)."""
     enable: bool = option(False, "quantise attributes and write the compressed avatar")
@@ -46,6 +58,7 @@ class CompactSection:
                        "the weights at the store.network / store.post_render intN precision (straight-through); "
                        "needs one of them to be intN")
     store: CompactStoreConfig = section(CompactStoreConfig)
+    mask: CompactMaskConfig = section(CompactMaskConfig)
 
     def check(self, available: Mapping[str, Sequence[str]], prefix: str = "compact") -> None:
         """Groups against the avatar model's quantisable groups (`available`: group -> the attributes it covers):

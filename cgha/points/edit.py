@@ -32,12 +32,12 @@ def edit_gaussians(model, rows: torch.Tensor, first_new: int, new_positions: tor
     replaced = model.replace_gaussian_parameters(values)
     if optimizer is not None:
         for old, new in replaced.values():
-            _move_optimizer_rows(optimizer, old, new, rows, first_new)
+            move_optimizer_rows(optimizer, old, new, rows, first_new)
     if compaction is not None:
         compaction.select_rows(rows)
 
 
-def _move_optimizer_rows(optimizer: torch.optim.Optimizer, old: nn.Parameter, new: nn.Parameter,
+def move_optimizer_rows(optimizer: torch.optim.Optimizer, old: nn.Parameter, new: nn.Parameter,
                          rows: torch.Tensor, first_new: int) -> None:
     """Put `new` where `old` was in the optimiser's groups, with `old`'s per-row state selected by `rows` (zeros
     from `first_new` on); state that is not per row (Adam's step) is kept."""

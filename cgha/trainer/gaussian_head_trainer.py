@@ -17,9 +17,11 @@ from torch.utils.data import default_collate
 from cgha.addons.hooks import TrainingAddons
 from cgha.avatar.inference import (batch_render_inputs, load_delta_poses, load_model, render_batch,
                                    render_gaussians)
+from cgha.avatar.gaussians import Gaussians
 from cgha.avatar.model import AvatarModel, model_config
 from cgha.avatar.post_render import build_post_render, has_weights
 from cgha.avatar.subject import AvatarSubject
+from cgha.compact.gaussian_mask import GaussianMask
 from cgha.compact.quantizer import GroupSpec
 from cgha.compact.strategy import CompactionStrategy
 from cgha.config import TrainConfig, loss_weights
@@ -45,13 +47,14 @@ def stage2_losses(model: AvatarModel, post_render: nn.Module, batch: Dict[str, t
                   delta_poses: Optional[torch.Tensor], rng: random.Random, backend: str, lpips_loss=None,
                   attributes: Optional[Dict[str, torch.Tensor]] = None,
                   crop_scale_range: Tuple[float, float] = SCALE_RANGE, sr_residual: bool = False,
-                  calibrate: Optional[Callable[[torch.Tensor], torch.Tensor]] = None):
+                  calibrate: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+                  transform: Optional[Callable[[Gaussians], Gaussians]] = None):
     """GHA's stage-2 losses by weight name: L1 of the render's RGB channels at its own resolution, L1 of the
     post-rendered augmented crop (zoomed by a factor in `crop_scale_range`), LPIPS on it when `lpips_loss` is given,
     and, when `sr_residual`, the mean absolute difference between the post-rendered crop and the bilinearly
-    upsampled render (`sr_residual_loss`). `calibrate` (addons.color_calibration) maps the render before every loss.
-    Returns (losses, visuals)."""
-    _, render = render_batch(model, post_render, batch, delta_poses, backend, attributes)
+    upsampled render (`sr_residual_loss`). `calibrate` (addons.color_calibration) maps the render before every loss;
+    `transform` (compact.mask) the posed Gaussians before rendering. Returns (losses, visuals)."""
+    _, render = render_batch(model, post_render, batch, delta_poses, backend, attributes, transform)
     if calibrate is not None:
         render = calibrate(render)
     _, _, image, visible = batch_render_inputs(batch, post_render)
@@ -143,6 +146,7 @@ class GaussianHeadTrainer(Trainer):
         if self.addons.parameters():
             self.optimizer.add_param_group({"params": self.addons.parameters(), "lr": cfg.addons.calibration_lr})
         self.strategy = self.model.training_strategy(cfg)
+        self.mask = self._gaussian_mask()
         self.loader = make_loader(dataset, cfg.batch_size, shuffle=True, num_workers=cfg.dataset.num_workers,
                                   seed=cfg.train.seed, device=device)
         self.compaction = self._initial_compaction()
@@ -169,6 +173,21 @@ class GaussianHeadTrainer(Trainer):
         model = self.model
         return subject_prior_targets(self.dataset, self.cfg.train, model.landmarks_3d_neutral,
                                      model.cfg.dist_threshold_near, model.cfg.dist_threshold_far, self.device)
+
+    def _gaussian_mask(self) -> Optional[GaussianMask]:
+        """Learned Gaussian masking (compact.mask, cgha/compact/gaussian_mask.py) with its optimiser group, or None
+        when its weight is 0. Its logits are restored with the training state when resuming."""
+        mask_cfg = self.cfg.compact.mask
+        if mask_cfg.weight <= 0:
+            return None
+        if self.cfg.points.editing or self.strategy is not None:
+            raise ConfigError("compact.mask deletes Gaussians itself; it does not run beside another strategy that "
+                              "edits them (points.every > 0, or the rigged model's densification): set "
+                              "compact.mask.weight=0 or switch the other off")
+        mask = GaussianMask(mask_cfg, self.model.num_gaussians, self.device)
+        self.optimizer.add_param_group({"params": [mask.logits], "lr": mask_cfg.lr})
+        self.weights["gaussian_mask"] = mask_cfg.weight
+        return mask
 
     @property
     def model_kind(self) -> str:
@@ -250,6 +269,8 @@ class GaussianHeadTrainer(Trainer):
             states["point_strategy"] = self.points.state_dict()
         if self.strategy is not None:
             states["model_strategy"] = self.strategy.state_dict()
+        if self.mask is not None:
+            states["gaussian_mask"] = self.mask.state_dict()
         addons = self.addons.state_dict()
         if addons:
             states["addons"] = addons
@@ -262,6 +283,8 @@ class GaussianHeadTrainer(Trainer):
         if self.strategy is not None and "model_strategy" in saved:
             self.strategy.load_state_dict(saved["model_strategy"])
         self.addons.load_state_dict(saved.get("addons", {}))
+        if self.mask is not None:
+            self.mask.load_state_dict(saved["gaussian_mask"])
         if "augmentation_rng" in saved:
             self.rng.setstate(random_state_from_lists(saved["augmentation_rng"]))
         else:
@@ -294,12 +317,26 @@ class GaussianHeadTrainer(Trainer):
     def after_step(self) -> None:
         if self.compaction is not None:
             self.compaction.after_step(self.model, self.iteration)
+        if self.mask is not None:
+            self.prune_masked()
         if self.points is not None:
             # self.iteration counts the steps before this one. An edit does not depend on the run's length (so an
             # extended run equals a longer one): points.stop_iter ends the edits before the last steps.
             self.points.step(self.model, self.optimizer, self.compaction, self.iteration + 1)
         if self.strategy is not None:
             self.strategy.step(self.model, self.optimizer, self.compaction, self.iteration + 1)
+
+    def prune_masked(self) -> None:
+        """Every compact.mask.prune_every steps and after the run's last step (so that the saved avatar holds only
+        the Gaussians training rendered), delete the masked Gaussians."""
+        done = self.iteration + 1  # self.iteration counts the steps before this one
+        if done % self.cfg.compact.mask.prune_every and done != self.total_iterations():
+            return
+        before = self.model.num_gaussians
+        deleted = self.mask.prune(self.model, self.optimizer, self.compaction)
+        if deleted:
+            log.info("compact.mask at iteration %d: deleted %d of %d Gaussians, %d left", done, deleted, before,
+                     self.model.num_gaussians)
 
     def log_extras(self) -> Dict[str, float]:
         """The Gaussian count (it changes with cgha/points edits), seconds since this process started training and,
@@ -345,7 +382,10 @@ class GaussianHeadTrainer(Trainer):
         """Generate and render at the post-render step's input size: -> (Gaussians, render [B, C, r, r])."""
         delta = self.delta_poses if pose_offsets else None
         return render_batch(self.model, self.post_render, batch, delta, self.cfg.render.backend,
-                            self.quantized_attributes())
+                            self.quantized_attributes(), self.mask_transform())
+
+    def mask_transform(self) -> Optional[Callable[[Gaussians], Gaussians]]:
+        return self.mask.apply if self.mask is not None else None
 
     def compute_losses(self, batch: Dict[str, torch.Tensor]):
         batch = self.addons.prepare_batch(batch, self.iteration, self.total_iterations())
@@ -354,11 +394,13 @@ class GaussianHeadTrainer(Trainer):
                                         self.cfg.render.backend, self.lpips, attributes,
                                         tuple(self.cfg.train.crop_scale_range),
                                         sr_residual=self.weights["sr_residual"] > 0,
-                                        calibrate=self.addons.calibration(batch))
+                                        calibrate=self.addons.calibration(batch), transform=self.mask_transform())
         losses.update(self.model.regularisers(attributes))
         if self.expression_prior is not None:
             losses["expression_prior"] = self.expression_prior.loss(self.model.pos_embedding, self.model.exp_deform_mlp,
                                                                     self.model.cfg.deform_scale)
+        if self.mask is not None:
+            losses["gaussian_mask"] = self.mask.loss()
         losses.update(self.addons.losses(visuals, batch))
         return losses, visuals
 
