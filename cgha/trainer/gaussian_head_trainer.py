@@ -185,7 +185,9 @@ class GaussianHeadTrainer(Trainer):
                               "edits them (points.every > 0, or the rigged model's densification): set "
                               "compact.mask.weight=0 or switch the other off")
         mask = GaussianMask(mask_cfg, self.model.num_gaussians, self.device)
-        self.optimizer.add_param_group({"params": [mask.logits], "lr": mask_cfg.lr})
+        # eps as Lee et al.'s (3DGS's) Adam: the masking loss's gradient per logit is ~weight / N (1e-9 here), which
+        # the default eps of 1e-8 would all but stop.
+        self.optimizer.add_param_group({"params": [mask.logits], "lr": mask_cfg.lr, "eps": 1e-15})
         self.weights["gaussian_mask"] = mask_cfg.weight
         return mask
 
