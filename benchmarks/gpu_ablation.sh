@@ -19,6 +19,13 @@ export PYTHONPATH=/tmp/site:$PWD
 SMOKE=${SMOKE:-0}; LIMIT=${LIMIT:-585}; PARALLEL=${PARALLEL:-1}; MESH_IN=${MESH:-}; PTQ=${PTQ:-}
 O=/tmp/o_$TAG; rm -rf $O /tmp/abl; mkdir -p $O
 S=$(date +%s); el() { echo $(( $(date +%s) - S )); }
+# Killed before the end (a device limit below LIMIT): still send back what is there, each finished run's evaluation.
+collect_partial() {
+  echo "stopped by a signal at $(el) s" >> $O/times.txt
+  for f in /tmp/abl/results/*/evaluation.json; do [ -f "$f" ] && cp "$f" "$O/$(basename $(dirname $f))_evaluation.json"; done
+  tar cf ${OUT:-/tmp}/$TAG.tar -C $O . ; exit 143
+}
+trap collect_partial TERM INT
 if [ "$SMOKE" = 1 ]; then SUF=_synthetic_demo; CAMS=8; FR=20; DFR=48; RES=256; DEV=cpu; DATA=data/synthetic_demo
   EXTRA=(train.max_iters=20 compact.start_iter=10 train.epochs=0); MEXTRA=(train.max_iters=20 train.epochs=0)
   RUNTIME=60; IMAGES=2
