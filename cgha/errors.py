@@ -8,6 +8,8 @@ from __future__ import annotations
 import sys
 from typing import Callable, NoReturn
 
+from cgha.utils.host_memory import keep_freed_memory_in_process
+
 
 class UserError(Exception):
     """Base class of errors caused by the user's input; the message names the file, key or value."""
@@ -34,7 +36,9 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 
 def exit_on_user_error(main: Callable[[], object]) -> None:
-    """Run `main`; a `UserError` becomes `error: <message>` on stderr and exit status 2."""
+    """Run `main` as a command-line program: with freed host memory kept in the process (cgha.utils.host_memory:
+    nearly twice as fast on a CPU), and a `UserError` as `error: <message>` on stderr and exit status 2."""
+    keep_freed_memory_in_process()
     try:
         main()
     except UserError as error:
