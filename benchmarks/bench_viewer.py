@@ -41,6 +41,7 @@ from cgha.dataset.expression_basis import ExpressionBasis  # noqa: E402
 from cgha.synthetic.expression import EXPRESSION_MODEL, EXPRESSION_NAMES  # noqa: E402
 from cgha.module.super_resolution import SuperResolutionModule  # noqa: E402
 from cgha.utils.device import use_fast_training_kernels  # noqa: E402
+from cgha.utils.host_memory import keep_freed_memory_in_process  # noqa: E402
 
 JPEG_QUALITY = 90  # the viewer's default (ViewerOptions.jpeg_quality)
 
@@ -121,6 +122,7 @@ def main() -> None:
     parser.add_argument("--drive-resolution", type=int, default=512)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    keep_freed_memory_in_process()  # as view.py and reenactment.py run (cgha.errors.exit_on_user_error)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
