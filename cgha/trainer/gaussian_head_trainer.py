@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import random
 import time
-from pathlib import Path
 from contextlib import nullcontext
+from pathlib import Path
 from typing import Any, Callable, ContextManager, Dict, List, Optional, Tuple
 
 import torch
@@ -15,9 +15,9 @@ from torch import nn
 from torch.utils.data import default_collate
 
 from cgha.addons.hooks import TrainingAddons
+from cgha.avatar.gaussians import Gaussians
 from cgha.avatar.inference import (batch_render_inputs, load_delta_poses, load_model, render_batch,
                                    render_gaussians)
-from cgha.avatar.gaussians import Gaussians
 from cgha.avatar.model import AvatarModel, model_config
 from cgha.avatar.post_render import build_post_render, has_weights
 from cgha.avatar.subject import AvatarSubject
