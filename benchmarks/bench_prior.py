@@ -165,7 +165,7 @@ def main() -> None:
     fit.add_argument("--invert-steps", type=int, default=300)
     fit.add_argument("--steps", type=int, default=300, help="fine-tune steps")
     fit.add_argument("--lr", type=float, default=2e-3, help="fine-tune learning rate")
-    fit.add_argument("--prior-weight", type=float, default=1.0)
+    fit.add_argument("--prior-weight", type=float, default=OneShotSection().prior_weight)
     fit.add_argument("--resolution", type=int, default=128)
     fit.add_argument("--backend", default="auto")
     fit.add_argument("--device", default="auto")
