@@ -4,8 +4,9 @@ pipeline's frames per second.
 Viewer frame: what one browser update costs the server, cgha.apps.viewer's FrameRenderer (generate -> rasterise ->
 post-render -> uint8 on the host) plus the JPEG encoding viser sends (OpenCV, quality 90), for a square output of
 each --sizes, from the viewer's start camera: with a new expression (generate -> ...), and with only the camera
-moved (orbiting: the posed Gaussians are reused, rasterise -> ...); median of --repeats after --warmup. Driving: `reenactment.py`'s loop (cgha.apps.reenactment.Reenactment.run) over --driver's frames with
-relative head motion; its render-only FPS and the wall-clock FPS with the PNG and mp4 writing.
+moved (orbiting: the posed Gaussians are reused, rasterise -> ...); median of --repeats after --warmup. Driving:
+`reenactment.py`'s loop (cgha.apps.reenactment.Reenactment.run) over --driver's frames with relative head motion;
+its render-only FPS and the wall-clock FPS with the PNG and mp4 writing.
 
     python benchmarks/bench_viewer.py --avatar checkpoints/demo/avatar.cgha --device cuda --driver checkpoints/demo/driver --out viewer.json
     python benchmarks/bench_viewer.py --gaussians 100000 --device cpu --threads 2 --sizes 256 512

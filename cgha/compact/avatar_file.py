@@ -43,7 +43,6 @@ OPACITY_EPS = 1e-4  # 8-bit opacity 0 or 1 would make the stored logit infinite
 LEGACY_WIDTHS = {"scales": 3, "rotation": 4}
 
 
-
 def _encoding(precision: str) -> str:
     return {"uint8": "uint8_unit"}.get(precision, precision)
 

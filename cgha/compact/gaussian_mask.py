@@ -55,7 +55,7 @@ class GaussianMask:
                              f"row edit did not go through GaussianMask.prune")
         soft = self.soft()
         # The hard mask plus a zero that carries sigmoid's gradient: exactly 0 or 1 in value.
-        mask = (soft > self.cfg.threshold).to(soft) + (soft - soft.detach())  # [N]
+        mask = self.kept().to(soft) + (soft - soft.detach())  # [N]
         return replace(gaussians, opacities=gaussians.opacities * mask, scales=gaussians.scales * mask[:, None])
 
     def loss(self) -> torch.Tensor:
