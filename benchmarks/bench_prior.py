@@ -7,6 +7,9 @@ prior, on the same novel views and novel expressions; fitting time.
     python benchmarks/bench_prior.py fit --subject data/id0000 --mode oneshot --no-prior --seed 1 --out ...
     python benchmarks/bench_prior.py report results/bench_prior/*.json --out benchmarks/results/bench_prior.json
 
+A label's runs are averaged: over its runs when they share one --seed, else per seed first (e.g. the mean over the
+held-out identities of the prior trained with that seed) and then mean ± half-range over the seeds.
+
 Protocol (every row evaluated on the same images of the held-out identity, 8 cameras x F frames):
 - cameras: `frontal` (the most frontal rig camera), `A` = frontal + 3 more spread in azimuth, `B` = the other rig
   cameras (never fitted by any row);
@@ -125,6 +128,14 @@ def _mean_spread(values: List[float]) -> Dict[str, float]:
             "n": len(values)}
 
 
+def _seed_spread(items: List[dict], value, seeds: List[int]) -> Dict[str, float]:
+    """Mean ± half-range of value(item): over the items when they share one seed; over the seeds when several
+    (each seed's value the mean over its items, e.g. its held-out identities), so that the spread is the seeds'."""
+    if len(seeds) == 1:
+        return _mean_spread([value(item) for item in items])
+    return _mean_spread([statistics.fmean(value(item) for item in items if item["seed"] == seed) for seed in seeds])
+
+
 def run_report(args) -> None:
     rows = [json.loads(Path(p).read_text()) for p in args.results]
     groups: Dict[str, List[dict]] = defaultdict(list)
@@ -132,10 +143,11 @@ def run_report(args) -> None:
         groups[row["label"]].append(row)
     table = []
     for label, items in sorted(groups.items()):
-        entry = {"label": label, "runs": len(items)}
+        seeds = sorted({item["seed"] for item in items})
+        entry = {"label": label, "runs": len(items), "seeds": len(seeds)}
         for split in ("novel_views", "novel_expressions"):
             for metric in ("psnr", "ssim"):
-                entry[f"{split}_{metric}"] = _mean_spread([item[split][metric] for item in items])
+                entry[f"{split}_{metric}"] = _seed_spread(items, lambda item: item[split][metric], seeds)
         entry["fit_seconds"] = _mean_spread([item["fit_report"]["seconds"] for item in items])
         entry["device_name"] = items[0]["device_name"]
         table.append(entry)
@@ -161,7 +173,8 @@ def main() -> None:
     fit.add_argument("--prior", type=Path, help="prior run folder or prior_latest")
     fit.add_argument("--no-prior", action="store_true", help="start from an untrained prior (rows c, d)")
     fit.add_argument("--like", type=Path, help="--no-prior: a prior whose model options the untrained one takes")
-    fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--seed", type=int, default=0,
+                     help="the torch seed of the fit; label runs of priors trained with seed s by --seed s")
     fit.add_argument("--invert-steps", type=int, default=300)
     fit.add_argument("--steps", type=int, default=300, help="fine-tune steps")
     fit.add_argument("--lr", type=float, default=2e-3, help="fine-tune learning rate")

@@ -21,11 +21,13 @@ from cgha.compact.quantizer import GroupedQuantizer, GroupSpec
 from cgha.config import ReenactConfig, TrainConfig, load_config
 from cgha.errors import CheckpointError, ConfigError, DataError
 from cgha.prior.avatar import PriorAvatar
-from cgha.prior.config import OneShotSection, PriorModelConfig, load_prior_config
+from cgha.prior.config import OneShotSection, PriorConfig, PriorModelConfig, load_prior_config
 from cgha.prior.data import load_views, open_subject
-from cgha.prior.fit import check_compatible, fit_avatar, invert_latent, write_fitted_avatar
+from cgha.prior.fit import check_compatible, fit_avatar, invert_latent, load_prior, write_fitted_avatar
 from cgha.prior.geometry import fit_identity_code, load_face_model
 from cgha.prior.model import GaussianPrior
+from cgha.prior.train import PriorObjective
+from cgha.recorder.checkpoint import save_atomic
 from cgha.prior.photos import check_photos, track_photos
 from cgha.avatar.inference import render_gaussians
 from cgha.avatar.post_render import NoPostRender
@@ -44,12 +46,13 @@ def face(tmp_path_factory):
     return load_face_model(SAMPLES, COMPONENTS, cache)
 
 
-def tiny_prior(face, identities: int = 3, seed: int = 0) -> GaussianPrior:
+def tiny_prior(face, identities: int = 3, seed: int = 0, identity_source: str = "codes") -> GaussianPrior:
     """A prior of 600 Gaussians whose decoders are perturbed away from their zero start, so that the latent changes
     every attribute (what an untrained prior does not)."""
     face_model, geometry = face
     cfg = PriorModelConfig(num_gaussians=600, embedding_dim=8, latent_dim=4, hidden_dim=32, static_layers=2,
-                           dynamic_layers=1, face_model_samples=SAMPLES, face_model_components=COMPONENTS, seed=seed)
+                           dynamic_layers=1, face_model_samples=SAMPLES, face_model_components=COMPONENTS, seed=seed,
+                           identity_source=identity_source, encoder_width=8, encoder_resolution=32)
     generator = torch.Generator().manual_seed(seed)
     codes = 0.5 * torch.randn(identities, face_model.num_identity, generator=generator)
     meta = {"identities": [f"id{i}" for i in range(identities)], "face_model": face_model.meta(), "resolution": 32}
@@ -111,6 +114,43 @@ def test_latent_inversion_recovers_a_training_code(face, tiny_subject):
     start = (prior.latents[target] - prior.latents.mean(0)).norm()
     assert int(distances.argmin()) == target and float(distances[target]) < 0.3 * float(start), distances
     assert loss < 0.01
+
+
+def test_an_encoder_prior_learns_its_encoder_and_starts_a_fit_at_its_latent(face, tiny_subject, tmp_path):
+    prior = tiny_prior(face, identity_source="encoder")
+    names = {name for name, _ in prior.named_parameters()}
+    # Only parameters the loss reaches (DDP refuses others): no per-identity codes beside the encoder.
+    assert "latents" not in names and any(name.startswith("encoder.") for name in names)
+    views = load_views(tiny_subject, 32)
+    cfg = PriorConfig()
+    cfg.render.backend = "torch"
+    batch = views.batch(torch.arange(3), CPU)
+    batch["encoder_image"] = views.batch(torch.tensor([5]), CPU)["image"]
+    total, terms = PriorObjective(prior, cfg)([(1, batch)])
+    total.backward()
+    assert float(prior.encoder.out.weight.grad.abs().sum()) > 0
+    assert float(prior.encoder.features[0].weight.grad.abs().sum()) > 0
+    with torch.no_grad():
+        encoded = prior.encoder(batch["encoder_image"])
+    assert float(terms["latent"].detach()) == pytest.approx(float(encoded.square().sum()))
+
+    # A new person's latent starts at (and inversion pulls toward) the encoder's latent of their images, averaged;
+    # a photo of another size is resized to the encoder's resolution first.
+    fitted = load_views(tiny_subject, 64, frames=["0000"], cameras=["cam00", "cam01"])
+    images = fitted.batch(torch.arange(2), CPU)["image"]
+    with torch.no_grad():
+        expected = prior.encoder(torch.nn.functional.interpolate(images, size=(32, 32), mode="area")).mean(0)
+        latent, _ = invert_latent(prior, prior.shape_codes[0], fitted, OneShotSection(invert_steps=0), "torch",
+                                  progress=False)
+    torch.testing.assert_close(latent, expected)
+    assert float(expected.norm()) > 0
+
+    path = tmp_path / "prior_latest"
+    save_atomic(prior.checkpoint(), path)
+    reloaded = load_prior(path, CPU)
+    assert reloaded.uses_encoder
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded.starting_latent(images), prior.starting_latent(images))
 
 
 def test_identity_code_from_landmarks(face):

@@ -15,6 +15,8 @@ from cgha.errors import ConfigError
 from cgha.options import option, section
 from cgha.tracking.face_model import DEFAULT_NUM_COMPONENTS, DEFAULT_NUM_SAMPLES
 
+IDENTITY_SOURCES = ("codes", "encoder")
+
 
 @dataclass
 class PriorModelConfig:
@@ -32,6 +34,14 @@ class PriorModelConfig:
     face_model_samples: int = option(DEFAULT_NUM_SAMPLES, "face model build: identity samples of its PCA "
                                                           "(cgha.tracking.face_model)", min=2)
     face_model_components: int = option(DEFAULT_NUM_COMPONENTS, "face model build: identity components", min=1)
+    identity_source: str = option("codes", "how a training identity gets its latent: 'codes' (auto-decoder: a "
+                                           "learned code per identity; a new person's is found by inversion) or "
+                                           "'encoder' (an image encoder, trained with the decoders, reads one view; "
+                                           "a new person's latent is its output, refined by inversion)",
+                                  choices=IDENTITY_SOURCES)
+    encoder_width: int = option(32, "encoder: channels of its first convolution (doubled per stride-2 layer, up to "
+                                    "8x)", min=1)
+    encoder_resolution: int = option(64, "encoder: images are resized to this side before it reads them", min=16)
     seed: int = option(0, "seed of the triangle choice and the networks' initialisation", min=0)
 
     def check(self) -> None:

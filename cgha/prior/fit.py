@@ -104,10 +104,13 @@ def _minibatch(views: Views, step: int, generator: torch.Generator, device: torc
 
 def invert_latent(prior: GaussianPrior, shape_code: torch.Tensor, views: Views, fit: OneShotSection, backend: str,
                   progress: bool = True) -> Tuple[torch.Tensor, float]:
-    """The identity latent [Z] that renders the views best with the prior frozen, starting at the training codes'
-    mean and penalised by its squared distance to it: -> (latent, last photometric loss)."""
+    """The identity latent [Z] that renders the views best with the prior frozen, starting at the prior's starting
+    latent for the views (the training codes' mean, or the encoder's latent of the fitted images) and penalised by
+    its squared distance to it: -> (latent, last photometric loss)."""
     device = prior.embedding.device
-    mean = prior.latents.detach().mean(dim=0)
+    with torch.no_grad():
+        images = views.batch(torch.arange(len(views)), device)["image"]
+        mean = prior.starting_latent(images).detach()
     latent = mean.clone().requires_grad_(True)
     optimizer = torch.optim.Adam([latent], lr=fit.invert_lr)
     generator = torch.Generator().manual_seed(0)
@@ -165,7 +168,7 @@ def fit_avatar(prior: GaussianPrior, face_model: FaceModel, views: Views, fit: O
     finetune_loss = fine_tune(avatar, views, fit, backend, progress)
     synchronize(device)
     done = time.perf_counter()
-    report = {"views": len(views), "invert_steps": fit.invert_steps, "finetune_steps": fit.finetune_steps,
+    report = {"views": len(views), "identity_source": prior.cfg.identity_source, "invert_steps": fit.invert_steps, "finetune_steps": fit.finetune_steps,
               "invert_l1": invert_loss, "finetune_l1": finetune_loss, "invert_seconds": inverted - started,
               "finetune_seconds": done - inverted, "seconds": done - started,
               "shape_code": [float(v) for v in shape_code.cpu()]}

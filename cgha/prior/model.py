@@ -1,6 +1,7 @@
 """The Gaussian prior over identities (HeadGAP / OSGAP's idea on GaussianAvatars' binding): N Gaussians bound to
-triangles of the face model's mesh, the same triangles and per-Gaussian embeddings for every identity, a latent code
-per training identity (auto-decoder) and two shared decoders:
+triangles of the face model's mesh, the same triangles and per-Gaussian embeddings for every identity, a latent per
+identity (a learned code per training identity, the auto-decoder, or an image encoder's output: `identity_source`)
+and two shared decoders:
 
 - identity decoder: (embedding_i, latent) -> Gaussian i's local offset, rotation, log-scale, opacity and colour;
 - expression decoder: (embedding_i, latent, expression, head rotation) -> colour and offset changes (mouth interior,
@@ -10,12 +11,13 @@ Each identity's mesh is the face model's, with the identity code fitted to its l
 the Gaussians follow the expression and pose through their triangles (cgha.rigged.binding).
 
     prior = GaussianPrior.create(model_cfg, geometry, shape_codes, identities, face_model_meta)
+    latent = prior.training_latent(position, images)       # the code, or the encoder's latent of images [1, 3, R, R]
     gaussians = prior.identity_gaussians(latent, shape_code, exp, pose, scale)     # [V, N] for V views
 """
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Mapping, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import torch
 from torch import nn
@@ -24,6 +26,7 @@ from cgha.avatar.gaussians import Gaussians
 from cgha.errors import CheckpointError, ConfigError
 from cgha.prior.config import PriorModelConfig
 from cgha.prior.decoder import ConditionedMLP
+from cgha.prior.encoder import ImageEncoder
 from cgha.prior.geometry import GEOMETRY_BUFFERS, expressed_vertices, expression_basis
 from cgha.prior.posing import (DYNAMIC_OUTPUTS, OPACITY_BIAS, STATIC_OUTPUTS, bound_frames, local_rotation, posed_gaussians,
                                split_outputs)
@@ -60,7 +63,8 @@ def dynamic_condition(latent: torch.Tensor, exp: torch.Tensor, rotation: torch.T
 
 
 class GaussianPrior(nn.Module):
-    """Shared decoders, per-Gaussian embeddings and K identity latents; see the module docstring.
+    """Shared decoders, per-Gaussian embeddings and the identities' latents: K learned codes (`latents` [K, Z],
+    identity_source 'codes') or an image encoder (`encoder`, identity_source 'encoder'); see the module docstring.
 
     Buffers: the face model's geometry (GEOMETRY_BUFFERS), shape_codes [K, C] (each identity's face-model code),
     bound_faces [N, 3] (Gaussian i's triangle), base_log_scale [N] (log of its initial size in triangle units).
@@ -79,7 +83,11 @@ class GaussianPrior(nn.Module):
         count, identities = bound_faces.shape[0], shape_codes.shape[0]
         generator = torch.Generator().manual_seed(cfg.seed)
         self.embedding = nn.Parameter(_EMBEDDING_INIT_STD * torch.randn(count, cfg.embedding_dim, generator=generator))
-        self.latents = nn.Parameter(_LATENT_INIT_STD * torch.randn(identities, cfg.latent_dim, generator=generator))
+        codes = _LATENT_INIT_STD * torch.randn(identities, cfg.latent_dim, generator=generator)
+        # Only the parameters that the loss reaches exist (DDP refuses parameters without a gradient): the codes
+        # or the encoder, never both.
+        if cfg.identity_source == "codes":
+            self.latents = nn.Parameter(codes)
         # Layer initialisation draws from torch's global generator: seed a private copy of it, so that every
         # process (and a 1-process run) starts from the same weights without touching the caller's sequence.
         with torch.random.fork_rng(devices=[]):
@@ -87,6 +95,8 @@ class GaussianPrior(nn.Module):
             self.static = ConditionedMLP(cfg.embedding_dim, cfg.latent_dim, cfg.hidden_dim, cfg.static_layers,
                                          sum(width for _, width in STATIC_OUTPUTS))
             self.dynamic = make_dynamic_decoder(cfg)
+            if cfg.identity_source == "encoder":
+                self.encoder = ImageEncoder(cfg.latent_dim, cfg.encoder_width, cfg.encoder_resolution)
 
     # ------------------------------------------------------------------------------------------ creation
     @classmethod
@@ -129,7 +139,28 @@ class GaussianPrior(nn.Module):
     # ------------------------------------------------------------------------------------------- shape
     @property
     def num_identities(self) -> int:
-        return self.latents.shape[0]
+        return self.shape_codes.shape[0]
+
+    @property
+    def uses_encoder(self) -> bool:
+        return self.cfg.identity_source == "encoder"
+
+    # ------------------------------------------------------------------------------------------ latents
+    def training_latent(self, position: int, images: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Latent [Z] of training identity `position`: its learned code, or the encoder's latent of images
+        [B, 3, R, R] of it (averaged over B)."""
+        if not self.uses_encoder:
+            return self.latents[position]
+        if images is None:
+            raise ValueError("an encoder prior needs an image of the identity to give its latent")
+        return self.encoder(images).mean(dim=0)
+
+    def starting_latent(self, images: torch.Tensor) -> torch.Tensor:
+        """Where a new person's latent [Z] starts, and what inversion pulls it toward, given their images
+        [B, 3, R, R]: the training codes' mean (auto-decoder) or the encoder's latent of the images (averaged)."""
+        if self.uses_encoder:
+            return self.encoder(images).mean(dim=0)
+        return self.latents.mean(dim=0)
 
     @property
     def num_gaussians(self) -> int:

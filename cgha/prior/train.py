@@ -68,12 +68,12 @@ class PriorObjective(nn.Module):
         self.prior, self.cfg = prior, cfg
 
     def forward(self, items: List[Tuple[int, Dict[str, torch.Tensor]]]) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
-        """items: (identity position, views batch: image [V, 3, R, R], Ks, viewmats, pose, scale, exp) ->
-        (weighted total, terms by name)."""
+        """items: (identity position, views batch: image [V, 3, R, R], Ks, viewmats, pose, scale, exp, and for an
+        encoder prior encoder_image [1, 3, R, R]) -> (weighted total, terms by name)."""
         prior, train = self.prior, self.cfg.train
         parts, offsets, latents = [], [], []
         for position, batch in items:
-            latent = prior.latents[position]
+            latent = prior.training_latent(position, batch.get("encoder_image"))
             gaussians = prior.identity_gaussians(latent, prior.shape_codes[position], batch["exp"], batch["pose"],
                                                  batch["scale"])
             parts.append(gaussians)
@@ -123,9 +123,13 @@ class PriorTrainer:
         log.info("rank %d: face-model codes and the prior built in %.1f s", proc.rank, time.perf_counter() - started)
         self.recorder = RunRecorder(cfg.recorder, cfg) if proc.is_writer else None
         self.files = RunFiles.of(cfg)
-        self.optimizer = torch.optim.Adam([
-            {"params": [p for name, p in self.prior.named_parameters() if name != "latents"], "lr": cfg.train.lr},
-            {"params": [self.prior.latents], "lr": cfg.train.lr_latent}])
+        # The codes learn at their own rate (each is updated only when its identity is drawn); an encoder learns
+        # with the decoders.
+        groups = [{"params": [p for name, p in self.prior.named_parameters() if name != "latents"],
+                   "lr": cfg.train.lr}]
+        if not self.prior.uses_encoder:
+            groups.append({"params": [self.prior.latents], "lr": cfg.train.lr_latent})
+        self.optimizer = torch.optim.Adam(groups)
         self.iteration = 0
         self._resume()
         objective = PriorObjective(self.prior, cfg)
@@ -188,7 +192,14 @@ class PriorTrainer:
             views = self.views[position]
             draw = torch.Generator().manual_seed(step_seed(train.seed, step, 1 << 20, position))
             index = torch.randint(len(views), (train.views_per_identity,), generator=draw)
-            items.append((position, views.batch(index, self.proc.device)))
+            batch = views.batch(index, self.proc.device)
+            if self.prior.uses_encoder:
+                # The encoder reads another random view of the identity (any frame and camera), so that it learns
+                # the person, not the view: one-shot photos come from one unknown camera and expression.
+                seen = torch.Generator().manual_seed(step_seed(train.seed, step, 2 << 20, position))
+                batch["encoder_image"] = views.batch(torch.randint(len(views), (1,), generator=seen),
+                                                     self.proc.device)["image"]
+            items.append((position, batch))
         return items
 
     def save(self) -> None:
