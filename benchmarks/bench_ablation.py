@@ -195,10 +195,12 @@ def main() -> None:
     names = [name for name, _ in args.variants]
     if len(set(names)) != len(names):
         parser.error(f"variant names must differ, got {names}")
-    cfg = load_config(TrainConfig, args.config, args.overrides, stage="gaussianhead")
-    if cfg.points.init == "model" and not Path(cfg.load_meshhead_checkpoint).is_file():
-        sys.exit(f"error: the mesh head {cfg.load_meshhead_checkpoint} does not exist; train it first "
-                 f"(train_meshhead.py) or pass load_meshhead_checkpoint=...")
+    # Each variant's own config: a variant may name its own subject and mesh head.
+    for name, variant_overrides in args.variants:
+        cfg = load_config(TrainConfig, args.config, [*args.overrides, *variant_overrides], stage="gaussianhead")
+        if cfg.points.init == "model" and not Path(cfg.load_meshhead_checkpoint).is_file():
+            sys.exit(f"error: variant {name}: the mesh head {cfg.load_meshhead_checkpoint} does not exist; train "
+                     f"it first (train_meshhead.py) or pass load_meshhead_checkpoint=...")
     # Seed-major: a run cut short (--deadline, a time limit) leaves every variant with the same seeds done.
     jobs = [(name, overrides, seed) for seed in args.seeds for name, overrides in args.variants
             if args.runs is None or f"{name}:{seed}" in args.runs]
