@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,11 @@ if not torch.cuda.is_available():
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "cuda: needs a CUDA GPU (skipped when none is present)")
+    # Tests press Ctrl-C (signal.raise_signal(SIGINT)) to interrupt training. A suite started as a background job
+    # of a script (`nohup .ci/run &`) inherits SIGINT ignored, and the trainer rightly keeps ignoring it then (a
+    # nohup'ed run must not stop on Ctrl-C): give the tests the interactive default they simulate.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_collection_modifyitems(config, items):
