@@ -13,14 +13,9 @@ R=$(cd "$(dirname "$0")/.." && pwd)
 W=${WORK:-/tmp/prior_identity_source}; KS=${KS:-"8 32"}; SEEDS=${SEEDS:-"0 1 2"}; HELD=${HELD:-"0 1 2"}
 DEV=${DEVICE:-cpu}; RES=${RES:-64}
 mkdir -p "$W/res" "$W/held"
-for i in $HELD; do
-  python3 - "$W/held/id$(printf %04d $i)" $i $RES <<'PY'
-import sys, torch
-from pathlib import Path
-from cgha.synthetic import generate_subject
-generate_subject(Path(sys.argv[1]), identity=int(sys.argv[2]), frames=8, cameras=8, resolution=int(sys.argv[3]),
-                 seed=int(sys.argv[2]), device=torch.device("cpu"), progress=False)
-PY
+for i in $HELD; do  # an existing matching subject is kept
+  python3 "$R/preprocess/make_synthetic.py" --out "$W/held/id$(printf %04d $i)" --identity $i --seed $i --frames 8 \
+    --cameras 8 --resolution $RES --device cpu --quiet
 done
 fit() {  # prior label seed subject extra-args...
   local prior=$1 label=$2 seed=$3 subject=$4; shift 4

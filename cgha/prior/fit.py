@@ -168,7 +168,8 @@ def fit_avatar(prior: GaussianPrior, face_model: FaceModel, views: Views, fit: O
     finetune_loss = fine_tune(avatar, views, fit, backend, progress)
     synchronize(device)
     done = time.perf_counter()
-    report = {"views": len(views), "identity_source": prior.cfg.identity_source, "invert_steps": fit.invert_steps, "finetune_steps": fit.finetune_steps,
+    report = {"views": len(views), "identity_source": prior.cfg.identity_source, "invert_steps": fit.invert_steps,
+              "finetune_steps": fit.finetune_steps,
               "invert_l1": invert_loss, "finetune_l1": finetune_loss, "invert_seconds": inverted - started,
               "finetune_seconds": done - inverted, "seconds": done - started,
               "shape_code": [float(v) for v in shape_code.cpu()]}

@@ -86,7 +86,7 @@ class GaussianPrior(nn.Module):
         codes = _LATENT_INIT_STD * torch.randn(identities, cfg.latent_dim, generator=generator)
         # Only the parameters that the loss reaches exist (DDP refuses parameters without a gradient): the codes
         # or the encoder, never both.
-        if cfg.identity_source == "codes":
+        if not self.uses_encoder:
             self.latents = nn.Parameter(codes)
         # Layer initialisation draws from torch's global generator: seed a private copy of it, so that every
         # process (and a 1-process run) starts from the same weights without touching the caller's sequence.
@@ -95,7 +95,7 @@ class GaussianPrior(nn.Module):
             self.static = ConditionedMLP(cfg.embedding_dim, cfg.latent_dim, cfg.hidden_dim, cfg.static_layers,
                                          sum(width for _, width in STATIC_OUTPUTS))
             self.dynamic = make_dynamic_decoder(cfg)
-            if cfg.identity_source == "encoder":
+            if self.uses_encoder:
                 self.encoder = ImageEncoder(cfg.latent_dim, cfg.encoder_width, cfg.encoder_resolution)
 
     # ------------------------------------------------------------------------------------------ creation
