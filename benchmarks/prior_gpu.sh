@@ -28,19 +28,21 @@ command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name,memory.total,dr
 KMAX=0; for K in $KS; do [ "$K" -gt "$KMAX" ] && KMAX=$K; done
 
 # Eight generators at once with torch's default threads (all cores each) took 274 s per subject on a 16-core H100
-# host (6.6 s alone): each gets its share of the cores.
-SUBJECT_THREADS=$(( $(nproc) / 8 > 0 ? $(nproc) / 8 : 1 ))
+# host (6.6 s alone), presumably from thread oversubscription: each now gets its share of the cores (not yet rerun).
+SUBJECT_PARALLEL=8
+SUBJECT_THREADS=$(( $(nproc) / SUBJECT_PARALLEL > 0 ? $(nproc) / SUBJECT_PARALLEL : 1 ))
 make_subject() {  # folder identity seed
-  OMP_NUM_THREADS=$SUBJECT_THREADS MKL_NUM_THREADS=$SUBJECT_THREADS python3 "$R/preprocess/make_synthetic.py" --out "$1" --identity "$2" --seed "$3" --frames 8 --cameras 8 \
+  OMP_NUM_THREADS=$SUBJECT_THREADS MKL_NUM_THREADS=$SUBJECT_THREADS \
+    python3 "$R/preprocess/make_synthetic.py" --out "$1" --identity "$2" --seed "$3" --frames 8 --cameras 8 \
     --resolution "$RES" --device "$DEV" --quiet >> "$W/logs/subjects.log" 2>&1 || echo "subject $1 failed" >> "$O/times.txt"
 }
 first=1
 for i in $HELD; do
   held=$W/held/id$(printf %04d "$i")
   if [ $first = 1 ]; then make_subject "$held" "$i" "$i"; first=0  # builds the face-model cache once
-  else slot 8; make_subject "$held" "$i" "$i" & fi
+  else slot "$SUBJECT_PARALLEL"; make_subject "$held" "$i" "$i" & fi
 done
-for ((i = 100; i < 100 + KMAX; i++)); do slot 8; make_subject "$W/data/id$(printf %04d $i)" $i 0 & done
+for ((i = 100; i < 100 + KMAX; i++)); do slot "$SUBJECT_PARALLEL"; make_subject "$W/data/id$(printf %04d $i)" $i 0 & done
 wait; note "subjects"
 
 PRIOR_DEADLINE=$(( LIMIT - FIT_TIME - $(el) ))
