@@ -23,18 +23,20 @@ LIMIT=${LIMIT:-570}; DEV=${DEVICE:-cuda}; FIT_TIME=${FIT_TIME:-200}
 mkdir -p "$W/data" "$W/held" "$W/res" "$W/logs" "$O"
 S=$(date +%s); el() { echo $(( $(date +%s) - S )); }
 note() { echo "$* at $(el) s" >> "$O/times.txt"; }
+share() { echo $(( $(nproc) / $1 > 0 ? $(nproc) / $1 : 1 )); }  # CPU threads for each of $1 processes at once
 slot() { while [ "$(jobs -rp | wc -l)" -ge "$1" ]; do wait -n; done; }  # wait for a free slot of $1
 command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$O/gpu.txt"
 KMAX=0; for K in $KS; do [ "$K" -gt "$KMAX" ] && KMAX=$K; done
 
-# Eight generators at once with torch's default threads (all cores each) took 274 s per subject on a 16-core H100
-# host (6.6 s alone), presumably from thread oversubscription: each now gets its share of the cores (not yet rerun).
-SUBJECT_PARALLEL=8
-SUBJECT_THREADS=$(( $(nproc) / SUBJECT_PARALLEL > 0 ? $(nproc) / SUBJECT_PARALLEL : 1 ))
+# Eight generators at once on the GPU with torch's default threads took 274 s per subject on a 16-core H100 host
+# (6.6 s alone). Subjects are small (128², 8 x 8 views): each is made on the CPU with two threads (4.6 s on a
+# 2-core CPU machine), as many at once as the host has core pairs, and the GPU is left to the priors.
+SUBJECT_THREADS=2
+SUBJECT_PARALLEL=$(share $SUBJECT_THREADS)
 make_subject() {  # folder identity seed
   OMP_NUM_THREADS=$SUBJECT_THREADS MKL_NUM_THREADS=$SUBJECT_THREADS \
     python3 "$R/preprocess/make_synthetic.py" --out "$1" --identity "$2" --seed "$3" --frames 8 --cameras 8 \
-    --resolution "$RES" --device "$DEV" --quiet >> "$W/logs/subjects.log" 2>&1 || echo "subject $1 failed" >> "$O/times.txt"
+    --resolution "$RES" --device cpu --quiet >> "$W/logs/subjects.log" 2>&1 || echo "subject $1 failed" >> "$O/times.txt"
 }
 first=1
 for i in $HELD; do
@@ -48,7 +50,7 @@ wait; note "subjects"
 PRIOR_DEADLINE=$(( LIMIT - FIT_TIME - $(el) ))
 for K in $KS; do for s in $SEEDS; do
   name=k${K}_s$s; slot "$PARALLEL"
-  ( timeout "$PRIOR_DEADLINE" python3 "$R/train_prior.py" --config "$R/config/train_prior_full.yaml" \
+  ( OMP_NUM_THREADS=$(share "$PARALLEL") MKL_NUM_THREADS=$(share "$PARALLEL") timeout "$PRIOR_DEADLINE" python3 "$R/train_prior.py" --config "$R/config/train_prior_full.yaml" \
       data.root="$W/data" data.generate=false data.num_identities="$K" data.resolution="$RES" \
       model.options.seed="$s" train.seed="$s" train.iters="$ITERS" recorder.name="$name" \
       recorder.checkpoint_path="$W/ck" recorder.logdir="$W/log/$name" recorder.result_path="$W/results" \
@@ -63,9 +65,10 @@ found = {p.parent.name: json.loads(p.read_text()) for p in sorted(Path(sys.argv[
 Path(sys.argv[2]).write_text(json.dumps(found, indent=2) + "\n")
 PY
 
+FIT_THREADS=$(share "$FIT_PARALLEL")
 fit() {  # label seed subject mode extra-args...
   local label=$1 seed=$2 subject=$3 mode=$4; shift 4
-  python3 "$R/benchmarks/bench_prior.py" fit --subject "$subject" --mode "$mode" --seed "$seed" --resolution "$RES" \
+  OMP_NUM_THREADS=$FIT_THREADS MKL_NUM_THREADS=$FIT_THREADS python3 "$R/benchmarks/bench_prior.py" fit --subject "$subject" --mode "$mode" --seed "$seed" --resolution "$RES" \
     --device "$DEV" --label "$label" "$@" \
     --out "$W/res/$(echo "$label" | tr -c 'a-zA-Z0-9\n' _)_s${seed}_$(basename "$subject").json" >> "$W/logs/fits.log" 2>&1
 }
