@@ -32,6 +32,11 @@ truth's field of view, its held-out frame fraction; checked to give the same hel
 trained (the monocular configs start from a sphere). The video codec changes the pixels a little: the report gives
 the PSNR of the retracked subject's held-out images against the truth's (`codec_psnr`), the floor of what the two
 evaluations can share. Tracking accuracy is relative to the camera (`ground_truth_errors(..., truth_camera="cam00")`).
+
+`--attribute` (multi-view scales) also trains, like the other two, one hybrid subject per part of the tracking
+(benchmarks/retracked_attribution.py: the retracked subject with the truth's masks, or its head pose and scale, or
+its expression codes), each with its own mesh head; the report's `attribution` gives each hybrid's PSNR and how much
+of the gap to the truth it closes.
 """
 from __future__ import annotations
 
@@ -46,6 +51,7 @@ import torch
 
 from bench_tracking import export_rig, export_video
 from common import json_safe
+from retracked_attribution import PARTS, hybrid_subject
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -164,18 +170,44 @@ def compare(ablation: dict) -> dict:
     return out
 
 
+def attribution(ablation: dict) -> dict:
+    """Per hybrid (`with_truth_<part>`) and split: its PSNR, the change from the retracked row and the share of the
+    retracked-to-truth gap it closes."""
+    summary = ablation["summary"]
+    out = {}
+    for part in PARTS:
+        rows = summary.get(f"with_truth_{part}")
+        if not rows:
+            continue
+        out[part] = {}
+        for split, row in rows.items():
+            truth, tracked = summary["truth"].get(split), summary["retracked"].get(split)
+            if truth is None or tracked is None:
+                continue
+            gap = truth["mean"] - tracked["mean"]
+            gain = row["mean"] - tracked["mean"]
+            out[part][split] = {"psnr": row, "gain_over_retracked_db": gain,
+                                "inside_spreads": abs(gain) <= row["spread"] + tracked["spread"],
+                                "share_of_gap": gain / gap if gap > 0 else None}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", choices=sorted(SCALES), default="demo")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--parallel", type=int, default=1, help="Gaussian-head runs trained at once")
+    parser.add_argument("--attribute", action="store_true",
+                        help="multi-view: also train hybrids with one part of the truth (masks, pose, expression)")
     parser.add_argument("--work", type=Path, default=ROOT / "bench_retracked_runs")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("overrides", nargs="*", help="extra key=value overrides for every Gaussian-head run "
                         "(e.g. a shorter schedule for a smoke run)")
     args = parser.parse_args()
     scale = SCALES[args.scale]
+    if args.attribute and scale["monocular"]:
+        parser.error("--attribute needs a multi-view scale (demo or full): its hybrids need mesh heads and masks")
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     truth = ROOT / "data" / scale["subject"]
@@ -188,9 +220,13 @@ def main() -> None:
     tracked, tracking = track(truth, work, scale, args.device)
     print(f"tracked in {tracking['seconds']:.1f} s: rotation error median {tracking['rotation_deg_median']:.2f} deg, "
           f"reprojection median {tracking['reprojection_median_px_at_512']:.2f} px at 512", flush=True)
-    variants = {"truth": [f"dataset.dataroot={truth}"], "retracked": [f"dataset.dataroot={tracked}"]}
+    subjects = {"truth": truth, "retracked": tracked}
+    if args.attribute:
+        subjects.update({f"with_truth_{part}": hybrid_subject(tracked, truth, work / f"hybrid_{part}", [part])
+                         for part in PARTS})
+    variants = {name: [f"dataset.dataroot={subject}"] for name, subject in subjects.items()}
     if not scale["monocular"]:  # the multi-view configs start from each subject's own mesh head
-        for name, subject in (("truth", truth), ("retracked", tracked)):
+        for name, subject in subjects.items():
             head = mesh_head(subject, f"meshhead_{name}", work, scale["suffix"], args.device)
             variants[name].append(f"load_meshhead_checkpoint={head}")
     ablation_json = work / "ablation.json"
@@ -204,7 +240,7 @@ def main() -> None:
     report = {"scale": args.scale, "seeds": args.seeds, "device": args.device, "overrides": args.overrides,
               "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
               "date": time.strftime("%Y-%m-%d"), "tracking": tracking, "comparison": compare(ablation),
-              "ablation": ablation}
+              "attribution": attribution(ablation), "ablation": ablation}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(json_safe(report), indent=2) + "\n")
     for split, row in report["comparison"].items():
@@ -212,6 +248,11 @@ def main() -> None:
             print(f"{split}: truth {row['truth_psnr']['mean']:.2f} ± {row['truth_psnr']['spread']:.2f}, retracked "
                   f"{row['retracked_psnr']['mean']:.2f} ± {row['retracked_psnr']['spread']:.2f} dB "
                   f"({row['difference_db']:+.2f}{', inside the spreads' if row['inside_spreads'] else ''})")
+    for part, rows in report["attribution"].items():
+        for split, row in rows.items():
+            share = "" if row["share_of_gap"] is None else f", {100 * row['share_of_gap']:.0f}% of the gap"
+            print(f"retracked with the truth's {part}, {split}: {row['psnr']['mean']:.2f} ± "
+                  f"{row['psnr']['spread']:.2f} dB ({row['gain_over_retracked_db']:+.2f} over retracked{share})")
     goal = report["comparison"]["goal_within_1db_on_held_out_cameras"]
     if goal is not None:
         print(f"goal (held-out cameras within {GOAL_DB} dB): {goal}")
