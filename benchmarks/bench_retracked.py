@@ -36,7 +36,9 @@ evaluations can share. Tracking accuracy is relative to the camera (`ground_trut
 `--attribute` (multi-view scales) also trains, like the other two, one hybrid subject per part of the tracking
 (benchmarks/retracked_attribution.py: the retracked subject with the truth's masks, or its head pose and scale, or
 its expression codes), each with its own mesh head; the report's `attribution` gives each hybrid's PSNR and how much
-of the gap to the truth it closes.
+of the gap to the truth it closes. `--plates` (multi-view) tracks the rig a second time with its background plates
+(`--backgrounds`: the synthetic writer's empty scenes, bench_tracking.export_plates), as a rig user who filmed the
+empty scene would, and trains that subject too (`retracked_plates`, compared with the truth in `comparison_plates`).
 """
 from __future__ import annotations
 
@@ -49,7 +51,7 @@ from pathlib import Path
 
 import torch
 
-from bench_tracking import export_rig, export_video
+from bench_tracking import export_plates, export_rig, export_video
 from common import json_safe
 from retracked_attribution import PARTS, hybrid_subject
 
@@ -88,12 +90,13 @@ def splits(subject: Path) -> dict:
     return {"eval_camera_ids": meta["eval_camera_ids"], "eval_frame_ids": meta["eval_frame_ids"]}
 
 
-def track(truth: Path, work: Path, scale: dict, device: str) -> tuple:
+def track(truth: Path, work: Path, scale: dict, device: str, plates: bool = False) -> tuple:
     """Export and track the truth's rig (or, monocular, its camera's video) -> (retracked subject folder, tracking
-    report incl. errors vs the truth)."""
+    report incl. errors vs the truth). `plates`: the rig's background plates are given too (masks by background
+    subtraction instead of selfie segmentation), into `retracked_plates`."""
     truth_splits = splits(truth)
     frames = json.loads((truth / "meta.json").read_text())["frame_names"]
-    tracked = work / "retracked"
+    tracked = work / ("retracked_plates" if plates else "retracked")
     monocular = scale["monocular"]
     common = {"resolution": scale["resolution"], "crop": "full", "device": device, "force": True, "progress": True,
               "holdout_frames": len(truth_splits["eval_frame_ids"]) / len(frames)}
@@ -105,8 +108,9 @@ def track(truth: Path, work: Path, scale: dict, device: str) -> tuple:
     else:
         images, cams = export_rig(truth, work / "export")
         started = time.perf_counter()
+        backgrounds = export_plates(truth, work / "export" / "plates") if plates else None
         result = P.track_images(images, cams, tracked, P.TrackOptions(
-            holdout_cameras=list(truth_splits["eval_camera_ids"]), **common))
+            holdout_cameras=list(truth_splits["eval_camera_ids"]), backgrounds=backgrounds, **common))
     seconds = time.perf_counter() - started
     if splits(tracked) != truth_splits:
         raise SystemExit(f"{tracked}: held-out split {splits(tracked)} differs from the truth's {truth_splits} "
@@ -152,11 +156,11 @@ def mesh_head(subject: Path, name: str, work: Path, suffix: str, device: str) ->
     return RunFiles(work / "checkpoints" / name).checkpoint("meshhead")
 
 
-def compare(ablation: dict) -> dict:
-    """Per split: the retracked row against the truth row (PSNR mean ± spread over the seeds, the difference,
+def compare(ablation: dict, name: str = "retracked") -> dict:
+    """Per split: the `name` row against the truth row (PSNR mean ± spread over the seeds, the difference,
     whether it is inside the spreads), and the issue's goal on the held-out cameras."""
     summary = ablation["summary"]
-    truth, tracked = summary["truth"], summary["retracked"]
+    truth, tracked = summary["truth"], summary[name]
     out = {}
     for split, a in truth.items():
         b = tracked.get(split)
@@ -200,14 +204,17 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=1, help="Gaussian-head runs trained at once")
     parser.add_argument("--attribute", action="store_true",
                         help="multi-view: also train hybrids with one part of the truth (masks, pose, expression)")
+    parser.add_argument("--plates", action="store_true",
+                        help="multi-view: also track the rig with its background plates (masks by background "
+                             "subtraction) and train that subject as `retracked_plates`")
     parser.add_argument("--work", type=Path, default=ROOT / "bench_retracked_runs")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("overrides", nargs="*", help="extra key=value overrides for every Gaussian-head run "
                         "(e.g. a shorter schedule for a smoke run)")
     args = parser.parse_args()
     scale = SCALES[args.scale]
-    if args.attribute and scale["monocular"]:
-        parser.error("--attribute needs a multi-view scale (demo or full): its hybrids need mesh heads and masks")
+    if (args.attribute or args.plates) and scale["monocular"]:
+        parser.error("--attribute and --plates need a multi-view scale (demo or full)")
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     truth = ROOT / "data" / scale["subject"]
@@ -221,6 +228,8 @@ def main() -> None:
     print(f"tracked in {tracking['seconds']:.1f} s: rotation error median {tracking['rotation_deg_median']:.2f} deg, "
           f"reprojection median {tracking['reprojection_median_px_at_512']:.2f} px at 512", flush=True)
     subjects = {"truth": truth, "retracked": tracked}
+    if args.plates:
+        subjects["retracked_plates"], tracking_plates = track(truth, work, scale, args.device, plates=True)
     if args.attribute:
         subjects.update({f"with_truth_{part}": hybrid_subject(tracked, truth, work / f"hybrid_{part}", [part])
                          for part in PARTS})
@@ -240,14 +249,17 @@ def main() -> None:
     report = {"scale": args.scale, "seeds": args.seeds, "device": args.device, "overrides": args.overrides,
               "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
               "date": time.strftime("%Y-%m-%d"), "tracking": tracking, "comparison": compare(ablation),
+              **({"tracking_plates": tracking_plates, "comparison_plates": compare(ablation, "retracked_plates")}
+                 if args.plates else {}),
               "attribution": attribution(ablation), "ablation": ablation}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(json_safe(report), indent=2) + "\n")
-    for split, row in report["comparison"].items():
-        if isinstance(row, dict):
-            print(f"{split}: truth {row['truth_psnr']['mean']:.2f} ± {row['truth_psnr']['spread']:.2f}, retracked "
-                  f"{row['retracked_psnr']['mean']:.2f} ± {row['retracked_psnr']['spread']:.2f} dB "
-                  f"({row['difference_db']:+.2f}{', inside the spreads' if row['inside_spreads'] else ''})")
+    for key, label in (("comparison", "retracked"), ("comparison_plates", "retracked with plates")):
+        for split, row in report.get(key, {}).items():
+            if isinstance(row, dict):
+                print(f"{split}: truth {row['truth_psnr']['mean']:.2f} ± {row['truth_psnr']['spread']:.2f}, {label} "
+                      f"{row['retracked_psnr']['mean']:.2f} ± {row['retracked_psnr']['spread']:.2f} dB "
+                      f"({row['difference_db']:+.2f}{', inside the spreads' if row['inside_spreads'] else ''})")
     for part, rows in report["attribution"].items():
         for split, row in rows.items():
             share = "" if row["share_of_gap"] is None else f", {100 * row['share_of_gap']:.0f}% of the gap"

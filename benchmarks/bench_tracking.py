@@ -41,10 +41,12 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
 from cgha.synthetic import generate_monocular_subject, generate_subject
+from cgha.synthetic.background import camera_backgrounds
 from cgha.synthetic.expression import EXPRESSION_NAMES
 from cgha.tracking import pipeline as P
 from cgha.utils.rotations import axis_angle_to_matrix, matrix_to_axis_angle
@@ -90,6 +92,21 @@ def export_rig(subject: Path, out: Path) -> tuple:
                                "image_size": [side, side]}
     (out / "cams.json").write_text(json.dumps({"cameras": entries}, indent=1))
     return out / "images", out / "cams.json"
+
+
+def export_plates(subject: Path, out: Path) -> Path:
+    """The empty scene behind each of the subject's rig cameras, as track.py's ``--backgrounds`` folder
+    (``out/<camera>.png`` at the images' size): the synthetic writer's backgrounds, which it draws per camera in the
+    order of ``meta.json``'s ``camera_ids``."""
+    meta = json.loads((subject / "meta.json").read_text())
+    side = meta["original_resolution"]
+    plates = camera_backgrounds(len(meta["camera_ids"]), side, side)
+    out.mkdir(parents=True, exist_ok=True)
+    for camera, plate in zip(meta["camera_ids"], plates):
+        if camera not in meta["splits"].get("out_of_rig_camera_ids", []):
+            image = (plate.clamp(0, 1).permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8)
+            cv2.imwrite(str(out / f"{camera}.png"), image[..., ::-1])
+    return out
 
 
 def export_video(subject: Path, path: Path, camera: str = "cam00") -> float:
