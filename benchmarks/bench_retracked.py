@@ -33,10 +33,11 @@ trained (the monocular configs start from a sphere). The video codec changes the
 the PSNR of the retracked subject's held-out images against the truth's (`codec_psnr`), the floor of what the two
 evaluations can share. Tracking accuracy is relative to the camera (`ground_truth_errors(..., truth_camera="cam00")`).
 
-`--attribute` (multi-view scales) also trains, like the other two, one hybrid subject per part of the tracking
+`--attribute` also trains, like the other two, one hybrid subject per part of the tracking
 (benchmarks/retracked_attribution.py: the retracked subject with the truth's masks, or its head pose and scale, or
-its expression codes), each with its own mesh head; the report's `attribution` gives each hybrid's PSNR and how much
-of the gap to the truth it closes. `--plates` (multi-view) tracks the rig a second time with its background plates
+its expression codes), each with its own mesh head (multi-view); the report's `attribution` gives each hybrid's PSNR
+and how much of the gap to the truth it closes. Monocular scales swap the masks and the expression codes only: a
+monocular track's head poses are relative to its camera, the truth's to its world. `--plates` (multi-view) tracks the rig a second time with its background plates
 (`--backgrounds`: the synthetic writer's empty scenes, bench_tracking.export_plates), as a rig user who filmed the
 empty scene would, and trains that subject too (`retracked_plates`, compared with the truth in `comparison_plates`).
 """
@@ -213,8 +214,8 @@ def main() -> None:
                         "(e.g. a shorter schedule for a smoke run)")
     args = parser.parse_args()
     scale = SCALES[args.scale]
-    if (args.attribute or args.plates) and scale["monocular"]:
-        parser.error("--attribute and --plates need a multi-view scale (demo or full)")
+    if args.plates and scale["monocular"]:
+        parser.error("--plates needs a multi-view scale (demo or full)")
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     truth = ROOT / "data" / scale["subject"]
@@ -232,7 +233,7 @@ def main() -> None:
         subjects["retracked_plates"], tracking_plates = track(truth, work, scale, args.device, plates=True)
     if args.attribute:
         subjects.update({f"with_truth_{part}": hybrid_subject(tracked, truth, work / f"hybrid_{part}", [part])
-                         for part in PARTS})
+                         for part in PARTS if not (scale["monocular"] and part == "pose")})
     variants = {name: [f"dataset.dataroot={subject}"] for name, subject in subjects.items()}
     if not scale["monocular"]:  # the multi-view configs start from each subject's own mesh head
         for name, subject in subjects.items():
