@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--masks", choices=("auto", "segmentation", "plates"), default="auto",
                         help="person masks from MediaPipe selfie segmentation, or background subtraction against "
                              "--backgrounds (auto: plates when --backgrounds is given)")
+    parser.add_argument("--mask-region", choices=("head", "person"), default="head",
+                        help="head: the person mask cut below the fitted neck (what a head avatar models; default); "
+                             "person: the whole mask, shoulders and torso included")
     parser.add_argument("--backgrounds", type=Path, default=None,
                         help="folder of empty-scene plates <camera>.{jpg,png} at the cameras' raw size")
     parser.add_argument("--min-detection-confidence", type=_float, default=0.5, help="face detector threshold")
@@ -120,8 +123,8 @@ def main(argv=None) -> None:
         resolution=args.resolution, lowres=args.lowres, fov_deg=args.fov, crop=args.crop, crop_scale=args.crop_scale,
         stride=args.stride, max_frames=args.max_frames, min_face_fraction=args.min_face_fraction,
         max_reprojection_px=args.max_reprojection, holdout_frames=args.holdout_frames,
-        holdout_cameras=args.holdout_cameras, masks=args.masks, backgrounds=args.backgrounds,
-        min_detection_confidence=args.min_detection_confidence, fit=parse_fit_overrides(args.fit),
+        holdout_cameras=args.holdout_cameras, masks=args.masks, mask_region=args.mask_region,
+        backgrounds=args.backgrounds, min_detection_confidence=args.min_detection_confidence, fit=parse_fit_overrides(args.fit),
         calibration=None if args.no_calibration else (args.calibration or "default"),
         face_model_samples=args.face_model_samples, face_model_components=args.face_model_components,
         device=args.device, force=args.force, progress=not args.quiet)

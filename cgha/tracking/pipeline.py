@@ -60,6 +60,7 @@ from . import subject_writer as sw
 from .calibration import DEFAULT_CALIBRATION_PATH, LandmarkCalibration, load_calibration
 from .face_model import DEFAULT_NUM_COMPONENTS, DEFAULT_NUM_SAMPLES, FACE_MODEL_NAME, FaceModel
 from .fitting import FitConfig, fit_landmarks
+from .head_region import head_side_of_neck, neck_base_ring
 
 __all__ = [
     "TRACKER", "TRACKER_VERSION", "DEFAULT_FOV_DEG", "DEFAULT_RESOLUTION", "DEFAULT_CROP_SCALE", "MONOCULAR_CAMERA",
@@ -70,7 +71,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 TRACKER = "cgha.tracking"
-TRACKER_VERSION = "1.1.0"  # 1.1.0: landmark calibration (MediaPipe -> face model definitions)
+# 1.1.0: landmark calibration (MediaPipe -> face model definitions); 1.2.0: masks cut below the neck (mask_region)
+TRACKER_VERSION = "1.2.0"
 DEFAULT_RESOLUTION = 512
 # Field of view across the longer side of the raw frame. Phones' main cameras (26 mm equivalent) see about 69 deg,
 # their front cameras 70-80 deg, webcams 60-75 deg: 65 deg is in the middle (docs/tracking.md, --fov).
@@ -87,6 +89,7 @@ REFERENCE_SIZE = 512.0  # pixel thresholds and reported errors are also given at
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 CROP_MODES = ("face", "full")
 MASK_MODES = ("auto", "segmentation", "plates")
+MASK_REGIONS = ("head", "person")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _LISTED = 20  # names listed in a warning or error before "..."
 _FIT_PASSES = 3  # fits run at most: each drops the frames that fit badly and fits the rest again
@@ -137,6 +140,8 @@ class TrackOptions:
         masks: ``segmentation`` (MediaPipe selfie segmentation), ``plates`` (background subtraction against
             ``backgrounds``) or ``auto`` (plates when ``backgrounds`` is set).
         backgrounds: folder of empty-scene plates ``<camera>.{jpg,png}`` at each camera's raw size.
+        mask_region: ``head`` (the person mask cut below the fitted neck's end, ``cgha.tracking.head_region``: what
+            a head avatar models) or ``person`` (the whole person mask, shoulders and torso included).
         min_detection_confidence: the face detector's threshold.
         fit: the fitter's weights and schedule.
         calibration: the landmark calibration between MediaPipe's points and the face model's landmarks
@@ -163,6 +168,7 @@ class TrackOptions:
     holdout_cameras: Optional[Union[int, Sequence[str]]] = None
     masks: str = "auto"
     backgrounds: Optional[Path] = None
+    mask_region: str = "head"
     min_detection_confidence: float = 0.5
     fit: FitConfig = dataclasses.field(default_factory=FitConfig)
     calibration: Optional[Union[str, Path]] = "default"
@@ -205,6 +211,8 @@ class TrackOptions:
             bad(f"holdout_cameras must be a number or a list of camera ids, got {self.holdout_cameras!r}")
         if self.masks not in MASK_MODES:
             bad(f"masks must be one of {', '.join(MASK_MODES)}, got {self.masks!r}")
+        if self.mask_region not in MASK_REGIONS:
+            bad(f"mask_region must be one of {', '.join(MASK_REGIONS)}, got {self.mask_region!r}")
         if self.masks == "plates" and self.backgrounds is None:
             bad("masks=plates needs a folder of background plates (--backgrounds DIR)")
         if not 0.0 <= float(self.min_detection_confidence) <= 1.0:
@@ -900,6 +908,10 @@ def _track(source, out_dir: Path, options: TrackOptions) -> TrackResult:
     meta = _meta(source, options, model, arguments, kept_names, cam_ids, crops, Ks, viewmats, scale, fit,
                  splits, az, el, crop_mode, mask_mode)
 
+    with torch.no_grad():
+        neutral = model.canonical_vertices(identity, torch.zeros(1, EXP_DIM, device=device))[0]
+    neck_ring = neck_base_ring(neutral).cpu().numpy()
+
     def write(root: Path) -> None:
         start_write = time.perf_counter()
         if mask_mode == "plates":
@@ -920,7 +932,10 @@ def _track(source, out_dir: Path, options: TrackOptions) -> TrackResult:
                 name = names[t]
                 for c, rgb in enumerate(views):
                     image = np.ascontiguousarray(crop_resize(rgb, crops[c], R))
-                    sw.write_view(root, name, cam_ids[c], image, masker(image, c), lowres, Ks[c], extrinsics[c])
+                    mask = masker(image, c)
+                    if options.mask_region == "head":
+                        mask = mask * head_side_of_neck(verts, neck_ring, pose[t], viewmats[c], Ks[c], R)
+                    sw.write_view(root, name, cam_ids[c], image, mask, lowres, Ks[c], extrinsics[c])
                     if i in preview_frames and c in preview_cams:
                         fitted, _ = project_points(fitted3d[t], viewmats[c], Ks[c])
                         detected = lmk[t, c] if det.found[t, c] else None
@@ -956,7 +971,8 @@ def _arguments(options: TrackOptions, crop_mode: str, mask_mode: str) -> Dict[st
         "max_reprojection_px": options.max_reprojection_px, "holdout_frames": options.holdout_frames,
         "holdout_cameras": options.holdout_cameras if not isinstance(options.holdout_cameras, tuple)
         else list(options.holdout_cameras),
-        "masks": mask_mode, "backgrounds": str(options.backgrounds) if options.backgrounds else None,
+        "masks": mask_mode, "mask_region": options.mask_region,
+        "backgrounds": str(options.backgrounds) if options.backgrounds else None,
         "min_detection_confidence": options.min_detection_confidence, "device": options.device,
         "calibration": None if options.calibration is None else str(options.calibration),
         "face_model_samples": options.face_model_samples, "face_model_components": options.face_model_components,
@@ -1013,6 +1029,7 @@ def _meta(source, options, model: FaceModel, arguments, frames, cam_ids, crops, 
         "scale": scale,
         "scale_fitted": bool(fit.scale_fitted),
         "masks": mask_mode,
+        "mask_region": options.mask_region,
         "cameras": cameras,
         "head_pose": "world = R(pose[:3]) @ (scale * x_canonical) + pose[3:]; canonical: face +z, y up, "
                      "x to the subject's left",
