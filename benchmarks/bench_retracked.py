@@ -33,7 +33,7 @@ trained (the monocular configs start from a sphere). The video codec changes the
 the PSNR of the retracked subject's held-out images against the truth's (`codec_psnr`), the floor of what the two
 evaluations can share. Tracking accuracy is relative to the camera (`ground_truth_errors(..., truth_camera="cam00")`).
 
-`--attribute` also trains, like the other two, one hybrid subject per part of the tracking
+`--attribute [PART ...]` also trains, like the other two, one hybrid subject per part of the tracking
 (benchmarks/retracked_attribution.py: the retracked subject with the truth's masks, or its head pose and scale, or
 its expression codes), each with its own mesh head (multi-view); the report's `attribution` gives each hybrid's PSNR
 and how much of the gap to the truth it closes. Monocular scales swap the masks and the expression codes only: a
@@ -203,8 +203,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--parallel", type=int, default=1, help="Gaussian-head runs trained at once")
-    parser.add_argument("--attribute", action="store_true",
-                        help="multi-view: also train hybrids with one part of the truth (masks, pose, expression)")
+    parser.add_argument("--attribute", nargs="*", choices=PARTS, default=None,
+                        help="also train hybrids with one part of the truth: the parts named (no name: all; "
+                             "monocular: masks and expression)")
     parser.add_argument("--plates", action="store_true",
                         help="multi-view: also track the rig with its background plates (masks by background "
                              "subtraction) and train that subject as `retracked_plates`")
@@ -216,6 +217,10 @@ def main() -> None:
     scale = SCALES[args.scale]
     if args.plates and scale["monocular"]:
         parser.error("--plates needs a multi-view scale (demo or full)")
+    if args.attribute is not None and scale["monocular"] and "pose" in args.attribute:
+        parser.error("--attribute pose needs a multi-view scale: a monocular track's poses are camera-relative")
+    parts = [] if args.attribute is None else [part for part in (args.attribute or PARTS)
+                                               if not (scale["monocular"] and part == "pose")]
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     truth = ROOT / "data" / scale["subject"]
@@ -231,9 +236,8 @@ def main() -> None:
     subjects = {"truth": truth, "retracked": tracked}
     if args.plates:
         subjects["retracked_plates"], tracking_plates = track(truth, work, scale, args.device, plates=True)
-    if args.attribute:
-        subjects.update({f"with_truth_{part}": hybrid_subject(tracked, truth, work / f"hybrid_{part}", [part])
-                         for part in PARTS if not (scale["monocular"] and part == "pose")})
+    subjects.update({f"with_truth_{part}": hybrid_subject(tracked, truth, work / f"hybrid_{part}", [part])
+                     for part in parts})
     variants = {name: [f"dataset.dataroot={subject}"] for name, subject in subjects.items()}
     if not scale["monocular"]:  # the multi-view configs start from each subject's own mesh head
         for name, subject in subjects.items():
