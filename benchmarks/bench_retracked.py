@@ -37,9 +37,11 @@ evaluations can share. Tracking accuracy is relative to the camera (`ground_trut
 (benchmarks/retracked_attribution.py: the retracked subject with the truth's masks, or its head pose and scale, or
 its expression codes), each with its own mesh head (multi-view); the report's `attribution` gives each hybrid's PSNR
 and how much of the gap to the truth it closes. Monocular scales swap the masks and the expression codes only: a
-monocular track's head poses are relative to its camera, the truth's to its world. `--plates` (multi-view) tracks the rig a second time with its background plates
-(`--backgrounds`: the synthetic writer's empty scenes, bench_tracking.export_plates), as a rig user who filmed the
-empty scene would, and trains that subject too (`retracked_plates`, compared with the truth in `comparison_plates`).
+monocular track's head poses are relative to its camera, the truth's to its world.
+
+`--plates` (multi-view) tracks the rig a second time with its background plates (`--backgrounds`: the synthetic
+writer's empty scenes, bench_tracking.export_plates), as a rig user who filmed the empty scene would, and trains that
+subject too (`retracked_plates`, compared with the truth in `comparison_plates`).
 """
 from __future__ import annotations
 
