@@ -44,13 +44,16 @@ for i in $HELD; do
   if [ $first = 1 ]; then make_subject "$held" "$i" "$i"; first=0  # builds the face-model cache once
   else slot "$SUBJECT_PARALLEL"; make_subject "$held" "$i" "$i" & fi
 done
-for ((i = 100; i < 100 + KMAX; i++)); do slot "$SUBJECT_PARALLEL"; make_subject "$W/data/id$(printf %04d $i)" $i 0 & done
+for ((i = 100; i < 100 + KMAX; i++)); do
+  slot "$SUBJECT_PARALLEL"; make_subject "$W/data/id$(printf %04d $i)" $i 0 &
+done
 wait; note "subjects"
 
 PRIOR_DEADLINE=$(( LIMIT - FIT_TIME - $(el) ))
 for K in $KS; do for s in $SEEDS; do
   name=k${K}_s$s; slot "$PARALLEL"
-  ( OMP_NUM_THREADS=$(share "$PARALLEL") MKL_NUM_THREADS=$(share "$PARALLEL") timeout "$PRIOR_DEADLINE" python3 "$R/train_prior.py" --config "$R/config/train_prior_full.yaml" \
+  ( OMP_NUM_THREADS=$(share "$PARALLEL") MKL_NUM_THREADS=$(share "$PARALLEL") timeout "$PRIOR_DEADLINE" \
+      python3 "$R/train_prior.py" --config "$R/config/train_prior_full.yaml" \
       data.root="$W/data" data.generate=false data.num_identities="$K" data.resolution="$RES" \
       model.options.seed="$s" train.seed="$s" train.iters="$ITERS" recorder.name="$name" \
       recorder.checkpoint_path="$W/ck" recorder.logdir="$W/log/$name" recorder.result_path="$W/results" \
@@ -68,7 +71,8 @@ PY
 FIT_THREADS=$(share "$FIT_PARALLEL")
 fit() {  # label seed subject mode extra-args...
   local label=$1 seed=$2 subject=$3 mode=$4; shift 4
-  OMP_NUM_THREADS=$FIT_THREADS MKL_NUM_THREADS=$FIT_THREADS python3 "$R/benchmarks/bench_prior.py" fit --subject "$subject" --mode "$mode" --seed "$seed" --resolution "$RES" \
+  OMP_NUM_THREADS=$FIT_THREADS MKL_NUM_THREADS=$FIT_THREADS \
+    python3 "$R/benchmarks/bench_prior.py" fit --subject "$subject" --mode "$mode" --seed "$seed" --resolution "$RES" \
     --device "$DEV" --label "$label" "$@" \
     --out "$W/res/$(echo "$label" | tr -c 'a-zA-Z0-9\n' _)_s${seed}_$(basename "$subject").json" >> "$W/logs/fits.log" 2>&1
 }

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Iterable
 
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 
 from cgha.module.mesh_head import pose_to_world, world_to_canonical
+from cgha.utils.atomic import write_directory_atomic
 
 PARTS = ("masks", "pose", "expression")
 
@@ -40,7 +40,8 @@ def _relocate(points: np.ndarray, source: dict, target: dict) -> np.ndarray:
 
 def hybrid_subject(tracked: Path, truth: Path, out: Path, parts: Iterable[str]) -> Path:
     """Write the re-tracked subject `tracked` with `parts` (a subset of PARTS) taken from `truth` into `out`
-    (replaced when it exists) -> `out`. Both subjects must have the same frames and cameras."""
+    (replaced when it exists; written atomically, so an error leaves `out` as it was) -> `out`. Both subjects must
+    have the same frames and cameras."""
     parts = set(parts)
     unknown = parts - set(PARTS)
     if unknown:
@@ -49,31 +50,31 @@ def hybrid_subject(tracked: Path, truth: Path, out: Path, parts: Iterable[str]) 
     truth_frames = json.loads((truth / "meta.json").read_text())["frame_names"]
     if frames != truth_frames:
         raise ValueError(f"{tracked} has frames {frames[:3]}... but {truth} has {truth_frames[:3]}...")
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    for item in tracked.iterdir():
-        if item.name not in ("images", "params"):
-            os.symlink(item.resolve(), out / item.name)
-    for frame in frames:
-        (out / "images" / frame).mkdir(parents=True)
-        for image in sorted((tracked / "images" / frame).iterdir()):
-            source = truth if (image.name.startswith("mask") and "masks" in parts) else tracked
-            path = source / "images" / frame / image.name
-            if not path.is_file():
-                raise ValueError(f"{path} is missing: the truth has no {image.name} for frame {frame}")
-            os.symlink(path.resolve(), out / "images" / frame / image.name)
-        params_dir = out / "params" / frame
-        params_dir.mkdir(parents=True)
-        fitted = dict(np.load(tracked / "params" / frame / "params.npz"))
-        real = dict(np.load(truth / "params" / frame / "params.npz"))
-        params = dict(fitted)
-        if "pose" in parts:
-            params["pose"], params["scale"] = real["pose"], real["scale"]
-        if "expression" in parts:
-            params["exp_coeff"] = real["exp_coeff"]
-        np.savez(params_dir / "params.npz", **params)
-        for name in ("lmk_3d.npy", "vertices.npy"):
-            points = np.load(tracked / "params" / frame / name)
-            np.save(params_dir / name, _relocate(points, fitted, params) if "pose" in parts else points)
+    def write(root: Path) -> None:
+        for item in tracked.iterdir():
+            if item.name not in ("images", "params"):
+                os.symlink(item.resolve(), root / item.name)
+        for frame in frames:
+            (root / "images" / frame).mkdir(parents=True)
+            for image in sorted((tracked / "images" / frame).iterdir()):
+                source = truth if (image.name.startswith("mask") and "masks" in parts) else tracked
+                path = source / "images" / frame / image.name
+                if not path.is_file():
+                    raise ValueError(f"{path} is missing: the truth has no {image.name} for frame {frame}")
+                os.symlink(path.resolve(), root / "images" / frame / image.name)
+            params_dir = root / "params" / frame
+            params_dir.mkdir(parents=True)
+            fitted = dict(np.load(tracked / "params" / frame / "params.npz"))
+            real = dict(np.load(truth / "params" / frame / "params.npz"))
+            params = dict(fitted)
+            if "pose" in parts:
+                params["pose"], params["scale"] = real["pose"], real["scale"]
+            if "expression" in parts:
+                params["exp_coeff"] = real["exp_coeff"]
+            np.savez(params_dir / "params.npz", **params)
+            for name in ("lmk_3d.npy", "vertices.npy"):
+                points = np.load(tracked / "params" / frame / name)
+                np.save(params_dir / name, _relocate(points, fitted, params) if "pose" in parts else points)
+
+    write_directory_atomic(out, write)
     return out

@@ -124,7 +124,8 @@ def main(argv=None) -> None:
         stride=args.stride, max_frames=args.max_frames, min_face_fraction=args.min_face_fraction,
         max_reprojection_px=args.max_reprojection, holdout_frames=args.holdout_frames,
         holdout_cameras=args.holdout_cameras, masks=args.masks, mask_region=args.mask_region,
-        backgrounds=args.backgrounds, min_detection_confidence=args.min_detection_confidence, fit=parse_fit_overrides(args.fit),
+        backgrounds=args.backgrounds, min_detection_confidence=args.min_detection_confidence,
+        fit=parse_fit_overrides(args.fit),
         calibration=None if args.no_calibration else (args.calibration or "default"),
         face_model_samples=args.face_model_samples, face_model_components=args.face_model_components,
         device=args.device, force=args.force, progress=not args.quiet)

@@ -77,3 +77,11 @@ def test_unknown_part_and_other_frames_are_refused(tiny_subject, broken, tmp_pat
     with pytest.raises(ValueError, match="has frames"):
         attribution.hybrid_subject(broken, tiny_subject, tmp_path / "b", ["pose"])
     assert not (tmp_path / "b").exists()
+
+
+def test_a_missing_truth_mask_is_named_and_nothing_is_written(tiny_subject, broken, tmp_path):
+    missing = next((broken / "images").glob("*/mask_cam01.jpg"))
+    missing.unlink()
+    with pytest.raises(ValueError, match=f"{missing.parent.name}/mask_cam01.jpg is missing"):
+        attribution.hybrid_subject(tiny_subject, broken, tmp_path / "c", ["masks"])
+    assert [path.name for path in tmp_path.iterdir()] == [broken.name]  # no "c", no hidden partial copy

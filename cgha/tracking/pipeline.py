@@ -908,9 +908,11 @@ def _track(source, out_dir: Path, options: TrackOptions) -> TrackResult:
     meta = _meta(source, options, model, arguments, kept_names, cam_ids, crops, Ks, viewmats, scale, fit,
                  splits, az, el, crop_mode, mask_mode)
 
-    with torch.no_grad():
-        neutral = model.canonical_vertices(identity, torch.zeros(1, EXP_DIM, device=device))[0]
-    neck_ring = neck_base_ring(neutral).cpu().numpy()
+    neck_ring = None
+    if options.mask_region == "head":
+        with torch.no_grad():
+            neutral = model.canonical_vertices(identity, torch.zeros(1, EXP_DIM, device=device))[0]
+        neck_ring = neck_base_ring(neutral).cpu().numpy()
 
     def write(root: Path) -> None:
         start_write = time.perf_counter()
@@ -933,7 +935,7 @@ def _track(source, out_dir: Path, options: TrackOptions) -> TrackResult:
                 for c, rgb in enumerate(views):
                     image = np.ascontiguousarray(crop_resize(rgb, crops[c], R))
                     mask = masker(image, c)
-                    if options.mask_region == "head":
+                    if neck_ring is not None:
                         mask = mask * head_side_of_neck(verts, neck_ring, pose[t], viewmats[c], Ks[c], R)
                     sw.write_view(root, name, cam_ids[c], image, mask, lowres, Ks[c], extrinsics[c])
                     if i in preview_frames and c in preview_cams:
