@@ -42,6 +42,16 @@ monocular track's head poses are relative to its camera, the truth's to its worl
 `--plates` (multi-view) tracks the rig a second time with its background plates (`--backgrounds`: the synthetic
 writer's empty scenes, bench_tracking.export_plates), as a rig user who filmed the empty scene would, and trains that
 subject too (`retracked_plates`, compared with the truth in `comparison_plates`).
+
+Split over machines (the full scale: tracking is CPU work, the Gaussian heads GPU work): every run writes its tracking
+to `WORK/tracking.json`; `--track-only` stops there (no training), `--reuse-tracking` trains from it and the tracked
+subjects under WORK (copy the whole WORK folder over; hybrids are rebuilt, their links being local). `--truth-runs`
+takes the truth's Gaussian-head rows from earlier bench_ablation-style JSONs (variant `--truth-variant`, no overrides:
+the same config and subject) instead of training the truth again (that file's truth has seeds 1 and 2):
+
+    python benchmarks/bench_retracked.py --scale full --device cpu --track-only --work W --out W/track.json
+    python benchmarks/bench_retracked.py --scale full --device cuda --reuse-tracking --work W --seeds 1 2 \\
+        --parallel 2 --truth-runs benchmarks/results/free_view_ablation_h100_2026-12-06.json --out ...
 """
 from __future__ import annotations
 
@@ -54,6 +64,7 @@ from pathlib import Path
 
 import torch
 
+from bench_ablation import summarise
 from bench_tracking import export_plates, export_rig, export_video
 from common import json_safe
 from retracked_attribution import PARTS, hybrid_subject
@@ -77,6 +88,7 @@ SCALES = {  # subject (frames, cameras, resolution), config suffix and subject f
 }
 MONOCULAR_CAMERA = "cam00"  # the monocular synthetic preset's training camera (the video is written from it)
 GOAL_DB = 1.0  # issue 17: held-out-camera PSNR of the retracked subject within 1 dB of the truth's
+TRACKING_JSON = "tracking.json"  # under WORK: the tracking of the last run, for --reuse-tracking
 
 
 def run(command: list, log: Path) -> None:
@@ -91,6 +103,67 @@ def run(command: list, log: Path) -> None:
 def splits(subject: Path) -> dict:
     meta = json.loads((subject / "meta.json").read_text())["splits"]
     return {"eval_camera_ids": meta["eval_camera_ids"], "eval_frame_ids": meta["eval_frame_ids"]}
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write `data` to `path` through a temporary file: a run stopped mid-write leaves the previous file whole."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(json_safe(data), indent=2) + "\n")
+    temporary.replace(path)
+
+
+def reused_tracking(work: Path, scale: str, plates: bool) -> tuple:
+    """The tracking written under `work` by an earlier run (`--reuse-tracking`) -> ({variant: tracked subject
+    folder}, the tracking.json record). Stops with one line naming the path when the record or a subject is missing,
+    was tracked at another scale or without plates, or holds out other images than the truth did."""
+    path = work / TRACKING_JSON
+    if not path.is_file():
+        raise SystemExit(f"{path} is missing: track first (--track-only, or a run without --reuse-tracking)")
+    record = json.loads(path.read_text())
+    if record.get("scale") != scale:
+        raise SystemExit(f"{path}: tracked at scale {record.get('scale')}, not {scale}")
+    names = ["retracked", *(["retracked_plates"] if plates else [])]
+    subjects = {}
+    for name in names:
+        if name not in record.get("subjects", {}):
+            raise SystemExit(f"{path} has no {name} subject (tracked without --plates?)")
+        subject = work / record["subjects"][name]
+        if not (subject / "meta.json").is_file():
+            raise SystemExit(f"{subject} (from {path}) is missing or has no meta.json")
+        if splits(subject) != record["truth_splits"]:
+            raise SystemExit(f"{subject}: held-out split {splits(subject)} differs from the truth's "
+                             f"{record['truth_splits']} recorded in {path}")
+        subjects[name] = subject
+    return subjects, record
+
+
+def truth_rows(files: list, variant: str) -> tuple:
+    """The truth's Gaussian-head rows from earlier runs (`--truth-runs`): every finished row of the files' `runs`
+    whose variant is `variant`, renamed `truth` -> (rows, their seeds). A matching row with overrides is refused (it
+    is not the truth's config), and so is a seed found twice (it would count twice in the mean and spread)."""
+    rows, found = [], {}
+    for file in files:
+        if not Path(file).is_file():
+            raise SystemExit(f"{file} is missing (--truth-runs)")
+        runs = json.loads(Path(file).read_text()).get("runs")
+        if not isinstance(runs, list):
+            raise SystemExit(f"{file} has no `runs` list (a bench_ablation --out JSON has one)")
+        for row in runs:
+            if row.get("variant") != variant:
+                continue
+            if row.get("overrides"):
+                raise SystemExit(f"{file}: {variant} seed {row.get('seed')} has overrides {row['overrides']}: not "
+                                 f"the truth's config")
+            if "error" in row:
+                continue
+            if row["seed"] in found:
+                raise SystemExit(f"{file}: {variant} seed {row['seed']} is also in {found[row['seed']]}")
+            found[row["seed"]] = file
+            rows.append({**row, "variant": "truth", "source": str(file)})
+    if not rows:
+        raise SystemExit(f"no finished {variant} row without overrides in {', '.join(map(str, files))}")
+    return rows, sorted(found)
 
 
 def track(truth: Path, work: Path, scale: dict, device: str, plates: bool = False) -> tuple:
@@ -211,6 +284,16 @@ def main() -> None:
     parser.add_argument("--plates", action="store_true",
                         help="multi-view: also track the rig with its background plates (masks by background "
                              "subtraction) and train that subject as `retracked_plates`")
+    parser.add_argument("--track-only", action="store_true",
+                        help=f"generate and track only (and build the hybrids): WORK/{TRACKING_JSON} and --out hold "
+                             f"the tracking; no mesh head or Gaussian head is trained")
+    parser.add_argument("--reuse-tracking", action="store_true",
+                        help=f"do not track: take WORK/{TRACKING_JSON} and the subjects tracked into WORK by an "
+                             f"earlier run (e.g. --track-only on another machine)")
+    parser.add_argument("--truth-runs", type=Path, nargs="+", metavar="FILE",
+                        help="do not train the truth: take its Gaussian-head rows from these JSONs' `runs` (variant "
+                             "--truth-variant, no overrides, every seed found)")
+    parser.add_argument("--truth-variant", default="baseline", help="the truth's variant in --truth-runs")
     parser.add_argument("--work", type=Path, default=ROOT / "bench_retracked_runs")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("overrides", nargs="*", help="extra key=value overrides for every Gaussian-head run "
@@ -223,23 +306,56 @@ def main() -> None:
         parser.error("--attribute pose needs a multi-view scale: a monocular track's poses are camera-relative")
     parts = [] if args.attribute is None else [part for part in (args.attribute or PARTS)
                                                if not (scale["monocular"] and part == "pose")]
+    if args.track_only and (args.reuse_tracking or args.truth_runs):
+        parser.error("--track-only trains nothing: it takes neither --reuse-tracking nor --truth-runs")
+    if args.truth_runs and args.overrides:
+        parser.error(f"--truth-runs: the truth's rows were trained without the overrides {args.overrides}; the "
+                     f"retracked ones would not have the same config")
+    # Read before any tracking or training: a bad file fails in seconds, not after the GPU time.
+    truth_runs, truth_seeds = truth_rows(args.truth_runs, args.truth_variant) if args.truth_runs else ([], [])
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     truth = ROOT / "data" / scale["subject"]
-    if scale["monocular"]:
-        generate_monocular_subject(truth, identity=0, frames=scale["frames"], resolution=scale["resolution"], seed=0,
-                                   device=torch.device(args.device))
+    # The truth's images are needed to track it, to train it and to build the hybrids; a reused tracking with the
+    # truth's rows given and no hybrids needs none of it.
+    need_truth = not (args.reuse_tracking and args.truth_runs and not parts)
+    if need_truth:
+        if scale["monocular"]:
+            generate_monocular_subject(truth, identity=0, frames=scale["frames"], resolution=scale["resolution"],
+                                       seed=0, device=torch.device(args.device))
+        else:
+            generate_subject(truth, identity=0, frames=scale["frames"], cameras=scale["cameras"],
+                             resolution=scale["resolution"], seed=0, device=torch.device(args.device))
+    if args.reuse_tracking:
+        tracked_subjects, record = reused_tracking(work, args.scale, args.plates)
+        if need_truth and splits(truth) != record["truth_splits"]:
+            raise SystemExit(f"{truth}: held-out split {splits(truth)} differs from the one tracked "
+                             f"{record['truth_splits']} ({work / TRACKING_JSON})")
+        tracking, tracking_plates = record["tracking"], record.get("tracking_plates")
     else:
-        generate_subject(truth, identity=0, frames=scale["frames"], cameras=scale["cameras"],
-                         resolution=scale["resolution"], seed=0, device=torch.device(args.device))
-    tracked, tracking = track(truth, work, scale, args.device)
-    print(f"tracked in {tracking['seconds']:.1f} s: rotation error median {tracking['rotation_deg_median']:.2f} deg, "
-          f"reprojection median {tracking['reprojection_median_px_at_512']:.2f} px at 512", flush=True)
-    subjects = {"truth": truth, "retracked": tracked}
-    if args.plates:
-        subjects["retracked_plates"], tracking_plates = track(truth, work, scale, args.device, plates=True)
-    subjects.update({f"with_truth_{part}": hybrid_subject(tracked, truth, work / f"hybrid_{part}", [part])
-                     for part in parts})
+        tracked, tracking = track(truth, work, scale, args.device)
+        tracked_subjects = {"retracked": tracked}
+        if args.plates:
+            tracked_subjects["retracked_plates"], tracking_plates = track(truth, work, scale, args.device, plates=True)
+        write_json(work / TRACKING_JSON, {
+            "scale": args.scale, "truth_splits": splits(truth), "tracking": tracking,
+            **({"tracking_plates": tracking_plates} if args.plates else {}),
+            # Relative to WORK, so that WORK can be copied to another machine and reused there.
+            "subjects": {name: str(subject.relative_to(work)) for name, subject in tracked_subjects.items()}})
+    print(f"{'reused: ' if args.reuse_tracking else ''}tracked in {tracking['seconds']:.1f} s: rotation error "
+          f"median {tracking['rotation_deg_median']:.2f} deg, reprojection median "
+          f"{tracking['reprojection_median_px_at_512']:.2f} px at 512", flush=True)
+    subjects = {} if args.truth_runs else {"truth": truth}  # the first is bench_ablation's reference
+    subjects.update(tracked_subjects)
+    subjects.update({f"with_truth_{part}": hybrid_subject(subjects["retracked"], truth, work / f"hybrid_{part}",
+                                                          [part]) for part in parts})
+    base = {"scale": args.scale, "seeds": args.seeds, "device": args.device, "overrides": args.overrides,
+            "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
+            "date": time.strftime("%Y-%m-%d"), "tracking": tracking,
+            **({"tracking_plates": tracking_plates} if args.plates else {})}
+    if args.track_only:
+        write_json(args.out, base)
+        return
     variants = {name: [f"dataset.dataroot={subject}"] for name, subject in subjects.items()}
     if not scale["monocular"]:  # the multi-view configs start from each subject's own mesh head
         for name, subject in subjects.items():
@@ -253,14 +369,15 @@ def main() -> None:
          *[item for name, overrides in variants.items() for item in ("--variant", f"{name}={','.join(overrides)}")],
          f"device={args.device}", *args.overrides], work / "ablation.log")
     ablation = json.loads(ablation_json.read_text())
-    report = {"scale": args.scale, "seeds": args.seeds, "device": args.device, "overrides": args.overrides,
-              "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
-              "date": time.strftime("%Y-%m-%d"), "tracking": tracking, "comparison": compare(ablation),
-              **({"tracking_plates": tracking_plates, "comparison_plates": compare(ablation, "retracked_plates")}
-                 if args.plates else {}),
+    if args.truth_runs:  # the truth's given rows join the trained ones, summarised alike (compare() reads the summary)
+        runs = ablation["runs"] + truth_runs
+        ablation = {**ablation, "runs": runs, "summary": summarise(runs, ["truth", *variants])}
+    report = {**base, "comparison": compare(ablation),
+              **({"comparison_plates": compare(ablation, "retracked_plates")} if args.plates else {}),
+              **({"truth_source": {"files": [str(file) for file in args.truth_runs], "variant": args.truth_variant,
+                                   "seeds": truth_seeds}} if args.truth_runs else {}),
               "attribution": attribution(ablation), "ablation": ablation}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(json_safe(report), indent=2) + "\n")
+    write_json(args.out, report)
     for key, label in (("comparison", "retracked"), ("comparison_plates", "retracked with plates")):
         for split, row in report.get(key, {}).items():
             if isinstance(row, dict):

@@ -1,0 +1,105 @@
+"""benchmarks/bench_retracked.py's split run: the truth's rows taken from earlier runs (`--truth-runs`) and a tracking
+reused from WORK (`--reuse-tracking`) are checked before any training."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# The script imports its sibling benchmark modules (bench_tracking, bench_ablation, ...) as it does when run as
+# `python benchmarks/bench_retracked.py`, where benchmarks/ is sys.path[0].
+sys.path.insert(0, str(ROOT / "benchmarks"))
+_spec = importlib.util.spec_from_file_location("bench_retracked", ROOT / "benchmarks" / "bench_retracked.py")
+bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench)
+
+SPLITS = {"eval_camera_ids": ["cam03", "cam07"], "eval_frame_ids": ["frame_0009", "frame_0019"]}
+
+
+def _row(variant: str, seed: int, overrides=(), psnr: float = 30.0, **extra) -> dict:
+    return {"variant": variant, "seed": seed, "overrides": list(overrides),
+            "splits": {"test_cameras": {"psnr": psnr, "ssim": 0.9}}, **extra}
+
+
+def _runs(path: Path, rows: list) -> Path:
+    path.write_text(json.dumps({"device": "test", "runs": rows}))
+    return path
+
+
+def test_truth_rows_takes_the_variant_without_overrides_renamed(tmp_path):
+    first = _runs(tmp_path / "a.json", [_row("baseline", 1, psnr=31.0), _row("free_view", 1, ["x=1"]),
+                                        _row("baseline", 2, error="training: boom"), _row("baseline", 2, psnr=29.0)])
+    second = _runs(tmp_path / "b.json", [_row("baseline", 5, psnr=30.0)])
+    rows, seeds = bench.truth_rows([first, second], "baseline")
+    assert seeds == [1, 2, 5]
+    assert [(row["variant"], row["seed"], row["source"]) for row in rows] == [
+        ("truth", 1, str(first)), ("truth", 2, str(first)), ("truth", 5, str(second))]
+    assert all("error" not in row for row in rows)
+    # The merged summary compare() reads: the truth's rows summarised like bench_ablation's own.
+    summary = bench.summarise(rows + [_row("retracked", 1, psnr=29.5)], ["truth", "retracked"])
+    comparison = bench.compare({"summary": summary})
+    assert comparison["test_cameras"]["truth_psnr"]["mean"] == pytest.approx(30.0)
+    assert comparison["test_cameras"]["truth_psnr"]["n"] == 3
+    assert comparison["test_cameras"]["difference_db"] == pytest.approx(-0.5)
+
+
+def test_truth_rows_refuses_a_matching_row_with_overrides(tmp_path):
+    path = _runs(tmp_path / "a.json", [_row("baseline", 1), _row("baseline", 2, ["train.seed=9"])])
+    with pytest.raises(SystemExit, match=r"a\.json: baseline seed 2 has overrides"):
+        bench.truth_rows([path], "baseline")
+
+
+def test_truth_rows_refuses_none_found_and_a_seed_twice(tmp_path):
+    path = _runs(tmp_path / "a.json", [_row("free_view", 1, ["x=1"]), _row("baseline", 2, error="boom")])
+    with pytest.raises(SystemExit, match="no finished baseline row"):
+        bench.truth_rows([path], "baseline")
+    with pytest.raises(SystemExit, match="no finished other row"):
+        bench.truth_rows([path], "other")
+    with pytest.raises(SystemExit, match=r"gone\.json is missing"):
+        bench.truth_rows([tmp_path / "gone.json"], "baseline")
+    twice = _runs(tmp_path / "b.json", [_row("baseline", 1)])
+    with pytest.raises(SystemExit, match="seed 1 is also in"):
+        bench.truth_rows([twice, twice], "baseline")
+
+
+def _tracked_work(work: Path, tracked_splits: dict = SPLITS, plates: bool = False) -> Path:
+    """A WORK folder as a tracking run leaves it: tracking.json and the tracked subject(s) (meta.json only)."""
+    subjects = {"retracked": "retracked", **({"retracked_plates": "retracked_plates"} if plates else {})}
+    for folder in subjects.values():
+        (work / folder).mkdir(parents=True)
+        (work / folder / "meta.json").write_text(json.dumps({"splits": tracked_splits}))
+    bench.write_json(work / bench.TRACKING_JSON, {"scale": "demo", "truth_splits": SPLITS, "subjects": subjects,
+                                                  "tracking": {"seconds": 1.0}})
+    return work
+
+
+def test_reused_tracking_returns_the_subjects_and_record(tmp_path):
+    work = _tracked_work(tmp_path / "work", plates=True)
+    assert not (work / (bench.TRACKING_JSON + ".tmp")).exists()
+    subjects, record = bench.reused_tracking(work, "demo", plates=True)
+    assert subjects == {"retracked": work / "retracked", "retracked_plates": work / "retracked_plates"}
+    assert record["tracking"] == {"seconds": 1.0}
+    assert bench.reused_tracking(work, "demo", plates=False)[0] == {"retracked": work / "retracked"}
+
+
+def test_reused_tracking_refuses_a_missing_record_or_subject(tmp_path):
+    with pytest.raises(SystemExit, match=str(tmp_path / "work" / "tracking.json") + " is missing"):
+        bench.reused_tracking(tmp_path / "work", "demo", plates=False)
+    work = _tracked_work(tmp_path / "other")
+    with pytest.raises(SystemExit, match="has no retracked_plates subject"):
+        bench.reused_tracking(work, "demo", plates=True)
+    with pytest.raises(SystemExit, match="tracked at scale demo, not full"):
+        bench.reused_tracking(work, "full", plates=False)
+    (work / "retracked" / "meta.json").unlink()
+    with pytest.raises(SystemExit, match=str(work / "retracked") + r" \(from .*\) is missing"):
+        bench.reused_tracking(work, "demo", plates=False)
+
+
+def test_reused_tracking_refuses_a_split_mismatch(tmp_path):
+    work = _tracked_work(tmp_path / "work", tracked_splits={**SPLITS, "eval_frame_ids": ["frame_0009"]})
+    with pytest.raises(SystemExit, match=str(work / "retracked") + ": held-out split .* differs"):
+        bench.reused_tracking(work, "demo", plates=False)
