@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="identity PCA samples of the face model (a smaller model builds faster, fits less well)")
     parser.add_argument("--face-model-components", type=int_at_least(1), default=DEFAULT_NUM_COMPONENTS,
                         help="identity components of the face model (fewer than --face-model-samples)")
+    parser.add_argument("--oblique-view-deg", type=_float, default=35.0,
+                        help="multi-view: a view's landmarks weigh a quarter at this angle from frontal (MediaPipe "
+                             "errs more on oblique views; docs/tracking.md); 0: all views alike")
     parser.add_argument("--fit", nargs="+", default=[], metavar="KEY=VALUE",
                         help="FitConfig overrides, e.g. smooth_rotation=0 smooth_translation=0 smooth_expression=0 "
                              "for frames that are not in time order")
@@ -125,7 +128,7 @@ def main(argv=None) -> None:
         max_reprojection_px=args.max_reprojection, holdout_frames=args.holdout_frames,
         holdout_cameras=args.holdout_cameras, masks=args.masks, mask_region=args.mask_region,
         backgrounds=args.backgrounds, min_detection_confidence=args.min_detection_confidence,
-        fit=parse_fit_overrides(args.fit),
+        fit=parse_fit_overrides(args.fit), oblique_view_deg=args.oblique_view_deg,
         calibration=None if args.no_calibration else (args.calibration or "default"),
         face_model_samples=args.face_model_samples, face_model_components=args.face_model_components,
         device=args.device, force=args.force, progress=not args.quiet)

@@ -61,6 +61,7 @@ from .calibration import DEFAULT_CALIBRATION_PATH, LandmarkCalibration, load_cal
 from .face_model import DEFAULT_NUM_COMPONENTS, DEFAULT_NUM_SAMPLES, FACE_MODEL_NAME, FaceModel
 from .fitting import FitConfig, fit_landmarks
 from .head_region import head_side_of_neck, neck_base_ring
+from .view_weights import oblique_view_weights, view_angles_deg
 
 __all__ = [
     "TRACKER", "TRACKER_VERSION", "DEFAULT_FOV_DEG", "DEFAULT_RESOLUTION", "DEFAULT_CROP_SCALE", "MONOCULAR_CAMERA",
@@ -71,8 +72,12 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 TRACKER = "cgha.tracking"
-# 1.1.0: landmark calibration (MediaPipe -> face model definitions); 1.2.0: masks cut below the neck (mask_region)
-TRACKER_VERSION = "1.2.0"
+# 1.1.0: landmark calibration (MediaPipe -> face model definitions); 1.2.0: masks cut below the neck (mask_region);
+# 1.3.0: multi-view landmarks weighted by their view's angle from frontal (oblique_view_deg)
+TRACKER_VERSION = "1.3.0"
+# The angle at which a view's landmarks weigh a quarter: where the calibration identities' MediaPipe-to-face-model
+# disagreement (4.6 px frontal, 14 px at 45-60°, 27 px beyond 60°; docs/tracking.md) has doubled.
+DEFAULT_OBLIQUE_VIEW_DEG = 35.0
 DEFAULT_RESOLUTION = 512
 # Field of view across the longer side of the raw frame. Phones' main cameras (26 mm equivalent) see about 69 deg,
 # their front cameras 70-80 deg, webcams 60-75 deg: 65 deg is in the middle (docs/tracking.md, --fov).
@@ -144,6 +149,9 @@ class TrackOptions:
             a head avatar models) or ``person`` (the whole person mask, shoulders and torso included).
         min_detection_confidence: the face detector's threshold.
         fit: the fitter's weights and schedule.
+        oblique_view_deg: multi-view only: after the first fit, weigh each view's landmarks by
+            ``cgha.tracking.view_weights.oblique_view_weights`` of its angle from frontal (a quarter at this angle)
+            and fit again from the first fit; 0 turns it off.
         calibration: the landmark calibration between MediaPipe's points and the face model's landmarks
             (``cgha.tracking.calibration``): ``default`` (the shipped file), a path to another calibration file, or
             None (fit the face model's own landmark definitions, as before calibration existed).
@@ -171,6 +179,7 @@ class TrackOptions:
     mask_region: str = "head"
     min_detection_confidence: float = 0.5
     fit: FitConfig = dataclasses.field(default_factory=FitConfig)
+    oblique_view_deg: float = DEFAULT_OBLIQUE_VIEW_DEG
     calibration: Optional[Union[str, Path]] = "default"
     face_model_samples: int = DEFAULT_NUM_SAMPLES
     face_model_components: int = DEFAULT_NUM_COMPONENTS
@@ -217,6 +226,8 @@ class TrackOptions:
             bad("masks=plates needs a folder of background plates (--backgrounds DIR)")
         if not 0.0 <= float(self.min_detection_confidence) <= 1.0:
             bad(f"min_detection_confidence must be in [0, 1], got {self.min_detection_confidence!r}")
+        if not (isinstance(self.oblique_view_deg, (int, float)) and 0.0 <= float(self.oblique_view_deg) <= 180.0):
+            bad(f"oblique_view_deg must be in [0, 180] (0: off), got {self.oblique_view_deg!r}")
         if not isinstance(self.fit, FitConfig):
             bad(f"fit must be a FitConfig, got {type(self.fit).__name__}")
         samples, components = self.face_model_samples, self.face_model_components
@@ -820,6 +831,17 @@ def _track(source, out_dir: Path, options: TrackOptions) -> TrackResult:
         bad_fit |= new_bad
         if not new_bad.any() or passes >= _FIT_PASSES or bad_fit.sum() > (1.0 - options.min_face_fraction) * T:
             break
+    if options.oblique_view_deg > 0 and C > 1:
+        start = time.perf_counter()
+        angles = view_angles_deg(fit.pose.cpu().double().numpy(), viewmats)  # [T, C]
+        view_weight = oblique_view_weights(angles, options.oblique_view_deg).astype(np.float32)
+        fit = fit_landmarks(fit_model, lmk, conf * ~bad_fit[:, None, None] * view_weight[..., None], Ks, viewmats,
+                            (R, R), init_pose=fit.pose, config=options.fit, device=device)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        fit_s += time.perf_counter() - start
+        passes += 1
+        reproj = fit.reprojection_px.cpu().double().numpy()
 
     pose = fit.pose.cpu().double().numpy()
     exp = fit.exp.cpu().float().numpy()
@@ -975,7 +997,8 @@ def _arguments(options: TrackOptions, crop_mode: str, mask_mode: str) -> Dict[st
         else list(options.holdout_cameras),
         "masks": mask_mode, "mask_region": options.mask_region,
         "backgrounds": str(options.backgrounds) if options.backgrounds else None,
-        "min_detection_confidence": options.min_detection_confidence, "device": options.device,
+        "min_detection_confidence": options.min_detection_confidence, "oblique_view_deg": options.oblique_view_deg,
+        "device": options.device,
         "calibration": None if options.calibration is None else str(options.calibration),
         "face_model_samples": options.face_model_samples, "face_model_components": options.face_model_components,
     }
