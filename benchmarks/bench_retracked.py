@@ -138,21 +138,24 @@ def reused_tracking(work: Path, scale: str, plates: bool) -> tuple:
     return subjects, record
 
 
-def truth_rows(files: list, variant: str) -> tuple:
+def truth_rows(files: list, variant: str, subject: str | None = None) -> tuple:
     """The truth's Gaussian-head rows from earlier runs (`--truth-runs`): every finished row of the files' `runs`
     whose variant is `variant`, renamed `truth` -> (rows, their seeds). A matching row with overrides is refused (it
-    is not the truth's config), and so is a seed found twice (it would count twice in the mean and spread)."""
+    is not the truth's config), but for the truth's own subject (`dataset.dataroot` ending in `subject`) and its own
+    mesh head (`load_meshhead_checkpoint`), which this script's truth rows name; a seed found twice is refused too
+    (it would count twice in the mean and spread)."""
     rows, found = [], {}
     for file in files:
         if not Path(file).is_file():
             raise SystemExit(f"{file} is missing (--truth-runs)")
-        runs = json.loads(Path(file).read_text()).get("runs")
+        data = json.loads(Path(file).read_text())
+        runs = data.get("runs", data.get("ablation", {}).get("runs"))  # bench_ablation's, or this script's report
         if not isinstance(runs, list):
-            raise SystemExit(f"{file} has no `runs` list (a bench_ablation --out JSON has one)")
+            raise SystemExit(f"{file} has no `runs` list (bench_ablation's --out and this script's --out have one)")
         for row in runs:
             if row.get("variant") != variant:
                 continue
-            if row.get("overrides"):
+            if [item for item in row.get("overrides") or [] if not _truth_own(item, subject)]:
                 raise SystemExit(f"{file}: {variant} seed {row.get('seed')} has overrides {row['overrides']}: not "
                                  f"the truth's config")
             if "error" in row:
@@ -164,6 +167,14 @@ def truth_rows(files: list, variant: str) -> tuple:
     if not rows:
         raise SystemExit(f"no finished {variant} row without overrides in {', '.join(map(str, files))}")
     return rows, sorted(found)
+
+
+def _truth_own(override: str, subject: str | None) -> bool:
+    """Whether `override` only names the truth's own mesh head or (given `subject`) its own subject folder."""
+    key, _, value = override.partition("=")
+    return key == "load_meshhead_checkpoint" or (
+        key == "dataset.dataroot" and subject is not None and Path(value).parts[-len(Path(subject).parts):]
+        == Path(subject).parts)
 
 
 def track(truth: Path, work: Path, scale: dict, device: str, plates: bool = False) -> tuple:
@@ -312,7 +323,7 @@ def main() -> None:
         parser.error(f"--truth-runs: the truth's rows were trained without the overrides {args.overrides}; the "
                      f"retracked ones would not have the same config")
     # Read before any tracking or training: a bad file fails in seconds, not after the GPU time.
-    truth_runs, truth_seeds = truth_rows(args.truth_runs, args.truth_variant) if args.truth_runs else ([], [])
+    truth_runs, truth_seeds = truth_rows(args.truth_runs, args.truth_variant, scale["subject"]) if args.truth_runs else ([], [])
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     truth = ROOT / "data" / scale["subject"]

@@ -53,6 +53,20 @@ def test_truth_rows_refuses_a_matching_row_with_overrides(tmp_path):
         bench.truth_rows([path], "baseline")
 
 
+def test_truth_rows_accept_the_truths_own_subject_and_mesh_head_only(tmp_path):
+    own = ["dataset.dataroot=/work/data/synthetic_demo/id0", "load_meshhead_checkpoint=/tmp/x/meshhead_latest"]
+    path = tmp_path / "report.json"  # this script's own report keeps its rows under `ablation`
+    path.write_text(json.dumps({"ablation": {"runs": [_row("truth", 0, own)]}}))
+    rows, seeds = bench.truth_rows([path], "truth", "synthetic_demo/id0")
+    assert seeds == [0] and rows[0]["variant"] == "truth"
+    for other in (["dataset.dataroot=/work/data/synthetic_demo/id1"], own + ["train.seed=3"]):
+        path = _runs(tmp_path / "b.json", [_row("truth", 0, other)])
+        with pytest.raises(SystemExit, match="has overrides"):
+            bench.truth_rows([path], "truth", "synthetic_demo/id0")
+    with pytest.raises(SystemExit, match="has overrides"):  # no subject given: no dataroot is the truth's
+        bench.truth_rows([_runs(tmp_path / "c.json", [_row("truth", 0, own)])], "truth")
+
+
 def test_truth_rows_refuses_none_found_and_a_seed_twice(tmp_path):
     path = _runs(tmp_path / "a.json", [_row("free_view", 1, ["x=1"]), _row("baseline", 2, error="boom")])
     with pytest.raises(SystemExit, match="no finished baseline row"):
