@@ -233,13 +233,13 @@ def codec_psnr(truth: Path, tracked: Path, frames: list) -> float:
     return sum(values) / len(values)
 
 
-def mesh_head(subject: Path, name: str, work: Path, suffix: str, device: str) -> Path:
-    """Train the scale's mesh head on `subject` (seed 0) -> its checkpoint."""
+def mesh_head(subject: Path, name: str, work: Path, suffix: str, device: str, seed: int = 0) -> Path:
+    """Train the scale's mesh head on `subject` (`train.seed` = `seed`) -> its checkpoint."""
     config = ROOT / "config" / f"train_meshhead{suffix}.yaml"
     run([sys.executable, str(ROOT / "train_meshhead.py"), "--config", str(config), f"dataset.dataroot={subject}",
          f"recorder.name={name}", f"recorder.checkpoint_path={work / 'checkpoints'}",
          f"recorder.logdir={work / 'log' / name}", f"recorder.result_path={work / 'results'}", f"device={device}",
-         "train.resume=false"], work / f"{name}.log")
+         "train.resume=false", f"train.seed={seed}"], work / f"{name}.log")
     return RunFiles(work / "checkpoints" / name).checkpoint("meshhead")
 
 
@@ -305,6 +305,9 @@ def main() -> None:
                         help="do not train the truth: take its Gaussian-head rows from these JSONs' `runs` (variant "
                              "--truth-variant, no overrides, every seed found)")
     parser.add_argument("--truth-variant", default="baseline", help="the truth's variant in --truth-runs")
+    parser.add_argument("--meshhead-seed", type=int, default=0,
+                        help="train.seed of the mesh heads (every Gaussian-head seed of a subject starts from its one "
+                             "mesh head: another mesh-head seed shows what the seeds' spread leaves out)")
     parser.add_argument("--work", type=Path, default=ROOT / "bench_retracked_runs")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("overrides", nargs="*", help="extra key=value overrides for every Gaussian-head run "
@@ -360,7 +363,8 @@ def main() -> None:
     subjects.update(tracked_subjects)
     subjects.update({f"with_truth_{part}": hybrid_subject(subjects["retracked"], truth, work / f"hybrid_{part}",
                                                           [part]) for part in parts})
-    base = {"scale": args.scale, "seeds": args.seeds, "device": args.device, "overrides": args.overrides,
+    base = {"scale": args.scale, "seeds": args.seeds, "meshhead_seed": args.meshhead_seed, "device": args.device,
+            "overrides": args.overrides,
             "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
             "date": time.strftime("%Y-%m-%d"), "tracking": tracking,
             **({"tracking_plates": tracking_plates} if args.plates else {})}
@@ -370,7 +374,7 @@ def main() -> None:
     variants = {name: [f"dataset.dataroot={subject}"] for name, subject in subjects.items()}
     if not scale["monocular"]:  # the multi-view configs start from each subject's own mesh head
         for name, subject in subjects.items():
-            head = mesh_head(subject, f"meshhead_{name}", work, scale["suffix"], args.device)
+            head = mesh_head(subject, f"meshhead_{name}", work, scale["suffix"], args.device, args.meshhead_seed)
             variants[name].append(f"load_meshhead_checkpoint={head}")
     ablation_json = work / "ablation.json"
     run([sys.executable, str(ROOT / "benchmarks" / "bench_ablation.py"),
