@@ -54,9 +54,13 @@ from common import json_safe
 
 EYE_CORNERS_MM = 88.0  # adult exocanthion-exocanthion distance: converts world units to an mm equivalent
 GOALS = {"multiview_rotation_median_deg": 0.5, "monocular_rotation_median_deg": 1.5, "reprojection_median_px": 2.0}
-# Variant -> the TrackOptions it changes. `oblique`: views weighted by their angle from frontal (a quarter at 35°).
-VARIANTS = {"calibrated": {"calibration": "default"}, "uncalibrated": {"calibration": None},
-            "oblique": {"calibration": "default", "oblique_view_deg": 35.0}}
+# Variant -> the TrackOptions it changes: `calibrated` and `uncalibrated` as tracker 1.1.0 (fixed calibration or
+# none), `oblique` as 1.3.0 (views weighted by their angle from frontal), `default` today's tracker (1.4.0: also the
+# view-dependent calibration on monocular input), `view_always` that correction on rig input too.
+VARIANTS = {"calibrated": {"calibration": "default", "oblique_view_deg": 0.0, "view_calibration": "off"},
+            "uncalibrated": {"calibration": None, "oblique_view_deg": 0.0, "view_calibration": "off"},
+            "oblique": {"calibration": "default", "oblique_view_deg": 35.0, "view_calibration": "off"},
+            "default": {}, "view_always": {"view_calibration": "always"}}
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -268,8 +272,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--identities", type=int, nargs="+", default=[0, 1, 2, 3], help="default 0 1 2 3")
     parser.add_argument("--setups", nargs="+", choices=("multiview", "monocular"), default=["multiview", "monocular"])
-    parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=["calibrated", "uncalibrated"],
-                        help="tracker settings compared (default calibrated uncalibrated)")
+    parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=["default", "uncalibrated"],
+                        help="tracker settings compared (default: default uncalibrated)")
     parser.add_argument("--frames", type=int, default=10, help="multi-view frames (default 10)")
     parser.add_argument("--cameras", type=int, default=16, help="multi-view rig cameras (default 16)")
     parser.add_argument("--mono-frames", type=int, default=60, help="monocular frames (default 60)")

@@ -41,7 +41,8 @@ from cgha.synthetic import (DEFAULT_SCALE, HeadModel, HeadTexture, camera_rig, e
 from cgha.synthetic.background import camera_backgrounds
 from cgha.tracking import FaceModel
 from cgha.tracking.calibration import (DEFAULT_CALIBRATION_PATH, CalibrationViews, LandmarkCalibration,
-                                       estimate_landmark_offset, landmark_errors_px, save_calibration, scatter_px)
+                                       estimate_landmark_offset, estimate_view_coefficients, landmark_errors_px,
+                                       save_calibration, scatter_px, view_offsets)
 from cgha.tracking.landmarker import IBUG68_FROM_MEDIAPIPE, IBUG68_GROUPS, MEDIAPIPE_VERSION, FaceMeshDetector
 
 TRAJECTORY_FRAMES = 300  # frames of the trajectories the views are picked from (evenly spaced)
@@ -157,14 +158,17 @@ def main() -> None:
     model = FaceModel(num_samples=6, num_components=5)  # only its landmark expression deformation is used
     views = collect(args.identities, args, args.views)
     offset = estimate_landmark_offset(model, views, huber_px=args.huber_px)
-    report = {"calibration": {"raw": group_stats(landmark_errors_px(model, views)),
-                              "calibrated": group_stats(landmark_errors_px(model, views, offset)),
-                              "views": len(views)}}
+    view = estimate_view_coefficients(model, views, huber_px=args.huber_px)
+
+    def errors(group: CalibrationViews) -> dict:
+        return {"raw": group_stats(landmark_errors_px(model, group)),
+                "calibrated": group_stats(landmark_errors_px(model, group, offset)),
+                "view_dependent": group_stats(landmark_errors_px(model, group, view_offsets(group, view)))}
+
+    report = {"calibration": {**errors(views), "views": len(views)}}
     if args.check_identities:
         check = collect(args.check_identities, args, args.check_views)
-        report["held_out"] = {"identities": args.check_identities, "views": len(check),
-                              "raw": group_stats(landmark_errors_px(model, check)),
-                              "calibrated": group_stats(landmark_errors_px(model, check, offset))}
+        report["held_out"] = {"identities": args.check_identities, "views": len(check), **errors(check)}
     per_landmark = landmark_errors_px(model, views, offset)
     info = {
         "command": "python " + " ".join(sys.argv),
@@ -178,7 +182,8 @@ def main() -> None:
     calibration = LandmarkCalibration(
         offset=offset.astype(np.float32), sigma_px=scatter_px(per_landmark).astype(np.float32),
         landmarker=f"mediapipe=={MEDIAPIPE_VERSION} face_mesh (refined)",
-        mapping=IBUG68_FROM_MEDIAPIPE, face_model=model.name, identities=np.array(args.identities), info=info)
+        mapping=IBUG68_FROM_MEDIAPIPE, face_model=model.name, identities=np.array(args.identities), info=info,
+        view_coefficients=view.astype(np.float32))
     save_calibration(calibration, args.out)
     report.update({
         "benchmark": "tracking_calibration", "date": info["date"], "command": info["command"],

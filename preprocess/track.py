@@ -103,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--oblique-view-deg", type=_float, default=35.0,
                         help="multi-view: a view's landmarks weigh a quarter at this angle from frontal (MediaPipe "
                              "errs more on oblique views; docs/tracking.md); 0: all views alike")
+    parser.add_argument("--view-calibration", choices=("monocular", "always", "off"), default="monocular",
+                        help="correct the detections with the calibration's view-dependent offsets: with one camera "
+                             "(monocular, the default), always, or off (docs/tracking.md)")
     parser.add_argument("--fit", nargs="+", default=[], metavar="KEY=VALUE",
                         help="FitConfig overrides, e.g. smooth_rotation=0 smooth_translation=0 smooth_expression=0 "
                              "for frames that are not in time order")
@@ -129,6 +132,7 @@ def main(argv=None) -> None:
         holdout_cameras=args.holdout_cameras, masks=args.masks, mask_region=args.mask_region,
         backgrounds=args.backgrounds, min_detection_confidence=args.min_detection_confidence,
         fit=parse_fit_overrides(args.fit), oblique_view_deg=args.oblique_view_deg,
+        view_calibration=args.view_calibration,
         calibration=None if args.no_calibration else (args.calibration or "default"),
         face_model_samples=args.face_model_samples, face_model_components=args.face_model_components,
         device=args.device, force=args.force, progress=not args.quiet)

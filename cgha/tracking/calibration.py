@@ -38,13 +38,15 @@ from cgha.utils.cameras import project_points
 from cgha.utils.rotations import axis_angle_to_matrix
 
 from .face_model import FACE_MODEL_NAME, FaceModel
+from .view_calibration import NUM_FEATURES, camera_centres, directions_in_head_frame, view_features
 
 __all__ = ["CALIBRATION_FORMAT", "CALIBRATION_VERSION", "DEFAULT_CALIBRATION_PATH", "LandmarkCalibration",
            "CalibrationViews", "load_calibration", "save_calibration", "estimate_landmark_offset",
-           "calibrated_landmarks", "landmark_errors_px", "scatter_px"]
+           "calibrated_landmarks", "landmark_errors_px", "scatter_px", "estimate_view_coefficients", "view_offsets"]
 
 CALIBRATION_FORMAT = "cgha.tracking.landmark-calibration"
-CALIBRATION_VERSION = 1
+CALIBRATION_VERSION = 2  # 2: optional view-dependent offsets (``view_coefficients``); version 1 files still load
+READABLE_VERSIONS = (1, 2)
 DEFAULT_CALIBRATION_PATH = Path(__file__).resolve().parent / "data" / "mediapipe_calibration.npz"
 REFERENCE_SIZE = 512.0  # residuals and statistics are in pixels of an image this large (its longer side)
 
@@ -63,6 +65,8 @@ class LandmarkCalibration:
         face_model: the face model's name (``FACE_MODEL_NAME``).
         identities: [N] int64 synthetic identities the offsets were estimated on.
         info: JSON-serialisable details (views, poses, per-landmark residuals before / after, the command).
+        view_coefficients: [68, 6, 3] float32 or None: the view-dependent offset o_l(d) = sum_k phi_k(d) B_lk
+            (``cgha.tracking.view_calibration``), estimated on the same views; None in version 1 files.
     """
 
     offset: np.ndarray
@@ -72,6 +76,7 @@ class LandmarkCalibration:
     face_model: str
     identities: np.ndarray
     info: Dict[str, object]
+    view_coefficients: Optional[np.ndarray] = None
 
     def weights(self) -> np.ndarray:
         """[68] float32 landmark weights for the fit: 1 / sigma_px^2, scaled to a mean of 1 (the landmark term
@@ -135,6 +140,8 @@ def save_calibration(calibration: LandmarkCalibration, path) -> Path:
         "identities": np.asarray(calibration.identities, dtype=np.int64),
         "info": np.array(json.dumps(calibration.info, sort_keys=True)),
     }
+    if calibration.view_coefficients is not None:
+        arrays["view_coefficients"] = np.asarray(calibration.view_coefficients, dtype=np.float32)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(path) as tmp, open(tmp, "wb") as handle:
         np.savez(handle, **arrays)
@@ -168,7 +175,8 @@ def load_calibration(path=None, mapping: Optional[np.ndarray] = None) -> Landmar
         offset=arrays["offset"].astype(np.float32), sigma_px=arrays["sigma_px"].astype(np.float32),
         landmarker=str(arrays["landmarker"]),
         mapping=arrays["mapping"].astype(np.int64), face_model=str(arrays["face_model"]),
-        identities=arrays["identities"].astype(np.int64), info=json.loads(str(arrays["info"])))
+        identities=arrays["identities"].astype(np.int64), info=json.loads(str(arrays["info"])),
+        view_coefficients=arrays["view_coefficients"].astype(np.float32) if "view_coefficients" in arrays else None)
 
 
 def _invalid_reason(arrays: Dict[str, np.ndarray], mapping: np.ndarray) -> Optional[str]:
@@ -179,8 +187,8 @@ def _invalid_reason(arrays: Dict[str, np.ndarray], mapping: np.ndarray) -> Optio
         return f"arrays missing: {', '.join(missing)}"
     if str(arrays["format"]) != CALIBRATION_FORMAT:
         return f"format {str(arrays['format'])!r}, expected {CALIBRATION_FORMAT!r}"
-    if int(arrays["version"]) != CALIBRATION_VERSION:
-        return f"version {int(arrays['version'])}, this code reads version {CALIBRATION_VERSION}"
+    if int(arrays["version"]) not in READABLE_VERSIONS:
+        return f"version {int(arrays['version'])}, this code reads versions {', '.join(map(str, READABLE_VERSIONS))}"
     if str(arrays["face_model"]) != FACE_MODEL_NAME:
         return f"made for face model {str(arrays['face_model'])!r}, this is {FACE_MODEL_NAME!r}"
     offset = arrays["offset"]
@@ -191,6 +199,13 @@ def _invalid_reason(arrays: Dict[str, np.ndarray], mapping: np.ndarray) -> Optio
     if sigma.shape != (NUM_LANDMARKS,) or not np.issubdtype(sigma.dtype, np.floating) or not np.isfinite(sigma).all() \
             or not (sigma > 0).all():
         return f"sigma_px must be [{NUM_LANDMARKS}] positive floats, got {sigma.shape} {sigma.dtype}"
+    if "view_coefficients" in arrays:
+        view = arrays["view_coefficients"]
+        shape = (NUM_LANDMARKS, NUM_FEATURES, 3)
+        if int(arrays["version"]) < 2:
+            return "view_coefficients in a version 1 file"
+        if view.shape != shape or not np.issubdtype(view.dtype, np.floating) or not np.isfinite(view).all():
+            return f"view_coefficients must be finite {list(shape)} floats, got {view.shape} {view.dtype}"
     if arrays["mapping"].shape != (NUM_LANDMARKS,) or not np.array_equal(arrays["mapping"], mapping):
         return "made for another iBUG-68 face-mesh mapping than cgha/tracking/landmarker.py's (recalibrate)"
     try:
@@ -206,14 +221,22 @@ def _invalid_reason(arrays: Dict[str, np.ndarray], mapping: np.ndarray) -> Optio
 
 def calibrated_landmarks(model: FaceModel, canonical, exp, pose, scale, offset) -> torch.Tensor:
     """World landmarks [N, 68, 3] of expressed canonical landmarks ``canonical`` [N, 68, 3] moved by the offset
-    [68, 3] (deformed with ``exp`` [N, 16] as the face model deforms it), posed with ``pose`` [N, 6], ``scale``
-    [N]. ``offset`` None: the landmarks as they are."""
+    ([68, 3], or per view [N, 68, 3]; deformed with ``exp`` [N, 16] as the face model deforms it), posed with
+    ``pose`` [N, 6], ``scale`` [N]. ``offset`` None: the landmarks as they are."""
     dtype = torch.float64
     canonical = torch.as_tensor(canonical, dtype=dtype)
     if offset is not None:
         J = model.to(dtype=dtype).landmark_offset_jacobian(torch.as_tensor(exp, dtype=dtype))  # [N, 68, 3, 3]
-        canonical = canonical + torch.einsum("nlij,lj->nli", J.cpu(), torch.as_tensor(offset, dtype=dtype))
+        offset = torch.as_tensor(offset, dtype=dtype).expand(canonical.shape)
+        canonical = canonical + torch.einsum("nlij,nlj->nli", J.cpu(), offset)
     return apply_pose(canonical, torch.as_tensor(pose, dtype=dtype), torch.as_tensor(scale, dtype=dtype))
+
+
+def view_offsets(views: "CalibrationViews", coefficients) -> np.ndarray:
+    """Per-view offsets [N, 68, 3] of the view-dependent calibration ``coefficients`` [68, 6, 3] (the direction
+    of each view's camera seen from its true head)."""
+    directions = directions_in_head_frame(views.pose, camera_centres(views.viewmats))
+    return np.einsum("nk,lkj->nlj", view_features(directions), np.asarray(coefficients, dtype=np.float64))
 
 
 def scatter_px(errors: np.ndarray) -> np.ndarray:
@@ -223,8 +246,8 @@ def scatter_px(errors: np.ndarray) -> np.ndarray:
 
 
 def landmark_errors_px(model: FaceModel, views: CalibrationViews, offset=None) -> np.ndarray:
-    """Distance [N, 68] between the detected points and the true landmarks (moved by ``offset`` [68, 3] when
-    given), in pixels of a 512 px image."""
+    """Distance [N, 68] between the detected points and the true landmarks (moved by ``offset``, [68, 3] or per
+    view [N, 68, 3], when given), in pixels of a 512 px image."""
     world = calibrated_landmarks(model, views.canonical, views.exp, views.pose, views.scale, offset)
     uv, _ = project_points(world, torch.as_tensor(views.viewmats, dtype=torch.float64),
                            torch.as_tensor(views.Ks, dtype=torch.float64))
@@ -269,24 +292,45 @@ def estimate_landmark_offset(model: FaceModel, views: CalibrationViews, huber_px
     Returns:
         [68, 3] float64.
     """
+    features = np.ones((len(views), 1))
+    return _estimate_offsets(model, views, features, huber_px, prior, iterations)[:, 0]
+
+
+def estimate_view_coefficients(model: FaceModel, views: CalibrationViews, huber_px: float = 3.0,
+                               prior: float = 100.0, iterations: int = 8) -> np.ndarray:
+    """The view-dependent offset's coefficients B [68, 6, 3]: per landmark, o_l(d) = sum_k phi_k(d) B_lk with
+    ``view_calibration.view_features`` of the direction d of each view's camera seen from the head, fitted like
+    ``estimate_landmark_offset`` (whose offset is the special case phi = (1))."""
+    features = view_features(directions_in_head_frame(views.pose, camera_centres(views.viewmats)))
+    return _estimate_offsets(model, views, features, huber_px, prior, iterations)
+
+
+def _estimate_offsets(model: FaceModel, views: CalibrationViews, features: np.ndarray, huber_px: float,
+                      prior: float, iterations: int) -> np.ndarray:
+    """Coefficients [68, K, 3] of per-view offsets sum_k features[n, k] B_lk, by IRLS Gauss-Newton per landmark
+    (a 3K x 3K system each)."""
     if len(views) == 0:
         raise ValueError("no calibration views")
-    offset = torch.zeros(NUM_LANDMARKS, 3, dtype=torch.float64)
+    F = torch.as_tensor(features, dtype=torch.float64)  # [N, K]
+    K = F.shape[1]
+    coefficients = torch.zeros(NUM_LANDMARKS, K, 3, dtype=torch.float64)
     observed = torch.as_tensor(views.points, dtype=torch.float64)
     ref = (REFERENCE_SIZE / torch.as_tensor(views.image_size, dtype=torch.float64))[:, None, None]
-    eye = torch.eye(3, dtype=torch.float64)
+    eye = torch.eye(3 * K, dtype=torch.float64)
     for _ in range(iterations):
-        world = calibrated_landmarks(model, views.canonical, views.exp, views.pose, views.scale, offset)
+        offsets = torch.einsum("nk,lkj->nlj", F, coefficients)  # [N, 68, 3]
+        world = calibrated_landmarks(model, views.canonical, views.exp, views.pose, views.scale, offsets)
         uv, _ = project_points(world, torch.as_tensor(views.viewmats, dtype=torch.float64),
                                torch.as_tensor(views.Ks, dtype=torch.float64))
         r = (uv - observed) * ref  # [N, 68, 2] px at 512
         dist = r.norm(dim=-1).clamp(min=1e-9)
         w = torch.where(dist < huber_px, torch.ones_like(dist), huber_px / dist)  # IRLS weights of the Huber loss
         G = _offset_jacobian_px(model, views, world)  # [N, 68, 2, 3]
-        A = torch.einsum("nl,nlki,nlkj->lij", w, G, G) + prior * eye
-        b = torch.einsum("nl,nlki,nlk->li", w, G, r) + prior * offset
-        step = torch.linalg.solve(A, b[..., None])[..., 0]
-        offset = offset - step
+        GF = torch.einsum("nlai,nk->nlaki", G, F).reshape(len(views), NUM_LANDMARKS, 2, 3 * K)
+        A = torch.einsum("nl,nlap,nlaq->lpq", w, GF, GF) + prior * eye
+        b = torch.einsum("nl,nlap,nla->lp", w, GF, r) + prior * coefficients.reshape(NUM_LANDMARKS, 3 * K)
+        step = torch.linalg.solve(A, b[..., None])[..., 0].reshape(NUM_LANDMARKS, K, 3)
+        coefficients = coefficients - step
         if float(step.abs().max()) < 1e-7:
             break
-    return offset.numpy()
+    return coefficients.numpy()

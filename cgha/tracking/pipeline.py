@@ -61,6 +61,7 @@ from .calibration import DEFAULT_CALIBRATION_PATH, LandmarkCalibration, load_cal
 from .face_model import DEFAULT_NUM_COMPONENTS, DEFAULT_NUM_SAMPLES, FACE_MODEL_NAME, FaceModel
 from .fitting import FitConfig, fit_landmarks
 from .head_region import head_side_of_neck, neck_base_ring
+from .view_calibration import detection_shift_px
 from .view_weights import oblique_view_weights, view_angles_deg
 
 __all__ = [
@@ -73,8 +74,9 @@ log = logging.getLogger(__name__)
 
 TRACKER = "cgha.tracking"
 # 1.1.0: landmark calibration (MediaPipe -> face model definitions); 1.2.0: masks cut below the neck (mask_region);
-# 1.3.0: multi-view landmarks weighted by their view's angle from frontal (oblique_view_deg)
-TRACKER_VERSION = "1.3.0"
+# 1.3.0: multi-view landmarks weighted by their view's angle from frontal (oblique_view_deg); 1.4.0: monocular
+# detections corrected by the view-dependent landmark calibration (view_calibration)
+TRACKER_VERSION = "1.4.0"
 # The angle at which a view's landmarks weigh a quarter: where the calibration identities' MediaPipe-to-face-model
 # disagreement (4.6 px frontal, 14 px at 45-60°, 27 px beyond 60°; docs/tracking.md) has doubled.
 DEFAULT_OBLIQUE_VIEW_DEG = 35.0
@@ -98,6 +100,14 @@ MASK_REGIONS = ("head", "person")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _LISTED = 20  # names listed in a warning or error before "..."
 _FIT_PASSES = 3  # fits run at most: each drops the frames that fit badly and fits the rest again
+_VIEW_CORRECTION_PASSES = 2  # refits with the view-dependent correction of the detections (the second settles it)
+VIEW_CALIBRATION_MODES = ("monocular", "always", "off")
+
+
+def _uses_view_calibration(mode: str, cameras: int) -> bool:
+    """Whether the view-dependent calibration corrects the detections: ``always``, or ``monocular`` with one
+    camera (with a rig, down-weighting the oblique views did better: docs/tracking.md)."""
+    return mode == "always" or (mode == "monocular" and cameras == 1)
 
 
 class TrackArgumentError(UserError, ValueError):
@@ -149,6 +159,8 @@ class TrackOptions:
             a head avatar models) or ``person`` (the whole person mask, shoulders and torso included).
         min_detection_confidence: the face detector's threshold.
         fit: the fitter's weights and schedule.
+        view_calibration: when the calibration's view-dependent offsets correct the detections (after a first
+            fit, then two refits): ``monocular`` (one camera: the default), ``always`` or ``off``.
         oblique_view_deg: multi-view only: after the first fit, weigh each view's landmarks by
             ``cgha.tracking.view_weights.oblique_view_weights`` of its angle from frontal (a quarter at this angle)
             and fit again from the first fit; 0 turns it off.
@@ -180,6 +192,7 @@ class TrackOptions:
     min_detection_confidence: float = 0.5
     fit: FitConfig = dataclasses.field(default_factory=FitConfig)
     oblique_view_deg: float = DEFAULT_OBLIQUE_VIEW_DEG
+    view_calibration: str = "monocular"
     calibration: Optional[Union[str, Path]] = "default"
     face_model_samples: int = DEFAULT_NUM_SAMPLES
     face_model_components: int = DEFAULT_NUM_COMPONENTS
@@ -226,6 +239,8 @@ class TrackOptions:
             bad("masks=plates needs a folder of background plates (--backgrounds DIR)")
         if not 0.0 <= float(self.min_detection_confidence) <= 1.0:
             bad(f"min_detection_confidence must be in [0, 1], got {self.min_detection_confidence!r}")
+        if self.view_calibration not in VIEW_CALIBRATION_MODES:
+            bad(f"view_calibration must be one of {', '.join(VIEW_CALIBRATION_MODES)}, got {self.view_calibration!r}")
         if not (isinstance(self.oblique_view_deg, (int, float)) and 0.0 <= float(self.oblique_view_deg) <= 180.0):
             bad(f"oblique_view_deg must be in [0, 180] (0: off), got {self.oblique_view_deg!r}")
         if not isinstance(self.fit, FitConfig):
@@ -842,6 +857,29 @@ def _track(source, out_dir: Path, options: TrackOptions) -> TrackResult:
         fit_s += time.perf_counter() - start
         passes += 1
         reproj = fit.reprojection_px.cpu().double().numpy()
+    if _uses_view_calibration(options.view_calibration, C) and calibration is not None:
+        if calibration.view_coefficients is None:
+            log.warning("%s: the landmark calibration %s has no view-dependent part (a version 1 file): the fit "
+                        "uses its fixed offsets only", source.label, options.calibration)
+        else:
+            start = time.perf_counter()
+            fit_conf = conf * ~bad_fit[:, None, None]
+            if options.oblique_view_deg > 0 and C > 1:
+                fit_conf = fit_conf * view_weight[..., None]
+            for _ in range(_VIEW_CORRECTION_PASSES):
+                # Move each detection by where the view-dependent offset puts it relative to the fixed offset, at
+                # the current fit, and fit again from there.
+                shift = detection_shift_px(fit_model, fit.pose.cpu().double().numpy(), float(fit.scale),
+                                           fit.exp.cpu().double().numpy(), fit.landmarks_3d.cpu().double().numpy(),
+                                           Ks, viewmats, calibration.view_coefficients, calibration.offset)
+                corrected = np.where(conf[..., None] > 0, lmk - shift, 0.0).astype(np.float32)
+                fit = fit_landmarks(fit_model, corrected, fit_conf, Ks, viewmats, (R, R), init_pose=fit.pose,
+                                    config=options.fit, device=device)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            fit_s += time.perf_counter() - start
+            passes += _VIEW_CORRECTION_PASSES
+            reproj = fit.reprojection_px.cpu().double().numpy()
 
     pose = fit.pose.cpu().double().numpy()
     exp = fit.exp.cpu().float().numpy()
@@ -998,6 +1036,7 @@ def _arguments(options: TrackOptions, crop_mode: str, mask_mode: str) -> Dict[st
         "masks": mask_mode, "mask_region": options.mask_region,
         "backgrounds": str(options.backgrounds) if options.backgrounds else None,
         "min_detection_confidence": options.min_detection_confidence, "oblique_view_deg": options.oblique_view_deg,
+        "view_calibration": options.view_calibration,
         "device": options.device,
         "calibration": None if options.calibration is None else str(options.calibration),
         "face_model_samples": options.face_model_samples, "face_model_components": options.face_model_components,

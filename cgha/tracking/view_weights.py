@@ -10,9 +10,8 @@ that error model, sigma(a) = sigma0 * (1 + (a / a0)^2), gives w(a) = (1 + (a / a
 from __future__ import annotations
 
 import numpy as np
-import torch
 
-from cgha.utils.rotations import axis_angle_to_matrix
+from .view_calibration import head_directions
 
 
 def view_angles_deg(pose: np.ndarray, viewmats: np.ndarray) -> np.ndarray:
@@ -25,15 +24,7 @@ def view_angles_deg(pose: np.ndarray, viewmats: np.ndarray) -> np.ndarray:
     Returns:
         [T, C] angles in [0, 180].
     """
-    pose = np.asarray(pose, dtype=np.float64)
-    viewmats = np.asarray(viewmats, dtype=np.float64)
-    if pose.ndim != 2 or pose.shape[1] != 6 or viewmats.ndim != 3 or viewmats.shape[1:] != (4, 4):
-        raise ValueError(f"need pose [T, 6] and viewmats [C, 4, 4], got {pose.shape} and {viewmats.shape}")
-    R = axis_angle_to_matrix(torch.from_numpy(pose[:, :3])).numpy()  # [T, 3, 3] head -> world
-    eyes = -np.einsum("cji,cj->ci", viewmats[:, :3, :3], viewmats[:, :3, 3])  # [C, 3] camera centres (world)
-    to_camera = eyes[None, :, :] - pose[:, None, 3:]  # [T, C, 3] world
-    in_head = np.einsum("tji,tcj->tci", R, to_camera)  # R^T @ d: the direction in the head's frame
-    cosine = in_head[..., 2] / np.maximum(np.linalg.norm(in_head, axis=-1), 1e-12)
+    cosine = head_directions(pose, viewmats)[..., 2]
     return np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0)))
 
 
