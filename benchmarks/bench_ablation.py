@@ -8,6 +8,10 @@ The table gives, per split, each variant's mean PSNR ± spread (half the max-min
 from the first variant, marked "no measurable effect" when the difference is inside the spreads (and left unjudged
 while a row has a single seed).
 
+A run found under `--work` is resumed (the trainer's `train.resume`: runs split over calls with a time limit), but
+only if it was trained from the same inputs: `WORK/inputs/<run>.sha256` records the config, the run's overrides and
+the contents of its mesh head and subject `meta.json`; a run whose inputs changed starts again.
+
     python benchmarks/bench_ablation.py --config config/train_gaussianhead_synthetic.yaml --seeds 0 1 2 \\
         --variant baseline= --variant free_view=train.crop_scale_range=[0.6,1.6],train.loss_weights.sr_residual=0.1 \\
         --cross-identity data/synthetic/id0_codes_of_id1 --sheet 5 --reenact config/reenactment_synthetic.yaml \\
@@ -17,8 +21,10 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -72,6 +78,36 @@ def _run(script: str, args: Sequence[str], env: Dict[str, str]) -> Optional[str]
     return lines[-1] if lines else f"{script} exited with {done.returncode}"
 
 
+def inputs_fingerprint(config: Path, run_args: Sequence[str]) -> str:
+    """sha256 of what a run is trained from: the config file, the run's overrides, and the contents of its mesh-head
+    checkpoint and of its subject's meta.json (the same paths can hold other files on a rerun)."""
+    cfg = load_config(TrainConfig, config, list(run_args), stage="gaussianhead")
+    digest = hashlib.sha256(Path(config).read_bytes())
+    digest.update("\n".join(run_args).encode())
+    for path in (Path(cfg.load_meshhead_checkpoint or ""), Path(cfg.dataset.dataroot) / "meta.json"):
+        digest.update(path.read_bytes() if path.is_file() else b"-")
+    return digest.hexdigest()
+
+
+def start_fresh_if_inputs_changed(work: Path, run: str, fingerprint: str) -> bool:
+    """A run folder under `work` is resumed by the trainer; when it was trained from other inputs (another mesh
+    head or subject at the same path), its checkpoints, log and results are removed first, so the run starts again
+    instead of reporting the old one. Records `fingerprint`; returns whether an old run was removed."""
+    record = work / "inputs" / f"{run}.sha256"
+    stale = record.is_file() and record.read_text().strip() != fingerprint
+    if stale:
+        results = work / "results"
+        for path in (work / "checkpoints" / run, work / "log" / run, results / run, *results.glob(f"{run}_*")):
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+        print(f"{run}: its inputs changed since the run found in {work}: trained again", file=sys.stderr)
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(fingerprint + "\n")
+    return stale
+
+
 def run_one(config: Path, variant: str, overrides: List[str], seed: int, common: List[str], work: Path,
             gpu: Optional[int], cross_identity: Optional[Path], sheet: int, reenact: Optional[Path]) -> Dict:
     """Train and evaluate one (variant, seed) in its own run folder; returns its per-split metrics."""
@@ -81,6 +117,7 @@ def run_one(config: Path, variant: str, overrides: List[str], seed: int, common:
                 f"train.seed={seed}", *common, *overrides]
     env = dict(os.environ, **({"CUDA_VISIBLE_DEVICES": str(gpu)} if gpu is not None else {}))
     row: Dict = {"variant": variant, "seed": seed, "overrides": overrides}
+    start_fresh_if_inputs_changed(work, run, inputs_fingerprint(config, run_args))
     start = time.perf_counter()
     error = _run("train_gaussianhead.py", ["--config", str(config), *run_args], env)
     row["train_seconds"] = time.perf_counter() - start

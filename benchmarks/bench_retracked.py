@@ -62,7 +62,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
 import time
@@ -384,10 +383,6 @@ def main() -> None:
             head = mesh_head(subject, f"meshhead_{name}", work, scale["suffix"], args.device, args.meshhead_seed)
             variants[name].append(f"load_meshhead_checkpoint={head}")
     ablation_json = work / "ablation.json"
-    # bench_ablation resumes the runs it finds under its --work: a new measurement (other mesh heads, another tracking)
-    # must not pick up an earlier one's finished Gaussian heads.
-    shutil.rmtree(work / "ablation", ignore_errors=True)
-    ablation_json.unlink(missing_ok=True)
     run([sys.executable, str(ROOT / "benchmarks" / "bench_ablation.py"),
          "--config", str(ROOT / "config" / f"train_gaussianhead{scale['suffix']}.yaml"),
          "--seeds", *map(str, args.seeds), "--parallel", str(args.parallel), "--work", str(work / "ablation"),

@@ -117,3 +117,39 @@ def test_reused_tracking_refuses_a_split_mismatch(tmp_path):
     work = _tracked_work(tmp_path / "work", tracked_splits={**SPLITS, "eval_frame_ids": ["frame_0009"]})
     with pytest.raises(SystemExit, match=str(work / "retracked") + ": held-out split .* differs"):
         bench.reused_tracking(work, "demo", plates=False)
+
+
+def test_bench_ablation_starts_a_run_again_when_its_inputs_changed(tmp_path):
+    """bench_ablation resumes the runs it finds; a run trained from another mesh head (same path, other contents)
+    must be trained again, not reported as the new one."""
+    from bench_ablation import inputs_fingerprint, start_fresh_if_inputs_changed
+
+    root = Path(__file__).resolve().parents[1]
+    config = root / "config" / "train_gaussianhead_synthetic_demo.yaml"
+    subject = tmp_path / "subject"
+    subject.mkdir()
+    (subject / "meta.json").write_text("{}")
+    head = tmp_path / "meshhead_latest"
+    head.write_bytes(b"mesh head A")
+    args = [f"dataset.dataroot={subject}", f"load_meshhead_checkpoint={head}", "train.seed=0"]
+    first = inputs_fingerprint(config, args)
+    assert inputs_fingerprint(config, args) == first
+    work, run = tmp_path / "work", "ablation_x_seed0"
+    assert not start_fresh_if_inputs_changed(work, run, first)  # nothing there yet
+    for path in (work / "checkpoints" / run, work / "log" / run, work / "results" / f"{run}_eval"):
+        path.mkdir(parents=True)
+    (work / "results" / f"{run}_reenact_strip.jpg").write_bytes(b"jpg")
+    (work / "results" / "ablation_x_seed01").mkdir()  # another run whose name starts alike: kept
+    assert not start_fresh_if_inputs_changed(work, run, first)  # same inputs: resumed as it is
+    assert (work / "checkpoints" / run).is_dir()
+    head.write_bytes(b"mesh head B")
+    changed = inputs_fingerprint(config, args)
+    assert changed != first
+    assert start_fresh_if_inputs_changed(work, run, changed)
+    assert not (work / "checkpoints" / run).exists() and not (work / "log" / run).exists()
+    assert not (work / "results" / f"{run}_eval").exists()
+    assert not (work / "results" / f"{run}_reenact_strip.jpg").exists()
+    assert (work / "results" / "ablation_x_seed01").is_dir()
+    (subject / "meta.json").write_text('{"retracked": true}')
+    assert inputs_fingerprint(config, args) != changed
+    assert inputs_fingerprint(config, [*args[:2], "train.seed=1"]) != changed
