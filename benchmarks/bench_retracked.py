@@ -79,6 +79,7 @@ ROOT = Path(__file__).resolve().parents[1]
 from cgha.recorder.run_files import RunFiles  # noqa: E402
 from cgha.synthetic import generate_monocular_subject, generate_subject  # noqa: E402
 from cgha.tracking import pipeline as P  # noqa: E402
+from cgha.utils.atomic import write_bytes_atomic  # noqa: E402
 from cgha.utils.metrics import psnr  # noqa: E402
 
 SCALES = {  # subject (frames, cameras, resolution), config suffix and subject folder, as the scale's configs say
@@ -111,11 +112,8 @@ def splits(subject: Path) -> dict:
 
 
 def write_json(path: Path, data: dict) -> None:
-    """Write `data` to `path` through a temporary file: a run stopped mid-write leaves the previous file whole."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(json_safe(data), indent=2) + "\n")
-    temporary.replace(path)
+    """Write `data` to `path` atomically: a run stopped mid-write leaves the previous file whole."""
+    write_bytes_atomic(path, (json.dumps(json_safe(data), indent=2) + "\n").encode())
 
 
 def reused_tracking(work: Path, scale: str, plates: bool) -> tuple:

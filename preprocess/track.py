@@ -45,7 +45,7 @@ def _holdout(text: str):
 def build_parser() -> argparse.ArgumentParser:
     from cgha.tracking.face_model import DEFAULT_NUM_COMPONENTS, DEFAULT_NUM_SAMPLES
     from cgha.tracking.pipeline import (DEFAULT_CROP_SCALE, DEFAULT_FOV_DEG, DEFAULT_MAX_REPROJECTION_PX,
-                                        DEFAULT_RESOLUTION)
+                                        DEFAULT_OBLIQUE_VIEW_DEG, DEFAULT_RESOLUTION, VIEW_CALIBRATION_MODES)
 
     parser = argparse.ArgumentParser(
         description="Track a face video (one camera) or calibrated multi-view frames with MediaPipe landmarks and "
@@ -100,10 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="identity PCA samples of the face model (a smaller model builds faster, fits less well)")
     parser.add_argument("--face-model-components", type=int_at_least(1), default=DEFAULT_NUM_COMPONENTS,
                         help="identity components of the face model (fewer than --face-model-samples)")
-    parser.add_argument("--oblique-view-deg", type=_float, default=35.0,
+    parser.add_argument("--oblique-view-deg", type=_float, default=DEFAULT_OBLIQUE_VIEW_DEG,
                         help="multi-view: a view's landmarks weigh a quarter at this angle from frontal (MediaPipe "
                              "errs more on oblique views; docs/tracking.md); 0: all views alike")
-    parser.add_argument("--view-calibration", choices=("monocular", "always", "off"), default="monocular",
+    parser.add_argument("--view-calibration", choices=VIEW_CALIBRATION_MODES, default=VIEW_CALIBRATION_MODES[0],
                         help="correct the detections with the calibration's view-dependent offsets: with one camera "
                              "(monocular, the default), always, or off (docs/tracking.md)")
     parser.add_argument("--fit", nargs="+", default=[], metavar="KEY=VALUE",

@@ -9,23 +9,14 @@ import torch
 from cgha.errors import UserError
 from cgha.synthetic import DEFAULT_SCALE, camera_rig
 from cgha.synthetic.head_model import apply_pose
-from cgha.tracking import FaceModel
-from cgha.tracking.calibration import (CalibrationViews, LandmarkCalibration, calibrated_landmarks,
-                                       estimate_view_coefficients, landmark_errors_px, load_calibration,
-                                       save_calibration, view_offsets)
-from cgha.tracking.landmarker import IBUG68_FROM_MEDIAPIPE
+from cgha.tracking.calibration import (CalibrationViews, calibrated_landmarks, estimate_view_coefficients,
+                                       landmark_errors_px, load_calibration, save_calibration, view_offsets)
 from cgha.tracking.pipeline import TrackOptions
 from cgha.tracking.view_calibration import (NUM_FEATURES, camera_centres, detection_shift_px, head_directions,
                                             view_features)
 from cgha.utils.cameras import project_points
 from cgha.utils.rotations import axis_angle_to_matrix
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    cache = tmp_path_factory.getbasetemp() / "face_model_cache"
-    cache.mkdir(exist_ok=True)
-    return FaceModel(num_samples=6, num_components=5, cache_dir=cache, dtype=torch.float64)
+from test_tracking_calibration import _calibration, model  # noqa: F401 (model: the shared face-model fixture)
 
 
 def _poses(frames: int, seed: int) -> np.ndarray:
@@ -124,13 +115,6 @@ def test_detection_shift_is_the_projected_difference_of_the_two_offsets(model):
     still[:, 0] = base
     assert np.abs(detection_shift_px(model, pose, DEFAULT_SCALE, exp, fitted.numpy(), Ks, viewmats, still,
                                      base)).max() < 1e-9
-
-
-def _calibration(**change) -> LandmarkCalibration:
-    base = dict(offset=np.zeros((68, 3), np.float32), sigma_px=np.ones(68, np.float32), landmarker="test",
-                mapping=IBUG68_FROM_MEDIAPIPE, face_model=FaceModel.name, identities=np.array([10]),
-                info={"date": "today"})
-    return LandmarkCalibration(**{**base, **change})
 
 
 def test_calibration_file_version_2_and_version_1(tmp_path):

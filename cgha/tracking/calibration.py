@@ -235,8 +235,12 @@ def calibrated_landmarks(model: FaceModel, canonical, exp, pose, scale, offset) 
 def view_offsets(views: "CalibrationViews", coefficients) -> np.ndarray:
     """Per-view offsets [N, 68, 3] of the view-dependent calibration ``coefficients`` [68, 6, 3] (the direction
     of each view's camera seen from its true head)."""
-    directions = directions_in_head_frame(views.pose, camera_centres(views.viewmats))
-    return np.einsum("nk,lkj->nlj", view_features(directions), np.asarray(coefficients, dtype=np.float64))
+    return np.einsum("nk,lkj->nlj", _view_features(views), np.asarray(coefficients, dtype=np.float64))
+
+
+def _view_features(views: "CalibrationViews") -> np.ndarray:
+    """[N, 6] ``view_calibration.view_features`` of the direction of each view's camera seen from its true head."""
+    return view_features(directions_in_head_frame(views.pose, camera_centres(views.viewmats)))
 
 
 def scatter_px(errors: np.ndarray) -> np.ndarray:
@@ -301,8 +305,7 @@ def estimate_view_coefficients(model: FaceModel, views: CalibrationViews, huber_
     """The view-dependent offset's coefficients B [68, 6, 3]: per landmark, o_l(d) = sum_k phi_k(d) B_lk with
     ``view_calibration.view_features`` of the direction d of each view's camera seen from the head, fitted like
     ``estimate_landmark_offset`` (whose offset is the special case phi = (1))."""
-    features = view_features(directions_in_head_frame(views.pose, camera_centres(views.viewmats)))
-    return _estimate_offsets(model, views, features, huber_px, prior, iterations)
+    return _estimate_offsets(model, views, _view_features(views), huber_px, prior, iterations)
 
 
 def _estimate_offsets(model: FaceModel, views: CalibrationViews, features: np.ndarray, huber_px: float,

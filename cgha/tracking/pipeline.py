@@ -832,40 +832,37 @@ def _track(source, out_dir: Path, options: TrackOptions) -> TrackResult:
     bad_fit = np.zeros(T, dtype=bool)
     bad_reproj: Dict[int, float] = {}
     fit_s, passes = 0.0, 0
-    while True:
+
+    def timed_fit(landmarks, confidence, init_pose=None):
+        """One fit of the face model, counted in the report's fit time and passes."""
+        nonlocal fit_s, passes
         start = time.perf_counter()
-        fit = fit_landmarks(fit_model, lmk, conf * ~bad_fit[:, None, None], Ks, viewmats, (R, R), config=options.fit,
-                            device=device)
+        result = fit_landmarks(fit_model, landmarks, confidence, Ks, viewmats, (R, R), init_pose=init_pose,
+                               config=options.fit, device=device)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         fit_s += time.perf_counter() - start
         passes += 1
+        return result
+
+    while True:
+        fit = timed_fit(lmk, conf * ~bad_fit[:, None, None])
         reproj = fit.reprojection_px.cpu().double().numpy()  # [T] px at R; NaN where nothing was fitted
         new_bad = has_face & ~bad_fit & ~(reproj * (REFERENCE_SIZE / R) <= options.max_reprojection_px)
         bad_reproj.update({int(t): float(reproj[t]) for t in np.flatnonzero(new_bad)})
         bad_fit |= new_bad
         if not new_bad.any() or passes >= _FIT_PASSES or bad_fit.sum() > (1.0 - options.min_face_fraction) * T:
             break
+    fit_conf = conf * ~bad_fit[:, None, None]  # what the refits below weigh the detections by
     if options.oblique_view_deg > 0 and C > 1:
-        start = time.perf_counter()
         angles = view_angles_deg(fit.pose.cpu().double().numpy(), viewmats)  # [T, C]
-        view_weight = oblique_view_weights(angles, options.oblique_view_deg).astype(np.float32)
-        fit = fit_landmarks(fit_model, lmk, conf * ~bad_fit[:, None, None] * view_weight[..., None], Ks, viewmats,
-                            (R, R), init_pose=fit.pose, config=options.fit, device=device)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        fit_s += time.perf_counter() - start
-        passes += 1
-        reproj = fit.reprojection_px.cpu().double().numpy()
+        fit_conf = fit_conf * oblique_view_weights(angles, options.oblique_view_deg).astype(np.float32)[..., None]
+        fit = timed_fit(lmk, fit_conf, init_pose=fit.pose)
     if _uses_view_calibration(options.view_calibration, C) and calibration is not None:
         if calibration.view_coefficients is None:
             log.warning("%s: the landmark calibration %s has no view-dependent part (a version 1 file): the fit "
                         "uses its fixed offsets only", source.label, options.calibration)
         else:
-            start = time.perf_counter()
-            fit_conf = conf * ~bad_fit[:, None, None]
-            if options.oblique_view_deg > 0 and C > 1:
-                fit_conf = fit_conf * view_weight[..., None]
             for _ in range(_VIEW_CORRECTION_PASSES):
                 # Move each detection by where the view-dependent offset puts it relative to the fixed offset, at
                 # the current fit, and fit again from there.
@@ -873,13 +870,8 @@ def _track(source, out_dir: Path, options: TrackOptions) -> TrackResult:
                                            fit.exp.cpu().double().numpy(), fit.landmarks_3d.cpu().double().numpy(),
                                            Ks, viewmats, calibration.view_coefficients, calibration.offset)
                 corrected = np.where(conf[..., None] > 0, lmk - shift, 0.0).astype(np.float32)
-                fit = fit_landmarks(fit_model, corrected, fit_conf, Ks, viewmats, (R, R), init_pose=fit.pose,
-                                    config=options.fit, device=device)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            fit_s += time.perf_counter() - start
-            passes += _VIEW_CORRECTION_PASSES
-            reproj = fit.reprojection_px.cpu().double().numpy()
+                fit = timed_fit(corrected, fit_conf, init_pose=fit.pose)
+    reproj = fit.reprojection_px.cpu().double().numpy()
 
     pose = fit.pose.cpu().double().numpy()
     exp = fit.exp.cpu().float().numpy()

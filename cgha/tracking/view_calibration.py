@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from cgha.utils.cameras import project_points
 from cgha.utils.rotations import axis_angle_to_matrix
 
 NUM_FEATURES = 6
@@ -72,14 +73,7 @@ def detection_shift_px(model, pose, scale, exp, world_landmarks, Ks, viewmats, c
     Jx = model.landmark_offset_jacobian(torch.as_tensor(np.asarray(exp), dtype=model.dtype)).to("cpu", dtype)
     R = axis_angle_to_matrix(torch.from_numpy(pose[:, :3]))  # [T, 3, 3]
     world_delta = float(scale) * torch.einsum("tij,tclj->tcli", R, torch.einsum("tlij,tclj->tcli", Jx, delta))
-    world = torch.as_tensor(np.asarray(world_landmarks), dtype=dtype)
-    cam = torch.einsum("cij,tlj->tcli", V[:, :3, :3], world) + V[None, :, None, :3, 3]
-    moved = cam + torch.einsum("cij,tclj->tcli", V[:, :3, :3], world_delta)
-
-    def project(p):  # [T, C, 68, 3] camera -> [T, C, 68, 2] pixels
-        x, y, z = p.unbind(-1)
-        Kc = K[None, :, None]
-        return torch.stack([(Kc[..., 0, 0] * x + Kc[..., 0, 1] * y) / z + Kc[..., 0, 2],
-                            Kc[..., 1, 1] * y / z + Kc[..., 1, 2]], dim=-1)
-
-    return (project(moved) - project(cam)).numpy()
+    world = torch.as_tensor(np.asarray(world_landmarks), dtype=dtype)[:, None]  # [T, 1, 68, 3]
+    before, _ = project_points(world.expand_as(world_delta), V, K)  # viewmats and Ks broadcast over the frames
+    after, _ = project_points(world + world_delta, V, K)
+    return (after - before).numpy()
