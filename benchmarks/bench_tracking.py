@@ -56,11 +56,12 @@ EYE_CORNERS_MM = 88.0  # adult exocanthion-exocanthion distance: converts world 
 GOALS = {"multiview_rotation_median_deg": 0.5, "monocular_rotation_median_deg": 1.5, "reprojection_median_px": 2.0}
 # Variant -> the TrackOptions it changes: `calibrated` and `uncalibrated` as tracker 1.1.0 (fixed calibration or
 # none), `oblique` as 1.3.0 (views weighted by their angle from frontal), `default` today's tracker (1.4.0: also the
-# view-dependent calibration on monocular input), `view_always` that correction on rig input too.
+# view-dependent calibration on monocular input), `view_always` that correction on rig input too, `photometric`
+# the default followed by the photometric refinement (cgha/tracking/photometric.py).
 VARIANTS = {"calibrated": {"calibration": "default", "oblique_view_deg": 0.0, "view_calibration": "off"},
             "uncalibrated": {"calibration": None, "oblique_view_deg": 0.0, "view_calibration": "off"},
             "oblique": {"calibration": "default", "oblique_view_deg": 35.0, "view_calibration": "off"},
-            "default": {}, "view_always": {"view_calibration": "always"}}
+            "default": {}, "view_always": {"view_calibration": "always"}, "photometric": {"photometric": True}}
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -197,6 +198,7 @@ def run_one(identity: int, setup: str, variant: str, inputs, truth: Path, args) 
         "signed_rotation_deg_head_frame": signed.tolist(),
         "reprojection_px_at_512_per_frame": per_frame_reproj.tolist(),
         "reprojection_median_px_at_512": report["reprojection_px"]["median_at_512"],
+        "landmark_error_vs_truth_px_at_512_per_view": (errors["landmark_error_px"] or {}).get("per_view"),
         "expression_correlation": errors["expression_correlation"],
         "expression_correlation_mean": float(np.mean(list(corr.values()))) if corr else None,
         "detection_rate": detected / max(n_images, 1), "images": n_images, "images_with_face": detected,
@@ -211,6 +213,8 @@ def summarise(rows: list) -> dict:
     world = np.concatenate([r["translation_world"] for r in rows])
     signed = np.concatenate([np.asarray(r["signed_rotation_deg_head_frame"]).reshape(-1, 3) for r in rows])
     reproj = np.concatenate([r["reprojection_px_at_512_per_frame"] for r in rows])
+    truth_px = [r.get("landmark_error_vs_truth_px_at_512_per_view") for r in rows]
+    truth_px = np.concatenate(truth_px) if all(v is not None for v in truth_px) else None  # multi-view only
     corr = {}
     for name in EXPRESSION_NAMES:
         values = [r["expression_correlation"][name] for r in rows if r["expression_correlation"].get(name) is not None]
@@ -225,6 +229,7 @@ def summarise(rows: list) -> dict:
         "translation_median_mm": float(np.median(mm)), "translation_p90_mm": float(np.percentile(mm, 90)),
         "translation_median_world": float(np.median(world)),
         "reprojection_median_px_at_512": float(np.median(reproj)),
+        "landmark_error_vs_truth_median_px_at_512": float(np.median(truth_px)) if truth_px is not None else None,
         "expression_correlation": corr,
         "expression_correlation_mean": float(np.mean([r["expression_correlation_mean"] for r in rows])),
         "detection_rate": float(sum(r["images_with_face"] for r in rows) / sum(r["images"] for r in rows)),

@@ -106,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--view-calibration", choices=VIEW_CALIBRATION_MODES, default=VIEW_CALIBRATION_MODES[0],
                         help="correct the detections with the calibration's view-dependent offsets: with one camera "
                              "(monocular, the default), always, or off (docs/tracking.md)")
+    parser.add_argument("--photometric", action="store_true",
+                        help="refine the landmark fit's poses against the images (analysis by synthesis of the face "
+                             "region; docs/tracking.md): more accurate heads, minutes on a CPU")
     parser.add_argument("--fit", nargs="+", default=[], metavar="KEY=VALUE",
                         help="FitConfig overrides, e.g. smooth_rotation=0 smooth_translation=0 smooth_expression=0 "
                              "for frames that are not in time order")
@@ -132,7 +135,7 @@ def main(argv=None) -> None:
         holdout_cameras=args.holdout_cameras, masks=args.masks, mask_region=args.mask_region,
         backgrounds=args.backgrounds, min_detection_confidence=args.min_detection_confidence,
         fit=parse_fit_overrides(args.fit), oblique_view_deg=args.oblique_view_deg,
-        view_calibration=args.view_calibration,
+        view_calibration=args.view_calibration, photometric=args.photometric,
         calibration=None if args.no_calibration else (args.calibration or "default"),
         face_model_samples=args.face_model_samples, face_model_components=args.face_model_components,
         device=args.device, force=args.force, progress=not args.quiet)

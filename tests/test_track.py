@@ -255,14 +255,21 @@ def test_multiview_exact_landmarks(synthetic, tmp_path, monkeypatch, device):
     assert min(ious) > 0.9, ious
 
 
-def test_video_exact_landmarks(monocular, tmp_path, monkeypatch):
-    """A one-camera video with the true landmarks: a fixed face crop, intrinsics from the field of view, the world
-    re-centred on the head; the head's pose relative to the camera must match the generator's."""
+def _video_with_true_landmarks(monocular: Path, tmp_path: Path, monkeypatch):
+    """The monocular subject's camera written to a video, and the detector replaced by its true landmarks, frame
+    after frame: (meta.json, video path, field of view)."""
     meta = json.loads((monocular / "meta.json").read_text())
     video = tmp_path / "me.mp4"
     fov = _write_video(monocular, video)
     truth = iter([_true_landmarks(monocular, f, "cam00") for f in meta["frame_names"]])
     _truth_detector(monkeypatch, lambda image: next(truth))
+    return meta, video, fov
+
+
+def test_video_exact_landmarks(monocular, tmp_path, monkeypatch):
+    """A one-camera video with the true landmarks: a fixed face crop, intrinsics from the field of view, the world
+    re-centred on the head; the head's pose relative to the camera must match the generator's."""
+    meta, video, fov = _video_with_true_landmarks(monocular, tmp_path, monkeypatch)
     out = tmp_path / "me"
     result = P.track_video(video, out, P.TrackOptions(resolution=128, fov_deg=fov, device="cpu", progress=False,
                                                       backgrounds=export_plates(monocular, tmp_path / "plates"),
@@ -288,6 +295,31 @@ def test_video_exact_landmarks(monocular, tmp_path, monkeypatch):
     assert errors["rotation_deg"]["p95"] < 0.5, errors["rotation_deg"]
     assert errors["translation"]["median"] < 0.03, errors["translation"]
     assert result.report["reprojection_px"]["median"] < 0.5  # px at 128^2
+
+
+def test_video_photometric_refinement(monocular, tmp_path, monkeypatch):
+    """--photometric runs after the landmark fit: the report says what it did, the written landmarks and the
+    reprojection follow the refined parameters, and a fit that was already right stays right."""
+    from cgha.tracking.photometric import PhotometricConfig
+
+    meta, video, fov = _video_with_true_landmarks(monocular, tmp_path, monkeypatch)
+    out = tmp_path / "me"
+    config = PhotometricConfig(crop_px=48, warmup=3, iterations=6)
+    result = P.track_video(video, out, P.TrackOptions(resolution=128, fov_deg=fov, device="cpu", progress=False,
+                                                      backgrounds=export_plates(monocular, tmp_path / "plates"),
+                                                      calibration=None, photometric=True, photometric_config=config,
+                                                      **SMALL_MODEL))
+    _check_subject_accepted(out)
+    photometric = result.report["photometric"]
+    assert photometric["views"] == len(meta["frame_names"]) and photometric["iterations"] == 9
+    assert photometric["config"]["crop_px"] == 48 and result.report["timings_s"]["photometric"] > 0
+    assert 0 < photometric["rotation_change_deg"]["max"] < 1.0
+    errors = P.ground_truth_errors(out, monocular, truth_camera="cam00")
+    assert errors["rotation_deg"]["p95"] < 0.8, errors["rotation_deg"]
+    assert result.report["reprojection_px"]["median"] < 1.0  # px at 128^2, recomputed at the refined parameters
+    names = result.frames
+    params = np.load(out / "params" / names[0] / "params.npz")
+    assert np.isfinite(params["pose"]).all() and np.isfinite(params["exp_coeff"]).all()
 
 
 def test_video_drops_frames(monocular, tmp_path, monkeypatch, caplog):

@@ -59,8 +59,9 @@ from cgha.utils.rotations import axis_angle_to_matrix
 from . import subject_writer as sw
 from .calibration import DEFAULT_CALIBRATION_PATH, LandmarkCalibration, load_calibration
 from .face_model import DEFAULT_NUM_COMPONENTS, DEFAULT_NUM_SAMPLES, FACE_MODEL_NAME, FaceModel
-from .fitting import FitConfig, fit_landmarks
+from .fitting import FitConfig, fit_landmarks, project_landmarks
 from .head_region import head_side_of_neck, neck_base_ring
+from .photometric import PhotometricConfig, face_region_faces, prepare_views, refine_photometric
 from .view_calibration import detection_shift_px
 from .view_weights import oblique_view_weights, view_angles_deg
 
@@ -164,6 +165,9 @@ class TrackOptions:
         oblique_view_deg: multi-view only: after the first fit, weigh each view's landmarks by
             ``cgha.tracking.view_weights.oblique_view_weights`` of its angle from frontal (a quarter at this angle)
             and fit again from the first fit; 0 turns it off.
+        photometric: after the landmark fit, refine each frame's pose (and ``photometric_config``'s other
+            unknowns) against the images by analysis by synthesis of the face region (``cgha.tracking.photometric``).
+        photometric_config: that refinement's settings.
         calibration: the landmark calibration between MediaPipe's points and the face model's landmarks
             (``cgha.tracking.calibration``): ``default`` (the shipped file), a path to another calibration file, or
             None (fit the face model's own landmark definitions, as before calibration existed).
@@ -193,6 +197,8 @@ class TrackOptions:
     fit: FitConfig = dataclasses.field(default_factory=FitConfig)
     oblique_view_deg: float = DEFAULT_OBLIQUE_VIEW_DEG
     view_calibration: str = "monocular"
+    photometric: bool = False
+    photometric_config: PhotometricConfig = dataclasses.field(default_factory=PhotometricConfig)
     calibration: Optional[Union[str, Path]] = "default"
     face_model_samples: int = DEFAULT_NUM_SAMPLES
     face_model_components: int = DEFAULT_NUM_COMPONENTS
@@ -245,6 +251,8 @@ class TrackOptions:
             bad(f"oblique_view_deg must be in [0, 180] (0: off), got {self.oblique_view_deg!r}")
         if not isinstance(self.fit, FitConfig):
             bad(f"fit must be a FitConfig, got {type(self.fit).__name__}")
+        if not isinstance(self.photometric_config, PhotometricConfig):
+            bad(f"photometric_config must be a PhotometricConfig, got {type(self.photometric_config).__name__}")
         samples, components = self.face_model_samples, self.face_model_components
         if not all(isinstance(v, int) and not isinstance(v, bool) for v in (samples, components)) \
                 or not 1 <= components < samples:
@@ -854,6 +862,7 @@ def _track(source, out_dir: Path, options: TrackOptions) -> TrackResult:
         if not new_bad.any() or passes >= _FIT_PASSES or bad_fit.sum() > (1.0 - options.min_face_fraction) * T:
             break
     fit_conf = conf * ~bad_fit[:, None, None]  # what the refits below weigh the detections by
+    targets = lmk  # the detections the last fit explained
     if options.oblique_view_deg > 0 and C > 1:
         angles = view_angles_deg(fit.pose.cpu().double().numpy(), viewmats)  # [T, C]
         fit_conf = fit_conf * oblique_view_weights(angles, options.oblique_view_deg).astype(np.float32)[..., None]
@@ -869,17 +878,14 @@ def _track(source, out_dir: Path, options: TrackOptions) -> TrackResult:
                 shift = detection_shift_px(fit_model, fit.pose.cpu().double().numpy(), float(fit.scale),
                                            fit.exp.cpu().double().numpy(), fit.landmarks_3d.cpu().double().numpy(),
                                            Ks, viewmats, calibration.view_coefficients, calibration.offset)
-                corrected = np.where(conf[..., None] > 0, lmk - shift, 0.0).astype(np.float32)
-                fit = timed_fit(corrected, fit_conf, init_pose=fit.pose)
+                targets = np.where(conf[..., None] > 0, lmk - shift, 0.0).astype(np.float32)
+                fit = timed_fit(targets, fit_conf, init_pose=fit.pose)
     reproj = fit.reprojection_px.cpu().double().numpy()
 
     pose = fit.pose.cpu().double().numpy()
     exp = fit.exp.cpu().float().numpy()
     scale = float(fit.scale)
-    fitted3d = fit.landmarks_3d.cpu().double().numpy()  # [T, 68, 3] what the fit matched to the detections
-    with torch.no_grad():
-        lmk3d = model.landmarks(fit.identity.to(device), fit.exp.to(device), fit.pose.to(device),
-                                fit.scale.to(device)).cpu().double().numpy()
+    identity = fit.identity.to(device)
     cam_reproj = fit.camera_reprojection_px.cpu().double().numpy()  # [T, C]
     kept = fit.observed.cpu().numpy() & has_face & ~bad_fit
     dropped = [{"frame": names[t], "reason": "no face found"} for t in range(T) if not has_face[t]]
@@ -894,9 +900,32 @@ def _track(source, out_dir: Path, options: TrackOptions) -> TrackResult:
     if dropped:
         log.warning("%s: dropped %d of %d frames: %s", source.label, len(dropped), T,
                     _listed([f"{d['frame']} ({d['reason']})" for d in dropped]))
+    keep_idx = np.flatnonzero(kept)
+
+    # -- photometric refinement -----------------------------------------------------------------------------------
+    photometric_report = None
+    if options.photometric:
+        start = time.perf_counter()
+        refined = _refine_photometric(source, model, identity, exp, pose, scale, keep_idx, crops, Ks, viewmats,
+                                      options, device)
+        pose[keep_idx], exp[keep_idx] = refined.pose[keep_idx], refined.exp[keep_idx].astype(np.float32)
+        identity = torch.as_tensor(refined.identity, dtype=identity.dtype, device=device)
+        photometric_report = {
+            "views": refined.views, "iterations": refined.iterations,
+            "loss": {k: _round(v, 6) for k, v in refined.loss.items()},
+            "rotation_change_deg": {"median": _round(np.median(refined.rotation_change_deg[keep_idx])),
+                                    "max": _round(refined.rotation_change_deg[keep_idx].max())},
+            "seconds": _round(time.perf_counter() - start),
+            "config": dataclasses.asdict(options.photometric_config),
+        }
+        reproj, cam_reproj = _landmark_reprojection(fit_model, identity, exp, pose, scale, targets, conf > 0, Ks,
+                                                    viewmats, device)
+    with torch.no_grad():
+        exp_t, pose_t = torch.from_numpy(exp).to(device), torch.from_numpy(pose).float().to(device)
+        fitted3d = fit_model.landmarks(identity, exp_t, pose_t, scale).cpu().double().numpy()  # matched to detections
+        lmk3d = model.landmarks(identity, exp_t, pose_t, scale).cpu().double().numpy()  # the face model's own
 
     # -- world --------------------------------------------------------------------------------------------------
-    keep_idx = np.flatnonzero(kept)
     if monocular:
         # The camera was placed arbitrarily: move the world origin to the head's mean position.
         shift = pose[keep_idx, 3:].mean(axis=0)
@@ -939,26 +968,27 @@ def _track(source, out_dir: Path, options: TrackOptions) -> TrackResult:
                                   if np.isfinite(cam_reproj[keep_idx, c]).any() else None
                                   for c, cam in enumerate(source.cameras)},
         },
-        "timings_s": {"decode": _round(det.decode_s), "landmarks": _round(det.landmark_s), "fit": _round(fit_s)},
+        "timings_s": {"decode": _round(det.decode_s), "landmarks": _round(det.landmark_s), "fit": _round(fit_s),
+                      **({} if photometric_report is None else {"photometric": photometric_report["seconds"]})},
         "fps": {"landmarks_images": _round(n_images / max(det.landmark_s, 1e-9)),
                 "landmarks_frames": _round(T / max(det.landmark_s, 1e-9)),
                 "fit_frames": _round(T / max(fit_s, 1e-9))},
         "fit": {"passes": passes, "scale": scale, "scale_fitted": bool(fit.scale_fitted), "losses": dict(fit.losses),
-                "identity": [float(v) for v in fit.identity.cpu()],
+                "identity": [float(v) for v in identity.cpu()],
                 "config": dataclasses.asdict(options.fit)},
+        "photometric": photometric_report,
         "landmark_calibration": _calibration_report(calibration, options),
         "face_model": {"key": model.key, "num_samples": options.face_model_samples,
                        "num_components": options.face_model_components},
     }
 
     # -- write ------------------------------------------------------------------------------------------------
-    identity = fit.identity.to(device)
     lowres = options.lowres_side
     preview_frames = sorted(set(sw.spread(len(keep_idx), 3)) | {int(np.argmax(kept_reproj))})
     preview_cams = sw.spread(C, 4)
     arguments = _arguments(options, crop_mode, mask_mode)
-    meta = _meta(source, options, model, arguments, kept_names, cam_ids, crops, Ks, viewmats, scale, fit,
-                 splits, az, el, crop_mode, mask_mode)
+    meta = _meta(source, options, model, arguments, kept_names, cam_ids, crops, Ks, viewmats, scale, identity,
+                 bool(fit.scale_fitted), splits, az, el, crop_mode, mask_mode)
 
     neck_ring = None
     if options.mask_region == "head":
@@ -1012,6 +1042,44 @@ def _track(source, out_dir: Path, options: TrackOptions) -> TrackResult:
     return TrackResult(out_dir, kept_names, cam_ids, dropped, report)
 
 
+def _refine_photometric(source, model: FaceModel, identity: torch.Tensor, exp: np.ndarray, pose: np.ndarray,
+                        scale: float, keep_idx: np.ndarray, crops: List[SquareCrop], Ks: np.ndarray,
+                        viewmats: np.ndarray, options: TrackOptions, device: torch.device):
+    """``cgha.tracking.photometric`` on the kept frames' images (cropped as they will be written)."""
+    config = options.photometric_config
+    region = face_region_faces(model, identity, config)
+    R = options.resolution
+
+    def frames():
+        for t, views in source.frames(keep_idx.tolist()):
+            yield t, [crop_resize(rgb, crops[c], R) for c, rgb in enumerate(views)]
+
+    views = prepare_views(model, identity, exp, pose, scale, frames(), Ks, viewmats, region, config)
+    if not views:
+        raise TooFewFrames(f"{source.label}: no view sees the face within {config.max_view_deg} degrees of frontal: "
+                           "nothing to refine against (turn --photometric off)", frames=len(keep_idx), tracked=0,
+                           stage="photometric")
+    return refine_photometric(model, identity, exp, pose, scale, views, viewmats, region, config, device=device,
+                              progress=options.progress)
+
+
+def _landmark_reprojection(model: FaceModel, identity, exp: np.ndarray, pose: np.ndarray, scale: float,
+                           targets: np.ndarray, visible: np.ndarray, Ks: np.ndarray, viewmats: np.ndarray, device):
+    """Mean landmark distance (px) of the face model's landmarks at the given parameters to ``targets``
+    [T, C, 68, 2] where ``visible`` [T, C, 68]: per frame [T] and per frame and camera [T, C] (NaN: none visible)."""
+    with torch.no_grad():
+        world = model.landmarks(identity, torch.from_numpy(exp).to(device), torch.from_numpy(pose).float().to(device),
+                                scale)
+        px = project_landmarks(world, torch.as_tensor(Ks, dtype=world.dtype, device=device),
+                               torch.as_tensor(viewmats, dtype=world.dtype, device=device)).cpu().double().numpy()
+    dist = np.linalg.norm(px - targets, axis=-1) * visible  # [T, C, 68]
+    count = visible.sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_camera = np.where(count > 0, dist.sum(-1) / count, np.nan)
+        per_frame = np.where(count.sum(-1) > 0, dist.sum((1, 2)) / count.sum(-1), np.nan)
+    return per_frame, per_camera
+
+
 def _round(value, digits: int = 4):
     value = float(value)
     return round(value, digits) if math.isfinite(value) else None
@@ -1043,8 +1111,8 @@ def _calibration_report(calibration: Optional[LandmarkCalibration], options: Tra
             "identities": calibration.identities.tolist(), "date": calibration.info.get("date")}
 
 
-def _meta(source, options, model: FaceModel, arguments, frames, cam_ids, crops, Ks, viewmats, scale, fit, splits,
-          az, el, crop_mode, mask_mode) -> Dict[str, object]:
+def _meta(source, options, model: FaceModel, arguments, frames, cam_ids, crops, Ks, viewmats, scale, identity,
+          scale_fitted: bool, splits, az, el, crop_mode, mask_mode) -> Dict[str, object]:
     R = options.resolution
     cameras = {
         "convention": "extrinsic = world-to-camera [3, 4], OpenCV axes; intrinsic in pixels at original_resolution, "
@@ -1070,7 +1138,7 @@ def _meta(source, options, model: FaceModel, arguments, frames, cam_ids, crops, 
         "arguments": arguments,
         "source": {"kind": source.kind, **source.describe()},
         "face_model": {"name": FACE_MODEL_NAME, "key": model.key, "num_identity": model.num_identity,
-                       "identity": [round(float(v), 6) for v in fit.identity.cpu()],
+                       "identity": [round(float(v), 6) for v in identity.cpu()],
                        "num_vertices": model.num_vertices, "faces": "faces.npy"},
         "expression_names": list(EXPRESSION_NAMES),
         "expression_basis": {"model": EXPRESSION_MODEL, "names": list(EXPRESSION_NAMES)},
@@ -1083,7 +1151,7 @@ def _meta(source, options, model: FaceModel, arguments, frames, cam_ids, crops, 
         "num_faces": int(model.faces.shape[0]),
         "landmarks": "iBUG-68 (jaw 0-16, brows 17-26, nose 27-35, eyes 36-47, outer lips 48-59, inner lips 60-67)",
         "scale": scale,
-        "scale_fitted": bool(fit.scale_fitted),
+        "scale_fitted": scale_fitted,
         "masks": mask_mode,
         "mask_region": options.mask_region,
         "cameras": cameras,
@@ -1110,7 +1178,10 @@ def ground_truth_errors(tracked, truth, truth_camera: Optional[str] = None) -> D
     Returns:
         dict with per-frame ``rotation_deg`` and ``translation`` (world units; the head is ~0.25 wide), their
         ``median`` / ``p95``, the per-coefficient Pearson ``expression_correlation`` (None for a coefficient that is
-        constant in either), and the tracker's own ``reprojection_px`` summary from tracking.json.
+        constant in either), the tracker's own ``reprojection_px`` summary from tracking.json, and (multi-view only,
+        else None) ``landmark_error_px``: per frame and camera, the mean distance between the tracked and the true
+        iBUG-68 landmarks (``lmk_3d.npy``) both projected by the tracked subject's camera, in px at a 512 side
+        (median, p95, ``per_view`` frame-major): the reprojection error against the truth, not the detections.
     """
     tracked, truth = Path(tracked), Path(truth)
     meta = json.loads((tracked / "meta.json").read_text())
@@ -1149,6 +1220,20 @@ def ground_truth_errors(tracked, truth, truth_camera: Optional[str] = None) -> D
         corr[name] = None if a.std() < 1e-9 or b.std() < 1e-9 else round(float(np.corrcoef(a, b)[0, 1]), 4)
     report_path = tracked / "tracking.json"
     reprojection = json.loads(report_path.read_text())["reprojection_px"] if report_path.is_file() else None
+    landmark_error = None
+    if truth_camera is None:
+        distances = []
+        for frame in frames:
+            lmk_t = np.load(tracked / "params" / frame / "lmk_3d.npy").astype(np.float64)
+            lmk_g = np.load(truth / "params" / frame / "lmk_3d.npy").astype(np.float64)
+            for cam in meta["camera_ids"]:
+                with np.load(tracked / "cameras" / frame / f"camera_{cam}.npz") as data:
+                    extrinsic, K = data["extrinsic"].astype(np.float64), data["intrinsic"].astype(np.float64)
+                (px_t, _), (px_g, _) = project_points(lmk_t, extrinsic, K), project_points(lmk_g, extrinsic, K)
+                distances.append(float(np.linalg.norm(px_t - px_g, axis=-1).mean()) * REFERENCE_SIZE
+                                 / float(meta["original_resolution"]))
+        landmark_error = {"median": _round(np.median(distances)), "p95": _round(np.percentile(distances, 95)),
+                          "per_view": [_round(d) for d in distances]}
     return {
         "frames": len(frames),
         "rotation_deg": {"median": _round(np.median(rot)), "p95": _round(np.percentile(rot, 95)),
@@ -1158,4 +1243,5 @@ def ground_truth_errors(tracked, truth, truth_camera: Optional[str] = None) -> D
         "expression_correlation": corr,
         "reprojection_px": None if reprojection is None else
         {k: reprojection[k] for k in ("resolution", "median", "p95", "max", "median_at_512")},
+        "landmark_error_px": landmark_error,
     }
