@@ -180,7 +180,7 @@ def _truth_own(override: str, subject: str | None) -> bool:
         == Path(subject).parts)
 
 
-def track(truth: Path, work: Path, scale: dict, device: str, plates: bool = False) -> tuple:
+def track(truth: Path, work: Path, scale: dict, device: str, plates: bool = False, photometric: bool = False) -> tuple:
     """Export and track the truth's rig (or, monocular, its camera's video) -> (retracked subject folder, tracking
     report incl. errors vs the truth). `plates`: the rig's background plates are given too (masks by background
     subtraction instead of selfie segmentation), into `retracked_plates`."""
@@ -189,6 +189,7 @@ def track(truth: Path, work: Path, scale: dict, device: str, plates: bool = Fals
     tracked = work / ("retracked_plates" if plates else "retracked")
     monocular = scale["monocular"]
     common = {"resolution": scale["resolution"], "crop": "full", "device": device, "force": True, "progress": True,
+              "photometric": photometric,
               "holdout_frames": len(truth_splits["eval_frame_ids"]) / len(frames)}
     if monocular:
         video = work / "export" / f"{MONOCULAR_CAMERA}.mp4"
@@ -207,7 +208,7 @@ def track(truth: Path, work: Path, scale: dict, device: str, plates: bool = Fals
                          f"(frames dropped by the tracker?): the two subjects would not be evaluated alike")
     errors = P.ground_truth_errors(tracked, truth, truth_camera=MONOCULAR_CAMERA if monocular else None)
     rotation = sorted(errors["rotation_deg"]["per_frame"].values())
-    report = {"seconds": seconds, "frames": result.report["frames"],
+    report = {"seconds": seconds, "frames": result.report["frames"], "photometric": result.report["photometric"],
               "detections_per_camera": result.report["detections_per_camera"],
               "reprojection_median_px_at_512": result.report["reprojection_px"]["median_at_512"],
               "rotation_deg_median": rotation[len(rotation) // 2], "rotation_deg_max": rotation[-1],
@@ -298,6 +299,8 @@ def main() -> None:
     parser.add_argument("--plates", action="store_true",
                         help="multi-view: also track the rig with its background plates (masks by background "
                              "subtraction) and train that subject as `retracked_plates`")
+    parser.add_argument("--photometric", action="store_true",
+                        help="track with the photometric refinement (preprocess/track.py --photometric)")
     parser.add_argument("--track-only", action="store_true",
                         help=f"generate and track only (and build the hybrids): WORK/{TRACKING_JSON} and --out hold "
                              f"the tracking; no mesh head or Gaussian head is trained")
@@ -351,10 +354,11 @@ def main() -> None:
                              f"{record['truth_splits']} ({work / TRACKING_JSON})")
         tracking, tracking_plates = record["tracking"], record.get("tracking_plates")
     else:
-        tracked, tracking = track(truth, work, scale, args.device)
+        tracked, tracking = track(truth, work, scale, args.device, photometric=args.photometric)
         tracked_subjects = {"retracked": tracked}
         if args.plates:
-            tracked_subjects["retracked_plates"], tracking_plates = track(truth, work, scale, args.device, plates=True)
+            tracked_subjects["retracked_plates"], tracking_plates = track(truth, work, scale, args.device, plates=True,
+                                                                          photometric=args.photometric)
         write_json(work / TRACKING_JSON, {
             "scale": args.scale, "truth_splits": splits(truth), "tracking": tracking,
             **({"tracking_plates": tracking_plates} if args.plates else {}),

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Dict, Mapping, Sequence, Tuple
 
 import cv2
-import imageio_ffmpeg
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -130,6 +129,8 @@ class _VideoWriter:
     """One H.264 mp4 per camera, fed RGB uint8 frames [H, W, 3] (imageio-ffmpeg runs ffmpeg in a subprocess)."""
 
     def __init__(self, path: Path, width: int, height: int, crf: int):
+        import imageio_ffmpeg  # here, not at the top: importing cgha.synthetic must not need ffmpeg's wheel
+
         path.parent.mkdir(parents=True, exist_ok=True)
         # macro_block_size=2: keep the exact size (yuv420p only needs even sides); yuv420p is what cameras and
         # NeRSemble's videos use, so background subtraction is measured with subsampled chroma.
