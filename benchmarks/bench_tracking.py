@@ -11,7 +11,7 @@ For each identity (``--identities``, default 0-3; the calibration is estimated o
   degrees, talking), its camera's frames written to an mp4 (libx264, high quality) and tracked with ``track_video``
   at that camera's field of view;
 
-each tracked twice, with the shipped calibration and without any (``TrackOptions.calibration`` None), on the CPU.
+each tracked once per variant (``--variants``) on ``--device`` (default the CPU; landmarks always run on the CPU).
 Compared with the truth by ``cgha.tracking.pipeline.ground_truth_errors`` (monocular: in the camera's frame, the
 only observable one) and reported per run and over all frames of all identities:
 
@@ -166,7 +166,7 @@ def mm_per_world(truth: Path) -> float:
 def run_one(identity: int, setup: str, variant: str, inputs, truth: Path, args) -> dict:
     """Track one input with one variant, compare with the truth; returns the row (per-frame values included)."""
     out = args.work / "tracked" / f"id{identity}_{setup}_{variant}"
-    options = P.TrackOptions(resolution=args.resolution, device="cpu", force=True, progress=args.progress,
+    options = P.TrackOptions(resolution=args.resolution, device=args.device, force=True, progress=args.progress,
                              **VARIANTS[variant])
     start = time.perf_counter()
     if setup == "multiview":
@@ -286,6 +286,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="trajectory seed of the subjects (default 0)")
     parser.add_argument("--work", type=Path, default=Path("data/bench_tracking"),
                         help="generated subjects and tracked outputs (default data/bench_tracking)")
+    parser.add_argument("--device", default="cpu", help="where the fit and the photometric refinement run (default "
+                        "cpu; landmarks always run on the CPU)")
     parser.add_argument("--progress", action="store_true", help="progress bars")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = parser.parse_args()
@@ -314,7 +316,8 @@ def main() -> None:
     result = {
         "benchmark": "bench_tracking (end to end)",
         "date": datetime.date.today().isoformat(),
-        "device": f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
+        "device": (torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu")
+        + f" (host {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
         "torch": torch.__version__,
         # Other processes on the machine slow the runs down (speeds above all): the 1-minute load averages.
         "load_average_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],

@@ -76,8 +76,9 @@ log = logging.getLogger(__name__)
 TRACKER = "cgha.tracking"
 # 1.1.0: landmark calibration (MediaPipe -> face model definitions); 1.2.0: masks cut below the neck (mask_region);
 # 1.3.0: multi-view landmarks weighted by their view's angle from frontal (oblique_view_deg); 1.4.0: monocular
-# detections corrected by the view-dependent landmark calibration (view_calibration)
-TRACKER_VERSION = "1.4.0"
+# detections corrected by the view-dependent landmark calibration (view_calibration); 1.5.0: the optional photometric
+# refinement of the poses (photometric; cgha/tracking/photometric.py), the fit's output unchanged without it
+TRACKER_VERSION = "1.5.0"
 # The angle at which a view's landmarks weigh a quarter: where the calibration identities' MediaPipe-to-face-model
 # disagreement (4.6 px frontal, 14 px at 45-60°, 27 px beyond 60°; docs/tracking.md) has doubled.
 DEFAULT_OBLIQUE_VIEW_DEG = 35.0
@@ -1096,7 +1097,7 @@ def _arguments(options: TrackOptions, crop_mode: str, mask_mode: str) -> Dict[st
         "masks": mask_mode, "mask_region": options.mask_region,
         "backgrounds": str(options.backgrounds) if options.backgrounds else None,
         "min_detection_confidence": options.min_detection_confidence, "oblique_view_deg": options.oblique_view_deg,
-        "view_calibration": options.view_calibration,
+        "view_calibration": options.view_calibration, "photometric": options.photometric,
         "device": options.device,
         "calibration": None if options.calibration is None else str(options.calibration),
         "face_model_samples": options.face_model_samples, "face_model_components": options.face_model_components,
