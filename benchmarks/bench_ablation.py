@@ -40,6 +40,7 @@ from cgha.config import TrainConfig, load_config  # noqa: E402
 from cgha.demo import cross_identity_overrides, write_strip  # noqa: E402
 from cgha.recorder.metrics_log import training_history  # noqa: E402
 from cgha.recorder.run_files import RunFiles  # noqa: E402
+from cgha.utils.atomic import write_bytes_atomic  # noqa: E402
 
 CROSS_IDENTITY = "cross_identity"
 STRIP_FRAMES = 6  # free-view reenactment frames per strip
@@ -266,9 +267,7 @@ def main() -> None:
                   "summary": summarise(rows, names)}
         if args.out:
             args.out.parent.mkdir(parents=True, exist_ok=True)
-            temporary = args.out.with_name(args.out.name + ".tmp")
-            temporary.write_text(json.dumps(result, indent=2) + "\n")
-            temporary.replace(args.out)
+            write_bytes_atomic(args.out, (json.dumps(result, indent=2) + "\n").encode())
         return result
 
     with ThreadPoolExecutor(max_workers=args.parallel * max(args.gpus, 1)) as pool:
