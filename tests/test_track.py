@@ -236,6 +236,10 @@ def test_multiview_exact_landmarks(synthetic, tmp_path, monkeypatch, device):
     errors = P.ground_truth_errors(out, synthetic)
     assert errors["rotation_deg"]["p95"] < 0.5, errors["rotation_deg"]
     assert errors["translation"]["p95"] < 0.003, errors["translation"]
+    # The tracked landmarks against the true ones, both projected by each camera (px at 512): a fraction of a pixel
+    # here; the wrong camera, frame or landmark order would give tens.
+    assert errors["landmark_error_px"]["median"] < 2.0, errors["landmark_error_px"]["median"]
+    assert len(errors["landmark_error_px"]["per_view"]) == len(frames) * len(rig)
     assert errors["expression_correlation"]["jaw_open"] > 0.9, errors["expression_correlation"]
     report = json.loads((out / "tracking.json").read_text())
     assert report["frames"] == {"input": 6, "kept": 6, "dropped": 0} and report["dropped"] == []
@@ -294,6 +298,7 @@ def test_video_exact_landmarks(monocular, tmp_path, monkeypatch):
     errors = P.ground_truth_errors(out, monocular, truth_camera="cam00")
     assert errors["rotation_deg"]["p95"] < 0.5, errors["rotation_deg"]
     assert errors["translation"]["median"] < 0.03, errors["translation"]
+    assert errors["landmark_error_px"] is None  # the two subjects' images are not the same pixels (a face crop)
     assert result.report["reprojection_px"]["median"] < 0.5  # px at 128^2
 
 
