@@ -41,6 +41,7 @@ from cgha.synthetic.topology import vertex_normals
 from cgha.utils.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 
 from .face_model import FaceModel
+from .view_weights import view_angles_deg
 
 __all__ = ["PhotometricConfig", "PhotometricResult", "FaceView", "face_region_faces", "face_view", "prepare_views",
            "refine_photometric", "sh_basis"]
@@ -198,15 +199,6 @@ def _project(points: np.ndarray, K: np.ndarray, viewmat: np.ndarray) -> np.ndarr
     return uv[:, :2] / np.maximum(uv[:, 2:3], 1e-9)
 
 
-def _frontal_angle_deg(pose: np.ndarray, viewmat: np.ndarray) -> float:
-    """Angle between the head's +z and the direction from the head to the camera."""
-    R = axis_angle_to_matrix(torch.from_numpy(pose[:3]).double()).numpy()
-    centre = -viewmat[:3, :3].T @ viewmat[:3, 3]
-    to_camera = centre - pose[3:]
-    cos = float(R[:, 2] @ to_camera / max(np.linalg.norm(to_camera), 1e-12))
-    return math.degrees(math.acos(max(-1.0, min(1.0, cos))))
-
-
 def prepare_views(model: FaceModel, identity: torch.Tensor, exp: np.ndarray, pose: np.ndarray, scale: float,
                   frames_images: Sequence[Tuple[int, Sequence[Optional[np.ndarray]]]], Ks: np.ndarray,
                   viewmats: np.ndarray, region: torch.Tensor, config: PhotometricConfig) -> List[FaceView]:
@@ -220,6 +212,7 @@ def prepare_views(model: FaceModel, identity: torch.Tensor, exp: np.ndarray, pos
     in front of the camera.
     """
     region_vertices = torch.unique(region.reshape(-1))
+    angles = view_angles_deg(pose, viewmats)  # [T, C]
     views: List[FaceView] = []
     for t, images in frames_images:
         with torch.no_grad():
@@ -227,7 +220,7 @@ def prepare_views(model: FaceModel, identity: torch.Tensor, exp: np.ndarray, pos
                                          torch.from_numpy(pose[t:t + 1]).to(model.device, model.dtype), scale)[0]
         points = verts[region_vertices].double().cpu().numpy()
         for c, image in enumerate(images):
-            if image is None or _frontal_angle_deg(pose[t], viewmats[c]) > config.max_view_deg:
+            if image is None or angles[t, c] > config.max_view_deg:
                 continue
             depth = points @ viewmats[c][2, :3] + viewmats[c][2, 3]
             if not (depth > 1e-6).all():
@@ -320,6 +313,23 @@ def _back_projected_albedo(model, identity, exp0, pose0, scale, scene, views, re
     return torch.where(seen, total / weight.clamp(min=1e-6)[:, None], scene.albedo.detach())
 
 
+def _regulariser(scene: _Scene, identity: torch.Tensor, seen: torch.Tensor, config: PhotometricConfig) -> torch.Tensor:
+    """Prior of the refinement toward the landmark fit (frames with views ``seen`` [N]), temporal smoothness of the
+    pose changes (frames in time order, as the landmark fit assumes) and, when refined, the identity's prior."""
+    sigma = torch.tensor([math.radians(config.prior_rotation_deg)] * 3 + [config.prior_translation] * 3,
+                         device=scene.d_rot.device)
+    change = torch.cat([scene.d_rot, scene.d_trans], dim=1) / sigma  # [T, 6] in units of the prior's deviation
+    reg = config.prior_weight * (change[seen] ** 2).sum() / len(seen)
+    if config.refine_expression:
+        reg = reg + config.prior_weight * ((scene.d_exp[seen] / config.prior_expression) ** 2).sum() / len(seen)
+    if config.refine_identity:
+        reg = reg + config.identity_prior * ((identity + scene.d_id) ** 2).sum()
+    T = change.shape[0]
+    if T >= 3:
+        reg = reg + config.smooth_weight * ((change[2:] - 2 * change[1:-1] + change[:-2]) ** 2).sum() / T
+    return reg
+
+
 def refine_photometric(model: FaceModel, identity, exp: np.ndarray, pose: np.ndarray, scale: float,
                        views: List[FaceView], viewmats: np.ndarray, region: torch.Tensor,
                        config: PhotometricConfig = PhotometricConfig(), device="cpu",
@@ -357,18 +367,16 @@ def refine_photometric(model: FaceModel, identity, exp: np.ndarray, pose: np.nda
                                                    chunk_size, config.refine_expression))
     seen_frames = sorted({v.frame for v in views})
     cameras_used = sorted({v.camera for v in views})
-    rad = math.pi / 180.0
     groups = [
         {"params": [scene.albedo], "lr": config.lr_albedo},
         {"params": [scene.light], "lr": config.lr_light},
         {"params": [scene.gain, scene.bias], "lr": config.lr_colour},
-        {"params": [scene.d_rot], "lr": config.lr_rotation_deg * rad},
+        {"params": [scene.d_rot], "lr": math.radians(config.lr_rotation_deg)},
         {"params": [scene.d_trans], "lr": config.lr_translation},
         {"params": [scene.d_exp], "lr": config.lr_expression},
         {"params": [scene.d_id], "lr": config.lr_identity},
     ]
     optimiser = torch.optim.Adam(groups)
-    sigma = torch.tensor([config.prior_rotation_deg * rad] * 3 + [config.prior_translation] * 3, device=device)
     frames_t = torch.tensor(seen_frames, device=device)
     steps = config.warmup + config.iterations
     losses: List[float] = []
@@ -392,20 +400,7 @@ def refine_photometric(model: FaceModel, identity, exp: np.ndarray, pose: np.nda
             loss = per_view.sum() / len(views)
             loss.backward()
             total += float(loss.detach())
-        reg = scene.d_rot.new_zeros(())
-        change = torch.cat([scene.d_rot, scene.d_trans], dim=1)[frames_t] / sigma
-        reg = reg + config.prior_weight * (change ** 2).sum() / len(seen_frames)
-        if config.refine_expression:
-            change_exp = scene.d_exp[frames_t] / config.prior_expression
-            reg = reg + config.prior_weight * (change_exp ** 2).sum() / len(seen_frames)
-        if config.refine_identity:
-            reg = reg + config.identity_prior * ((identity + scene.d_id) ** 2).sum()
-        if T >= 3:
-            d = torch.cat([scene.d_rot / (config.prior_rotation_deg * rad), scene.d_trans / config.prior_translation],
-                          dim=1)
-            reg = reg + config.smooth_weight * ((d[2:] - 2 * d[1:-1] + d[:-2]) ** 2).sum() / T
-        if reg.requires_grad:
-            reg.backward()
+        _regulariser(scene, identity, frames_t, config).backward()
         # The reference camera's colour correction stays the identity (the albedo carries the colour).
         ref = cameras_used[0]
         scene.gain.grad[ref] = 0.0
