@@ -148,7 +148,10 @@ def main(argv=None) -> None:
     print(f"{result.out_dir}: {len(result.frames)} frames x {len(result.cameras)} camera(s) at "
           f"{reproj['resolution']}^2, {len(result.dropped)} dropped; landmark reprojection median {reproj['median']} px "
           f"(p95 {reproj['p95']}); landmarks {fps['landmarks_images']} images/s, fit {fps['fit_frames']} frames/s "
-          f"on {report['device']}; {timings['total']} s in all. Report: {result.out_dir / 'tracking.json'}, "
+          f"on {report['device']}"
+          + (f"; photometric refinement {timings['photometric']} s (head rotation changed by "
+             f"{report['photometric']['rotation_change_deg']['median']} deg, median)" if report["photometric"] else "")
+          + f"; {timings['total']} s in all. Report: {result.out_dir / 'tracking.json'}, "
           f"preview: {result.out_dir / 'preview.jpg'}", file=sys.stdout)
 
 
