@@ -141,6 +141,27 @@ def rotation_error_deg(aa_a: torch.Tensor, aa_b: torch.Tensor) -> torch.Tensor:
     return torch.rad2deg(torch.arccos(cos.clamp(-1.0, 1.0)))
 
 
+def reprojection_errors(uv: torch.Tensor, observed_px: torch.Tensor, visible: torch.Tensor,
+                        frames: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """How far projected landmarks lie from observed ones.
+
+    Args:
+        uv, observed_px: [T, C, N, 2] projected and observed pixels; visible: [T, C, N] bool.
+        frames: [T] bool, the frames to report (None: those with a visible landmark).
+    Returns:
+        residuals [T, C, N, 2] (``uv - observed_px``, 0 where invisible), the mean landmark distance per frame and
+        camera [T, C] and per frame [T] over the visible landmarks (NaN where none, or the frame is not reported).
+    """
+    residuals = torch.where(visible[..., None], uv - observed_px, torch.zeros_like(uv))
+    dist = residuals.norm(dim=-1)
+    n_cam = visible.sum(-1)
+    per_camera = torch.where(n_cam > 0, dist.sum(-1) / n_cam.clamp(min=1), torch.full_like(dist[..., 0], math.nan))
+    n_frame = n_cam.sum(-1)
+    frames = n_frame > 0 if frames is None else frames
+    per_frame = torch.where(frames, dist.sum((1, 2)) / n_frame.clamp(min=1), torch.full_like(dist[:, 0, 0], math.nan))
+    return residuals, per_camera, per_frame
+
+
 def project_landmarks(world: torch.Tensor, Ks: torch.Tensor, viewmats: torch.Tensor) -> torch.Tensor:
     """Pixels [T, C, N, 2] of world points [T, N, 3] in cameras ``Ks`` [C, 3, 3], ``viewmats`` [C, 4, 4] or
     [C, 3, 4] (world-to-camera); the projection the fit uses (depth floored at 1e-3 in front of the camera)."""
@@ -744,14 +765,7 @@ def fit_landmarks(
         scale = cfg.init_scale * torch.exp(log_scale[0])
         world = problem.landmarks_world(x, y)
         uv = _project(world, Rc, tc, K)
-        visible = conf > 0
-        residuals = torch.where(visible[..., None], uv - lmk, torch.zeros_like(uv))
-        dist = residuals.norm(dim=-1)
-        n_cam = visible.sum(-1)
-        cam_err = torch.where(n_cam > 0, dist.sum(-1) / n_cam.clamp(min=1), torch.full_like(dist[..., 0], math.nan))
-        n_frame = n_cam.sum(-1)
-        frame_err = torch.where(observed, dist.sum((1, 2)) / n_frame.clamp(min=1),
-                                torch.full_like(dist[:, 0, 0], math.nan))
+        residuals, cam_err, frame_err = reprojection_errors(uv, lmk, conf > 0, observed)
         aa = matrix_to_axis_angle(problem.rotations(x))
         pose = torch.cat([aa, trans_units * cfg.init_scale], dim=-1)
     f32 = torch.float32

@@ -38,6 +38,7 @@ import torch
 
 from cgha.render.mesh import rasterize_mesh
 from cgha.synthetic.topology import vertex_normals
+from cgha.utils.cameras import project_points
 from cgha.utils.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 
 from .face_model import FaceModel
@@ -193,12 +194,6 @@ def face_view(image: np.ndarray, K: np.ndarray, box: Tuple[float, float, float],
     return out, A @ np.asarray(K, dtype=np.float64)
 
 
-def _project(points: np.ndarray, K: np.ndarray, viewmat: np.ndarray) -> np.ndarray:
-    cam = points @ viewmat[:3, :3].T + viewmat[:3, 3]
-    uv = cam @ K.T
-    return uv[:, :2] / np.maximum(uv[:, 2:3], 1e-9)
-
-
 def prepare_views(model: FaceModel, identity: torch.Tensor, exp: np.ndarray, pose: np.ndarray, scale: float,
                   frames_images: Sequence[Tuple[int, Sequence[Optional[np.ndarray]]]], Ks: np.ndarray,
                   viewmats: np.ndarray, region: torch.Tensor, config: PhotometricConfig) -> List[FaceView]:
@@ -222,14 +217,35 @@ def prepare_views(model: FaceModel, identity: torch.Tensor, exp: np.ndarray, pos
         for c, image in enumerate(images):
             if image is None or angles[t, c] > config.max_view_deg:
                 continue
-            depth = points @ viewmats[c][2, :3] + viewmats[c][2, 3]
+            uv, depth = project_points(points, viewmats[c], Ks[c])
             if not (depth > 1e-6).all():
                 continue
-            box = _crop_box(_project(points, Ks[c], viewmats[c]), config.crop_margin)
+            box = _crop_box(uv, config.crop_margin)
             crop, K = face_view(image, Ks[c], box, config.crop_px)
             views.append(FaceView(t, c, torch.from_numpy(crop).permute(2, 0, 1).contiguous(),
                                   torch.from_numpy(K).float()))
     return views
+
+
+@dataclasses.dataclass
+class _Chunk:
+    """Views rendered together, stacked once on the refinement's device."""
+
+    frames: torch.Tensor  # [B] frame indices
+    cams: torch.Tensor  # [B] camera indices
+    images: torch.Tensor  # [B, 3, S, S]
+    Ks: torch.Tensor  # [B, 3, 3]
+
+
+def _chunks(views: List[FaceView], size: int, device) -> List[_Chunk]:
+    """``views`` in chunks of at most ``size``."""
+    out = []
+    for s in range(0, len(views), size):
+        part = views[s:s + size]
+        out.append(_Chunk(torch.tensor([v.frame for v in part], device=device),
+                          torch.tensor([v.camera for v in part], device=device),
+                          torch.stack([v.image for v in part]).to(device), torch.stack([v.K for v in part]).to(device)))
+    return out
 
 
 class _Scene(torch.nn.Module):
@@ -259,7 +275,7 @@ def _posed(model: FaceModel, identity, exp0, pose0, scale: float, scene: _Scene,
     return verts, normals
 
 
-def _render(model, identity, exp0, pose0, scale, scene: _Scene, chunk: List[FaceView], region, viewmats,
+def _render(model, identity, exp0, pose0, scale, scene: _Scene, chunk: _Chunk, region, viewmats,
             refine_expression: bool) -> Dict[str, torch.Tensor]:
     """Render a chunk of B views at the scene's current parameters.
 
@@ -268,14 +284,11 @@ def _render(model, identity, exp0, pose0, scale, scene: _Scene, chunk: List[Face
         and ``bary`` [B, 3, S, S] (the rasterizer's), ``multiplier`` [B, 3, S, S] and ``offset`` [B, 3, 1, 1]
         (colour = multiplier * albedo + offset: shading times the camera's gain, and its bias).
     """
-    device = scene.albedo.device
-    frames = torch.tensor([v.frame for v in chunk], device=device)
-    cams = torch.tensor([v.camera for v in chunk], device=device)
-    verts, normals = _posed(model, identity, exp0, pose0, scale, scene, frames, refine_expression)
-    attrs = torch.cat([scene.albedo.expand(len(chunk), -1, -1), normals], dim=-1)
-    S = chunk[0].image.shape[-1]
-    out = rasterize_mesh(verts, region, attrs, viewmats[cams], torch.stack([v.K for v in chunk]).to(device), S, S,
-                         soft=False)
+    cams = chunk.cams
+    verts, normals = _posed(model, identity, exp0, pose0, scale, scene, chunk.frames, refine_expression)
+    attrs = torch.cat([scene.albedo.expand(len(cams), -1, -1), normals], dim=-1)
+    S = chunk.images.shape[-1]
+    out = rasterize_mesh(verts, region, attrs, viewmats[cams], chunk.Ks, S, S, soft=False)
     albedo, n = out["attrs"][:, :3], out["attrs"][:, 3:]
     n = n / n.norm(dim=1, keepdim=True).clamp(min=1e-6)
     shading = torch.einsum("bhwk,kc->bchw", sh_basis(n.permute(0, 2, 3, 1)), scene.light)
@@ -289,7 +302,7 @@ def _charbonnier(diff: torch.Tensor, eps: float) -> torch.Tensor:
     return torch.sqrt(diff * diff + eps * eps) - eps
 
 
-def _back_projected_albedo(model, identity, exp0, pose0, scale, scene, views, region, viewmats, chunk_size,
+def _back_projected_albedo(model, identity, exp0, pose0, scale, scene, chunks: List[_Chunk], region, viewmats,
                            refine_expression: bool) -> torch.Tensor:
     """The albedo that explains the images at the current poses, lighting and colour corrections: per vertex, the
     barycentric-weighted average over the pixels it is seen in of (pixel - offset) / multiplier; the current
@@ -298,14 +311,12 @@ def _back_projected_albedo(model, identity, exp0, pose0, scale, scene, views, re
     total = torch.zeros(V, 3, device=scene.albedo.device)
     weight = torch.zeros(V, device=scene.albedo.device)
     with torch.no_grad():
-        for s in range(0, len(views), chunk_size):
-            chunk = views[s:s + chunk_size]
+        for chunk in chunks:
             out = _render(model, identity, exp0, pose0, scale, scene, chunk, region, viewmats, refine_expression)
             covered = out["face_ids"] >= 0  # [B, S, S]
             corners = region[out["face_ids"][covered]].reshape(-1)  # [N * 3]
             bary = out["bary"].permute(0, 2, 3, 1)[covered]  # [N, 3]
-            target = torch.stack([v.image for v in chunk]).to(total.device)
-            observed = (target - out["offset"]) / out["multiplier"].clamp(min=0.05)
+            observed = (chunk.images - out["offset"]) / out["multiplier"].clamp(min=0.05)
             observed = observed.permute(0, 2, 3, 1)[covered]  # [N, 3]
             weight.index_add_(0, corners, bary.reshape(-1))
             total.index_add_(0, corners, (bary[..., None] * observed[:, None]).reshape(-1, 3))
@@ -361,10 +372,10 @@ def refine_photometric(model: FaceModel, identity, exp: np.ndarray, pose: np.nda
     region = region.to(device)
     T, C = pose.shape[0], viewmats.shape[0]
     scene = _Scene(T, C, model.num_vertices, model.exp_dim, model.num_identity, device)
-    chunk_size = config.views_per_chunk
+    chunks = _chunks(views, config.views_per_chunk, device)
     scene.albedo.data.fill_(0.5)
-    scene.albedo.data.copy_(_back_projected_albedo(model, identity, exp0, pose0, scale, scene, views, region, vm,
-                                                   chunk_size, config.refine_expression))
+    scene.albedo.data.copy_(_back_projected_albedo(model, identity, exp0, pose0, scale, scene, chunks, region, vm,
+                                                   config.refine_expression))
     seen_frames = sorted({v.frame for v in views})
     cameras_used = sorted({v.camera for v in views})
     groups = [
@@ -386,16 +397,14 @@ def refine_photometric(model: FaceModel, identity, exp: np.ndarray, pose: np.nda
         refining = it >= config.warmup
         since = it - config.warmup
         if config.albedo_refresh and since > 0 and since % config.albedo_refresh == 0:
-            scene.albedo.data.copy_(_back_projected_albedo(model, identity, exp0, pose0, scale, scene, views, region,
-                                                           vm, chunk_size, config.refine_expression))
+            scene.albedo.data.copy_(_back_projected_albedo(model, identity, exp0, pose0, scale, scene, chunks, region,
+                                                           vm, config.refine_expression))
         optimiser.zero_grad(set_to_none=True)
         total = 0.0
-        for s in range(0, len(views), chunk_size):
-            chunk = views[s:s + chunk_size]
+        for chunk in chunks:
             out = _render(model, identity, exp0, pose0, scale, scene, chunk, region, vm, config.refine_expression)
             colour, covered = out["colour"], out["mask"]
-            target = torch.stack([v.image for v in chunk]).to(device)
-            per_view = (_charbonnier(colour - target, config.charbonnier) * covered).sum((1, 2, 3)) / (
+            per_view = (_charbonnier(colour - chunk.images, config.charbonnier) * covered).sum((1, 2, 3)) / (
                 3.0 * covered.sum((1, 2, 3)).clamp(min=1.0))
             loss = per_view.sum() / len(views)
             loss.backward()

@@ -59,7 +59,7 @@ from cgha.utils.rotations import axis_angle_to_matrix
 from . import subject_writer as sw
 from .calibration import DEFAULT_CALIBRATION_PATH, LandmarkCalibration, load_calibration
 from .face_model import DEFAULT_NUM_COMPONENTS, DEFAULT_NUM_SAMPLES, FACE_MODEL_NAME, FaceModel
-from .fitting import FitConfig, fit_landmarks, project_landmarks
+from .fitting import FitConfig, fit_landmarks, project_landmarks, reprojection_errors
 from .head_region import head_side_of_neck, neck_base_ring
 from .photometric import PhotometricConfig, face_region_faces, prepare_views, refine_photometric
 from .view_calibration import detection_shift_px
@@ -1070,15 +1070,12 @@ def _landmark_reprojection(model: FaceModel, identity, exp: np.ndarray, pose: np
     [T, C, 68, 2] where ``visible`` [T, C, 68]: per frame [T] and per frame and camera [T, C] (NaN: none visible)."""
     with torch.no_grad():
         world = model.landmarks(identity, torch.from_numpy(exp).to(device), torch.from_numpy(pose).float().to(device),
-                                scale)
+                                scale).double()
         px = project_landmarks(world, torch.as_tensor(Ks, dtype=world.dtype, device=device),
-                               torch.as_tensor(viewmats, dtype=world.dtype, device=device)).cpu().double().numpy()
-    dist = np.linalg.norm(px - targets, axis=-1) * visible  # [T, C, 68]
-    count = visible.sum(axis=-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        per_camera = np.where(count > 0, dist.sum(-1) / count, np.nan)
-        per_frame = np.where(count.sum(-1) > 0, dist.sum((1, 2)) / count.sum(-1), np.nan)
-    return per_frame, per_camera
+                               torch.as_tensor(viewmats, dtype=world.dtype, device=device))
+        _, per_camera, per_frame = reprojection_errors(px, torch.as_tensor(targets, dtype=px.dtype, device=device),
+                                                       torch.as_tensor(visible, device=device))
+    return per_frame.cpu().numpy(), per_camera.cpu().numpy()
 
 
 def _round(value, digits: int = 4):
@@ -1194,9 +1191,10 @@ def ground_truth_errors(tracked, truth, truth_camera: Optional[str] = None) -> D
         with np.load(root / "params" / frame / "params.npz") as data:
             return data["pose"][0].astype(np.float64), data["exp_coeff"][0].astype(np.float64)
 
-    def camera(root: Path, frame: str, cam: str) -> np.ndarray:
+    def camera(root: Path, frame: str, cam: str) -> Tuple[np.ndarray, np.ndarray]:
+        """(extrinsic [3, 4], intrinsic [3, 3])"""
         with np.load(root / "cameras" / frame / f"camera_{cam}.npz") as data:
-            return data["extrinsic"].astype(np.float64)
+            return data["extrinsic"].astype(np.float64), data["intrinsic"].astype(np.float64)
 
     rot, trans, exp_t, exp_g = [], [], [], []
     for frame in frames:
@@ -1205,8 +1203,8 @@ def ground_truth_errors(tracked, truth, truth_camera: Optional[str] = None) -> D
         R_g = axis_angle_to_matrix(torch.from_numpy(pose_g[:3])).numpy()
         p_t, p_g = pose_t[3:], pose_g[3:]
         if truth_camera is not None:
-            E_t = camera(tracked, frame, meta["camera_ids"][0])
-            E_g = camera(truth, frame, truth_camera)
+            E_t = camera(tracked, frame, meta["camera_ids"][0])[0]
+            E_g = camera(truth, frame, truth_camera)[0]
             R_t, R_g = E_t[:, :3] @ R_t, E_g[:, :3] @ R_g
             p_t, p_g = E_t[:, :3] @ p_t + E_t[:, 3], E_g[:, :3] @ p_g + E_g[:, 3]
         cos = np.clip((np.trace(R_t.T @ R_g) - 1.0) / 2.0, -1.0, 1.0)
@@ -1228,8 +1226,7 @@ def ground_truth_errors(tracked, truth, truth_camera: Optional[str] = None) -> D
             lmk_t = np.load(tracked / "params" / frame / "lmk_3d.npy").astype(np.float64)
             lmk_g = np.load(truth / "params" / frame / "lmk_3d.npy").astype(np.float64)
             for cam in meta["camera_ids"]:
-                with np.load(tracked / "cameras" / frame / f"camera_{cam}.npz") as data:
-                    extrinsic, K = data["extrinsic"].astype(np.float64), data["intrinsic"].astype(np.float64)
+                extrinsic, K = camera(tracked, frame, cam)
                 (px_t, _), (px_g, _) = project_points(lmk_t, extrinsic, K), project_points(lmk_g, extrinsic, K)
                 distances.append(float(np.linalg.norm(px_t - px_g, axis=-1).mean()) * REFERENCE_SIZE
                                  / float(meta["original_resolution"]))
