@@ -327,6 +327,22 @@ def test_video_photometric_refinement(monocular, tmp_path, monkeypatch):
     assert np.isfinite(params["pose"]).all() and np.isfinite(params["exp_coeff"]).all()
 
 
+def test_photometric_without_a_usable_view_is_one_error(monocular, tmp_path, monkeypatch):
+    """No view within max_view_deg of frontal: one error naming the input and the stage, and no output folder."""
+    from cgha.tracking.photometric import PhotometricConfig
+
+    _, video, fov = _video_with_true_landmarks(monocular, tmp_path, monkeypatch)
+    out = tmp_path / "me"
+    with pytest.raises(P.TooFewFrames, match="no view sees the face") as error:
+        P.track_video(video, out, P.TrackOptions(resolution=128, fov_deg=fov, device="cpu", progress=False,
+                                                 backgrounds=export_plates(monocular, tmp_path / "plates"),
+                                                 calibration=None, photometric=True,
+                                                 photometric_config=PhotometricConfig(max_view_deg=1e-3),
+                                                 **SMALL_MODEL))
+    assert error.value.stage == "photometric" and str(video.name) in str(error.value)
+    assert not out.exists() and not any(p.name.startswith(".") for p in tmp_path.iterdir() if p.is_dir())
+
+
 def test_video_drops_frames(monocular, tmp_path, monkeypatch, caplog):
     """A frame without a face and a frame with a wrong detection are dropped, named in one warning and in
     tracking.json, and left out of the subject; the rest is a complete subject."""
