@@ -29,6 +29,7 @@ from common import json_safe  # noqa: F401,E402  (sys.path: the benchmarks folde
 from cgha.avatar.inference import build_raw_post_render, load_delta_poses, load_model, render_batch
 from cgha.compact.avatar_file import load_compact_avatar, save_compact_avatar
 from cgha.compact.config import CompactStoreConfig
+from cgha.compact.presets import preset_overrides
 from cgha.compact.quantizer import GroupedQuantizer, GroupSpec
 from cgha.config import TrainConfig, load_config
 from cgha.dataset import GaussianDataset
@@ -37,6 +38,19 @@ from cgha.utils.metrics import psnr, ssim
 
 V1 = {"positions": "fp16", "codebooks": "fp16", "network": "fp16", "opacity": "uint8", "entropy": "none"}
 REFERENCE = "v1_fp16"
+
+
+
+def preset_store(name: str) -> Dict[str, object]:
+    """The store options of ``cgha.compact.presets``' preset ``name`` (its ``compact.store.*`` overrides over the
+    format-1 precisions), so a post-training encoding and a trained preset are the same file layout."""
+    store = dict(V1)
+    for override in preset_overrides(name):
+        key, value = override.split("=", 1)
+        if key.startswith("compact.store."):
+            store[key[len("compact.store."):]] = int(value) if value.isdigit() else value
+    return store
+
 
 # name -> (store options, codebook sizes re-clustered after training or None)
 VARIANTS: Dict[str, tuple] = {
@@ -54,8 +68,8 @@ VARIANTS: Dict[str, tuple] = {
     "sr_int6": ({**V1, "entropy": "lzma", "network": "fp16", "post_render": "int6"}, None),
     "sr_int4": ({**V1, "entropy": "lzma", "network": "fp16", "post_render": "int4"}, None),
     "codebooks_int8": ({**V1, "entropy": "lzma", "codebooks": "int8"}, None),
-    "x40": ({**V1, "entropy": "lzma", "positions": "grid", "position_bits": 12, "codebooks": "int8", "network": "int4",
-             "post_render": "int4"}, None),
+    "fine": (preset_store("fine"), None),
+    "x40": (preset_store("x40"), None),
     "x60": ({**V1, "entropy": "lzma", "positions": "grid", "position_bits": 10, "codebooks": "int8", "network": "int4",
              "post_render": "int4"}, 64),
     **{f"recluster{k}": ({**V1, "entropy": "lzma"}, k) for k in (64, 128, 256, 512)},

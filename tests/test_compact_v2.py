@@ -206,3 +206,19 @@ def test_presets_write_smaller_files_that_load(tmp_path, preset):
     assert sizes[preset] < 0.8 * sizes["v1"]
     with pytest.raises(ConfigError, match="unknown compact preset"):
         preset_overrides("x1000")
+
+
+@pytest.mark.parametrize("preset", ["fine", "x40"])
+def test_post_training_encodings_of_a_preset_write_the_trained_presets_layout(preset, monkeypatch):
+    # benchmarks/bench_compact_ptq.py re-encodes a trained avatar "as preset X": that must be the file a run trained
+    # with X's overrides writes, or its measured loss is another file's.
+    import importlib.util
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # as `python benchmarks/bench_compact_ptq.py` runs it
+    spec = importlib.util.spec_from_file_location("bench_compact_ptq", ROOT / "benchmarks" / "bench_compact_ptq.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    trained = load_config(TrainConfig, ROOT / "config" / "train_gaussianhead_synthetic.yaml", preset_overrides(preset),
+                          stage="gaussianhead").compact.store
+    store, recluster = bench.VARIANTS[preset]
+    assert vars(CompactStoreConfig(**store)) == vars(trained) and recluster is None

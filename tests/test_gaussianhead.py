@@ -367,7 +367,7 @@ def test_residual_prior_and_zoom_range_reach_the_training_step(tiny_subject, mes
         losses, visuals = trainer.compute_losses(trainer.to_device(dataset_batch))
         assert ("sr_residual" in losses) == expect_prior
         if expect_prior:
-            assert float(losses["sr_residual"]) > 0
+            assert float(losses["sr_residual"].detach()) > 0
             # Zoomed out by 0.5: a white frame of at least a quarter of the side on two sides of the target crop.
             target = visuals["target"][0]
             side = target.shape[-1]
