@@ -318,6 +318,7 @@ def test_video_photometric_refinement(monocular, tmp_path, monkeypatch):
     photometric = result.report["photometric"]
     assert photometric["views"] == len(meta["frame_names"]) and photometric["iterations"] == 9
     assert photometric["config"]["crop_px"] == 48 and result.report["timings_s"]["photometric"] > 0
+    assert photometric["pose_prior_weight"] == 0.0  # one camera: no pull toward the landmark fit
     assert 0 < photometric["rotation_change_deg"]["max"] < 1.0
     errors = P.ground_truth_errors(out, monocular, truth_camera="cam00")
     assert errors["rotation_deg"]["p95"] < 0.8, errors["rotation_deg"]

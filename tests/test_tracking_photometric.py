@@ -12,8 +12,8 @@ from cgha.render.mesh import rasterize_mesh
 from cgha.synthetic import DEFAULT_SCALE, camera_rig
 from cgha.synthetic.topology import vertex_normals
 from cgha.tracking.fitting import rotation_error_deg
-from cgha.tracking.photometric import (PhotometricConfig, face_region_faces, face_view, prepare_views,
-                                       refine_photometric, sh_basis)
+from cgha.tracking.photometric import (RIG_PRIOR_WEIGHT, PhotometricConfig, face_region_faces, face_view,
+                                       pose_prior_weight, prepare_views, refine_photometric, sh_basis)
 from cgha.tracking.pipeline import TrackArgumentError, TrackOptions
 from cgha.utils.rotations import axis_angle_to_matrix
 from test_tracking_calibration import model  # noqa: F401 (the shared small face-model fixture)
@@ -44,6 +44,15 @@ def test_settings_are_checked():
             PhotometricConfig(**bad)
     with pytest.raises(TrackArgumentError, match="photometric_config"):
         TrackOptions(photometric_config={"iterations": 3}).check()
+
+
+def test_pose_prior_holds_a_rig_to_its_landmark_fit_and_leaves_one_camera_free():
+    # One camera's landmark fit carries a pitch bias the prior would keep (docs/tracking.md): by default the prior
+    # acts only when several cameras see the face; a weight given explicitly is used as given.
+    assert pose_prior_weight(PhotometricConfig(), cameras=1) == 0.0
+    assert pose_prior_weight(PhotometricConfig(), cameras=2) == RIG_PRIOR_WEIGHT > 0
+    assert pose_prior_weight(PhotometricConfig(prior_weight=0.0), cameras=16) == 0.0
+    assert pose_prior_weight(PhotometricConfig(prior_weight=0.5), cameras=1) == 0.5
 
 
 def test_sh_basis_is_the_second_order_basis():
@@ -113,3 +122,4 @@ def test_refinement_recovers_a_perturbed_pose(model):  # noqa: F811
     assert result.loss["end"] < result.loss["start"]
     assert np.allclose(result.identity, identity.numpy()) and np.allclose(result.exp, exp_np)
     assert result.rotation_change_deg.shape == (3,) and math.isfinite(result.loss["end"])
+    assert result.prior_weight == RIG_PRIOR_WEIGHT  # four cameras: the rig default

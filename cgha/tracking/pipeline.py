@@ -77,8 +77,9 @@ TRACKER = "cgha.tracking"
 # 1.1.0: landmark calibration (MediaPipe -> face model definitions); 1.2.0: masks cut below the neck (mask_region);
 # 1.3.0: multi-view landmarks weighted by their view's angle from frontal (oblique_view_deg); 1.4.0: monocular
 # detections corrected by the view-dependent landmark calibration (view_calibration); 1.5.0: the optional photometric
-# refinement of the poses (photometric; cgha/tracking/photometric.py), the fit's output unchanged without it
-TRACKER_VERSION = "1.5.0"
+# refinement of the poses (photometric; cgha/tracking/photometric.py), the fit's output unchanged without it; 1.6.0:
+# that refinement takes 3x larger steps and, with one camera, no prior toward the landmark fit
+TRACKER_VERSION = "1.6.0"
 # The angle at which a view's landmarks weigh a quarter: where the calibration identities' MediaPipe-to-face-model
 # disagreement (4.6 px frontal, 14 px at 45-60°, 27 px beyond 60°; docs/tracking.md) has doubled.
 DEFAULT_OBLIQUE_VIEW_DEG = 35.0
@@ -912,7 +913,7 @@ def _track(source, out_dir: Path, options: TrackOptions) -> TrackResult:
         pose[keep_idx], exp[keep_idx] = refined.pose[keep_idx], refined.exp[keep_idx].astype(np.float32)
         identity = torch.as_tensor(refined.identity, dtype=identity.dtype, device=device)
         photometric_report = {
-            "views": refined.views, "iterations": refined.iterations,
+            "views": refined.views, "iterations": refined.iterations, "pose_prior_weight": refined.prior_weight,
             "loss": {k: _round(v, 6) for k, v in refined.loss.items()},
             "rotation_change_deg": {"median": _round(np.median(refined.rotation_change_deg[keep_idx])),
                                     "max": _round(refined.rotation_change_deg[keep_idx].max())},
