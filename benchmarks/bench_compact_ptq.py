@@ -40,7 +40,6 @@ V1 = {"positions": "fp16", "codebooks": "fp16", "network": "fp16", "opacity": "u
 REFERENCE = "v1_fp16"
 
 
-
 def preset_store(name: str) -> Dict[str, object]:
     """The store options of ``cgha.compact.presets``' preset ``name`` (its ``compact.store.*`` overrides over the
     format-1 precisions), so a post-training encoding and a trained preset are the same file layout."""

@@ -12,16 +12,18 @@ harmonic of the world-space normal (the light is fixed in the world: the head tu
 noise), and ``gain_c`` / ``bias_c`` a colour correction per camera (camera 0 fixed), and refines each frame's head
 pose (and optionally its expression) by Adam on a robust colour difference against the images (Charbonnier), with
 a weak prior tying the refinement to the landmark fit (several cameras only: one camera's landmark fit is biased)
-and a temporal smoothness term. Albedo, lighting and colour
-corrections are estimated on the fly: first from the images at the landmark fit (``warmup`` iterations with the
-poses fixed, starting from the pixels' average colour per vertex), then jointly with the poses.
+and a temporal smoothness term. Albedo, lighting and colour corrections are estimated on the fly: first from the
+images at the landmark fit (``warmup`` iterations with the poses fixed, starting from the pixels' average colour per
+vertex), then jointly with the poses.
 
 Each view is compared in a square crop around the face region's projection at the landmark fit
 (``crop_px`` pixels), so the cost per view does not depend on the image size. Gradients reach the pose through the
 perspective-correct interpolation of the mesh rasterizer (``cgha.render.mesh.rasterize_mesh``: colours slide
 over the surface as the head moves) and through the world normals of the shading.
 
-    result = refine_photometric(model, identity, exp, pose, scale, views, Ks, viewmats, config, device)
+    region = face_region_faces(model, identity, config)
+    views = prepare_views(model, identity, exp, pose, scale, frames_images, Ks, viewmats, region, config)
+    result = refine_photometric(model, identity, exp, pose, scale, views, viewmats, region, config, device)
 
 Limits: the face model has no hair, beard, glasses or teeth; the face region stops below the hairline and the
 Charbonnier loss keeps the influence of what it does not model (a fringe, a hand) bounded, but a face mostly hidden
@@ -351,10 +353,10 @@ def _regulariser(scene: _Scene, identity: torch.Tensor, seen: torch.Tensor, prio
     sigma = torch.tensor([math.radians(config.prior_rotation_deg)] * 3 + [config.prior_translation] * 3,
                          device=scene.d_rot.device)
     change = torch.cat([scene.d_rot, scene.d_trans], dim=1) / sigma  # [T, 6] in units of the prior's deviation
-    reg = prior_weight * (change[seen] ** 2).sum() / len(seen)
+    frames = len(seen)
+    reg = prior_weight * (change[seen] ** 2).sum() / frames
     if config.refine_expression:
-        reg = reg + config.expression_prior_weight * ((scene.d_exp[seen] / config.prior_expression) ** 2).sum() / len(
-            seen)
+        reg = reg + config.expression_prior_weight * ((scene.d_exp[seen] / config.prior_expression) ** 2).sum() / frames
     if config.refine_identity:
         reg = reg + config.identity_prior * ((identity + scene.d_id) ** 2).sum()
     T = change.shape[0]
