@@ -141,7 +141,8 @@ def run_one(config: Path, variant: str, overrides: List[str], seed: int, common:
             if entry.get("num_images"):
                 key = CROSS_IDENTITY if name == CROSS_IDENTITY else split
                 row["splits"][key] = {"psnr": entry["output"]["psnr"], "ssim": entry["output"]["ssim"],
-                                      "psnr_mouth": entry["output"].get("psnr_mouth"), "images": entry["num_images"]}
+                                      "psnr_mouth": entry["output"].get("psnr_mouth"), "images": entry["num_images"],
+                                      "per_camera": entry.get("per_camera", {})}
                 if "sheet" in entry:
                     row["sheets"][key] = entry["sheet"]
     row["compact_mb"] = RunFiles.of(cfg).compact.stat().st_size / 1e6

@@ -126,6 +126,11 @@ def _check_results(results: dict, path: Path) -> None:
     # The training frames 0000-0002 seen from the 5 out-of-rig cameras, with the training pose offsets.
     assert out_of_rig["num_images"] == 15 and out_of_rig["pose_offsets"] is True
     assert 0 < out_of_rig["output"]["psnr"] < 60 and -1 <= out_of_rig["output"]["ssim"] <= 1
+    # Per camera: every out-of-rig camera, 3 frames each, so their mean is the split's mean image PSNR.
+    per_camera = out_of_rig["per_camera"]
+    assert sorted(per_camera) == [f"oor{i:02d}" for i in range(5)]
+    assert abs(sum(per_camera.values()) / 5 - out_of_rig["output"]["psnr"]) < 1e-4
+    assert len(set(per_camera.values())) == 5
     assert cameras["num_images"] == 3 and frames["num_images"] == 3  # 3 frames x cam03; frame 0003 x 3 cameras
     assert cameras["pose_offsets"] is True and frames["pose_offsets"] is False
     for entry in (cameras, frames):

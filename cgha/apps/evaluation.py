@@ -58,8 +58,11 @@ def _evaluate_split(avatar: Avatar, dataset: GaussianDataset, indices: List[int]
                     sheet_positions: Sequence[int] = ()
                     ) -> Tuple[Dict[str, Any], List[float], List[Tuple[torch.Tensor, torch.Tensor]]]:
     """Metrics of one split, the per-frame times in ms of generate + render + post-render, and the (target,
-    output) pairs [3, R, R] on the CPU of the evaluated positions listed in `sheet_positions`."""
+    output) pairs [3, R, R] on the CPU of the evaluated positions listed in `sheet_positions`. The metrics include
+    `per_camera`: {camera id: output PSNR over that camera's evaluated images}, so a split's mean can be traced to
+    the views that lose (e.g. the out-of-rig side views vs the closer one)."""
     sums: Dict[str, List[torch.Tensor]] = {}
+    per_camera: Dict[str, List[torch.Tensor]] = {}
     times: List[float] = []
     pairs: List[Tuple[torch.Tensor, torch.Tensor]] = []
 
@@ -88,6 +91,8 @@ def _evaluate_split(avatar: Avatar, dataset: GaussianDataset, indices: List[int]
             add(f"{level}.ssim", ssim(predicted, target))
             add(f"{level}.psnr_masked", masked_psnr(predicted, target, mask))
             add(f"{level}.ssim_masked", masked_ssim(predicted, target, mask))
+        camera = dataset.cameras[int(batch["view_id"])]
+        per_camera.setdefault(camera, []).append(psnr(output, batch["images"]).detach().float().cpu())
         if batch["landmarks_3d"].shape[1] >= 68:
             # The mouth alone: a closed mouth under an open driver's jaw barely moves a whole-image PSNR.
             pixels, _ = project_points(batch["landmarks_3d"].float(), batch["viewmat"], batch["intrinsics"])
@@ -103,6 +108,7 @@ def _evaluate_split(avatar: Avatar, dataset: GaussianDataset, indices: List[int]
     for key, values in sums.items():
         level, name = key.split(".")
         metrics[level][name] = _mean(values)
+    metrics["per_camera"] = {camera: _mean(values) for camera, values in sorted(per_camera.items())}
     return metrics, times, pairs
 
 
@@ -121,7 +127,8 @@ def evaluate_avatar(cfg: TrainConfig, device: torch.device) -> Dict[str, Any]:
     on white. Returns {"name", "device", "render_backend", "avatar": {kind, files, bytes, total_bytes},
     "num_gaussians", "lpips", "splits": {split: {num_images, render_resolution, output_resolution, pose_offsets,
     render: {psnr, ssim, psnr_masked, ssim_masked}, output: {same (+ psnr_mouth: PSNR inside a box around the lips
-    when the subject has iBUG-68 landmarks; + lpips, lpips_masked)}, speed: {ms_per_frame,
+    when the subject has iBUG-68 landmarks; + lpips, lpips_masked)}, per_camera: {camera id: output PSNR},
+    speed: {ms_per_frame,
     fps, timed_frames}}}, "speed": over all evaluated frames, "path": the JSON file}.
     """
     out_dir = Path(cfg.recorder.result_path) / cfg.recorder.name
