@@ -92,6 +92,42 @@ def test_color_calibration_starts_as_identity_and_changes_only_rgb():
     assert (out[1, :3] - target[1, :3]).abs().mean() < 0.5 * (render[1, :3] - target[1, :3]).abs().mean()
 
 
+def _fit_calibration(calibration: ColorCalibration, render, camera, target, steps: int = 60) -> torch.Tensor:
+    optimizer = torch.optim.Adam(calibration.parameters(), lr=0.05)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        (calibration(render, camera) - target).abs().mean().backward()
+        optimizer.step()
+    return calibration(render, camera).detach()
+
+
+@pytest.mark.parametrize("zero_mean", [True, False])
+def test_color_calibration_zero_mean_leaves_a_shared_colour_change_to_the_avatar(zero_mean):
+    """Every training camera sees the render 30% darker: a change they share, which the avatar must learn (evaluation
+    renders without the calibration). The zero-mean form cannot absorb it; the refactor's unconstrained form does."""
+    torch.manual_seed(0)
+    calibration = ColorCalibration(num_cameras=2, zero_mean=zero_mean)
+    render = torch.rand(1, 3, 8, 8).expand(2, -1, -1, -1)  # the same avatar colours seen by both cameras
+    camera = torch.tensor([0, 1])
+    out = _fit_calibration(calibration, render, camera, render * 0.7)
+    before = (render - render * 0.7).abs().mean()
+    if zero_mean:
+        assert torch.allclose(out.mean(0), render[0], atol=1e-5)  # the two cameras' corrections cancel
+        assert (out - render * 0.7).abs().mean() > 0.9 * before
+    else:
+        assert (out - render * 0.7).abs().mean() < 0.3 * before
+
+
+def test_color_calibration_zero_mean_learns_a_difference_between_cameras():
+    torch.manual_seed(0)
+    calibration = ColorCalibration(num_cameras=2)
+    render = torch.rand(2, 3, 8, 8)
+    camera = torch.tensor([0, 1])
+    target = torch.stack([render[0] * 1.15, render[1] * 0.85])  # one brighter, one darker, around the avatar
+    out = _fit_calibration(calibration, render, camera, target)
+    assert (out - target).abs().mean() < 0.3 * (render - target).abs().mean()
+
+
 def test_contrastive_needs_an_adjacent_cached_view():
     cache = AdjacentViewCache(size=2, max_angle_deg=30.0)
     render = torch.rand(1, 3, 32, 32, requires_grad=True)

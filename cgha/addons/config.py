@@ -35,6 +35,9 @@ class AddonsSection:
     calibration_hidden: int = option(16, "color_calibration: hidden width", min=1)
     calibration_code_dim: int = option(4, "color_calibration: learnt code per camera", min=1)
     calibration_lr: float = option(1e-3, "color_calibration: learning rate", min=0.0)
+    calibration_zero_mean: bool = option(True, "color_calibration: remove the mean correction over the training "
+                                         "cameras, so a colour change all cameras share stays in the avatar "
+                                         "(false: the refactor's unconstrained MLP)")
     contrastive: bool = option(False, "cosine consistency between the render and cached renders of adjacent views; "
                                "weight train.loss_weights.contrastive")
     contrastive_cache: int = option(2, "contrastive: renders kept", min=1)

@@ -22,7 +22,8 @@ from cgha.addons.region_weights import weighted_batch
 class TrainingAddons:
     def __init__(self, cfg: AddonsSection, num_cameras: int, device: torch.device):
         self.cfg = cfg
-        self.calibrator = (ColorCalibration(num_cameras, cfg.calibration_hidden, cfg.calibration_code_dim).to(device)
+        self.calibrator = (ColorCalibration(num_cameras, cfg.calibration_hidden, cfg.calibration_code_dim,
+                                            cfg.calibration_zero_mean).to(device)
                            if cfg.color_calibration else None)
         self.cache = AdjacentViewCache(cfg.contrastive_cache, cfg.contrastive_max_angle) if cfg.contrastive else None
 
