@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lowres", type=int_at_least(8), default=None,
                         help="side of the image_lowres/mask_lowres copies, at most --resolution "
                              "(default 256, or --resolution when smaller)")
+    parser.add_argument("--camera-color-spread", type=float, default=0.0,
+                        help="per-camera RGB gains exp(U(-s, s)), as a real rig's exposure and white balance "
+                             "differ (default 0: none; recorded in meta.json cameras.color_gains)")
     parser.add_argument("--monocular", action="store_true",
                         help="the monocular preset: one training camera, talking, yaw +-40 / pitch +-20 deg head "
                              "turns, one evaluation-only camera (default 300 frames)")
@@ -64,6 +67,8 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if args.monocular and args.raw_capture:
         parser.error("--monocular and --raw-capture cannot be combined")
+    if args.camera_color_spread and (args.monocular or args.raw_capture):
+        parser.error("--camera-color-spread is for the multi-view rig (not --monocular or --raw-capture)")
     if args.monocular and args.cameras is not None:
         parser.error(f"--monocular has one training camera (and one evaluation camera); drop --cameras {args.cameras}")
     from cgha.synthetic import generate_monocular_subject, generate_subject
@@ -86,7 +91,8 @@ def main(argv=None) -> None:
     else:
         root = generate_subject(args.out, identity=args.identity, frames=args.frames, cameras=args.cameras,
                                 resolution=args.resolution, seed=args.seed, lowres=args.lowres,
-                                progress=not args.quiet, force=args.force, device=args.device)
+                                progress=not args.quiet, force=args.force, device=args.device,
+                                camera_color_spread=args.camera_color_spread)
     elapsed = time.perf_counter() - start
     # A subject of an older generator version is regenerated in place: only an untouched meta.json means "reused".
     if existed and _meta_bytes(root) == meta_before:

@@ -156,6 +156,25 @@ def test_deterministic(subject, tmp_path):
         assert (subject / rel).read_bytes() == (again / rel).read_bytes(), f"{rel} differs between runs"
 
 
+def test_camera_color_spread_gives_each_camera_its_recorded_gains(subject, tmp_path):
+    tinted = generate_subject(tmp_path / "tinted", identity=0, frames=1, cameras=CAMS, resolution=RES, seed=3,
+                              lowres=LOWRES, progress=False, camera_color_spread=0.2)
+    meta, frames, cams = _frames_and_cams(tinted)
+    assert "color_gains" not in json.loads((subject / "meta.json").read_text())["cameras"]
+    gains = meta["cameras"]["color_gains"]
+    assert list(gains) == cams and meta["arguments"]["camera_color_spread"] == 0.2
+    values = np.array(list(gains.values()))
+    assert values.shape == (len(cams), 3) and np.all(np.abs(np.log(values)) <= 0.2) and values.std(0).min() > 0.02
+    for cam in cams[:3]:
+        plain = cv2.imread(str(subject / "images" / frames[0] / f"image_{cam}.jpg"))[..., ::-1].astype(np.float64)
+        tint = cv2.imread(str(tinted / "images" / frames[0] / f"image_{cam}.jpg"))[..., ::-1].astype(np.float64)
+        mid = (plain > 40) & (plain < 180)  # neither clipped nor lost in JPEG noise
+        ratio = np.array([np.median(tint[..., c][mid[..., c]] / plain[..., c][mid[..., c]]) for c in range(3)])
+        assert np.allclose(ratio, gains[cam], atol=0.03), (cam, ratio, gains[cam])
+    with pytest.raises(SubjectArgumentError, match="camera_color_spread"):
+        generate_subject(tmp_path / "bad", frames=1, cameras=2, resolution=RES, camera_color_spread=-0.1)
+
+
 def test_existing_subject_reused_or_refused(subject, tmp_path):
     meta_before = (subject / "meta.json").stat().st_mtime_ns
     same = generate_subject(subject, identity=0, frames=FRAMES, cameras=CAMS, resolution=RES, seed=3,

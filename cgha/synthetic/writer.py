@@ -198,7 +198,7 @@ def _contact_sheet(thumbs: dict, frames: list[int], cams: list[int], frame_names
 
 def generate_subject(out_dir, identity: int = 0, frames: int = 40, cameras: int = 16, resolution: int = 512,
                      seed: int = 0, lowres: int | None = None, progress: bool = True, force: bool = False,
-                     device="cpu") -> Path:
+                     device="cpu", camera_color_spread: float = 0.0) -> Path:
     """Generate (or reuse) a synthetic subject.
 
     Args:
@@ -211,13 +211,27 @@ def generate_subject(out_dir, identity: int = 0, frames: int = 40, cameras: int 
         progress: show a tqdm bar.
         force: regenerate even if a matching subject exists, and replace a non-matching folder.
         device: torch device for rendering.
+        camera_color_spread: > 0 gives every camera its own colour: each RGB channel of its images is multiplied
+            by a gain exp(u), u uniform in [-spread, spread] (drawn from ``seed``), as the exposure and white balance
+            of a real rig's cameras differ; the gains are in ``meta.json`` ``cameras.color_gains``. 0: none.
     Returns:
         The subject folder.
     Raises:
         SubjectArgumentError: bad arguments, or ``out_dir`` exists, is not this subject and ``force`` is off.
     """
     args = _arguments(identity, frames, cameras, resolution, seed, lowres)
+    spread = float(camera_color_spread)
+    if not 0.0 <= spread <= 1.0:
+        raise SubjectArgumentError(f"camera_color_spread must be in [0, 1], got {camera_color_spread}")
+    if spread > 0:  # absent at 0, so subjects made before the option keep their arguments (and are reused)
+        args["camera_color_spread"] = spread
     return _generate(out_dir, args, progress, force, device)
+
+
+def camera_color_gains(num_cameras: int, spread: float, seed: int) -> np.ndarray:
+    """[num_cameras, 3] per-camera RGB gains exp(u), u ~ U(-spread, spread); all ones at spread 0."""
+    rng = np.random.default_rng([seed, 0xC0105])
+    return np.exp(rng.uniform(-spread, spread, size=(num_cameras, 3))).astype(np.float32)
 
 
 def generate_monocular_subject(out_dir, identity: int = 0, frames: int = MONOCULAR_FRAMES, resolution: int = 512,
@@ -307,6 +321,8 @@ def _write_subject(root: Path, args: dict, progress: bool, device: torch.device)
     viewmats = torch.cat([rig.viewmats, out_of_rig.viewmats])
     Ks = torch.cat([rig.Ks, out_of_rig.Ks])
     backgrounds = camera_backgrounds(len(cam_ids), R, R, device=device)
+    gains = camera_color_gains(len(cam_ids), args.get("camera_color_spread", 0.0), args["seed"])
+    gains_t = torch.from_numpy(gains).to(device)[:, :, None, None]
     names = frame_names(args["frames"])
     scale = np.array([DEFAULT_SCALE], dtype=np.float32)
     intrinsic = rig.Ks[0].cpu().numpy().astype(np.float32)
@@ -326,7 +342,7 @@ def _write_subject(root: Path, args: dict, progress: bool, device: torch.device)
             out = render_views(head, texture, torch.from_numpy(exp_traj[f]), torch.from_numpy(pose_traj[f]),
                                float(scale[0]), viewmats, Ks, R, R, backgrounds)
             frame = {
-                "rgb": [_to_uint8(img) for img in out["image"]],
+                "rgb": [_to_uint8(img) for img in out["image"] * gains_t],
                 "mask": [_to_uint8(m) for m in out["mask"]],
                 "landmarks": out["landmarks"].cpu().numpy().astype(np.float32),
                 "vertices": out["vertices"].cpu().numpy().astype(np.float32),
@@ -379,6 +395,8 @@ def _write_subject(root: Path, args: dict, progress: bool, device: torch.device)
                 "focal_px": [float(K[0, 0]) for K in intrinsics[len(rig.ids):]],
                 "use": out_of_rig_use,
             },
+            **({"color_gains": {cam: [round(float(g), 6) for g in gain] for cam, gain in zip(cam_ids, gains)}}
+               if "camera_color_spread" in args else {}),
             "convention": "extrinsic = world-to-camera [3, 4], OpenCV axes; intrinsic in pixels at "
                           "original_resolution, pixel (u, v) centred at (u + 0.5, v + 0.5)",
         },
