@@ -13,6 +13,8 @@ RUNS=${RUNS:-"$(for row in baseline region_weights smart_densification progressi
   contrastive all_five; do for s in 0 1 2; do printf '%s:%s ' $row $s; done; done)"}
 LIMIT=${LIMIT:-540}; ITERS=${ITERS:-1500}; MESH_HEAD=${MESH_HEAD:-0}
 export PYTHONPATH=/tmp/site:$PWD
+# Up to ~24 runs share the host's cores: torch's default of one thread per core each would oversubscribe them.
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 R=/tmp/rigged; O=${OUT:-/tmp}/rigged; rm -rf $R; mkdir -p $O
 S=$(date +%s); el() { echo $(( $(date +%s) - S )); }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > $O/gpu.txt 2>&1
