@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from cgha.module.mesh_head import world_to_canonical
-from cgha.tracking.head_region import head_side_of_neck, neck_base_ring
+from cgha.tracking.head_region import head_region_mask, head_side_of_neck, neck_base_ring
 from cgha.utils.image_io import read_mask
 
 
@@ -56,3 +56,48 @@ def test_no_cut_when_the_neck_is_behind_the_camera():
     viewmat = np.eye(4)  # camera at the origin looking down +z: the ring (z = -1) is behind it
     K = np.array([[10.0, 0, 8], [0, 10.0, 8], [0, 0, 1]])
     assert head_side_of_neck(vertices, np.array([1, 2]), np.zeros(6), viewmat, K, 16).all()
+
+
+def test_head_region_keeps_the_head_and_hair_and_drops_a_torso_patch_beside_the_neck(tiny_subject):
+    """The renderer's masks plus a patch beside the neck (what selfie segmentation invents on views from below) and a
+    tuft of hair on top: the cut keeps the head and the hair and drops the whole patch, which the line through the
+    neck ring's lowest point (trackers 1.2.0-1.6.0) partly kept."""
+    meta = json.loads((tiny_subject / "meta.json").read_text())
+    side = meta["original_resolution"]
+    faces = np.load(tiny_subject / "faces.npy")
+    checked, old_kept = 0, 0
+    for frame in meta["frame_names"]:
+        params, vertices = _frame(tiny_subject, frame)
+        canonical = world_to_canonical(torch.from_numpy(vertices)[None].double(),
+                                       torch.from_numpy(params["pose"]).double(),
+                                       torch.from_numpy(params["scale"]).double().reshape(1, 1))[0]
+        ring = neck_base_ring(canonical).numpy()
+        for camera in meta["camera_ids"]:
+            cameras = np.load(tiny_subject / "cameras" / frame / f"camera_{camera}.npz")
+            view = (vertices, faces, ring, params["pose"][0], cameras["extrinsic"], cameras["intrinsic"])
+            truth = read_mask(tiny_subject / "images" / frame / f"mask_{camera}.jpg")
+            rows = np.nonzero((truth > 0.5).any(1))[0]
+            top, bottom = rows.min(), rows.max()
+            left = np.nonzero(truth[bottom - 1] > 0.5)[0].min()
+            if left < 8 or bottom + 5 > side or top < 4:
+                continue
+            person = truth.copy()
+            patch = np.zeros_like(truth, dtype=bool)
+            patch[bottom - 1:bottom + 5, :left - 4] = True
+            hair = np.zeros_like(patch)
+            centre = int(np.nonzero(truth[top] > 0.5)[0].mean())
+            hair[top - 3:top + 1, centre - 2:centre + 3] = True
+            person[patch | hair] = 1.0
+            kept = head_region_mask(person, *view)
+            assert kept.dtype == person.dtype and kept.shape == person.shape
+            assert kept[patch].max() == 0, (frame, camera)
+            assert np.array_equal(kept[hair], person[hair]), (frame, camera)
+            head = truth > 0.5
+            assert (kept[head] > 0.5).mean() > 0.99, (frame, camera)
+            old = head_side_of_neck(vertices, ring, params["pose"][0], cameras["extrinsic"], cameras["intrinsic"],
+                                    side)
+            old_kept += int((old & patch).sum())
+            checked += 1
+            as_uint8 = head_region_mask((person * 255).round().astype(np.uint8), *view)
+            assert as_uint8.dtype == np.uint8 and as_uint8[patch].max() == 0
+    assert checked >= 4 and old_kept > 0

@@ -6,22 +6,35 @@ has Gaussians for the head and neck only: a torso in its masks is a target it ca
 the head) and costs quality everywhere the optimiser spends capacity on it. On the synthetic subjects the invented
 torso alone cost the re-tracked avatars most of their gap to the ground truth (docs/tracking.md, issue 17).
 
-The cut: the fitted face model's neck ends in a ring of vertices (canonical ``y`` within ``band`` of its lowest
-vertex). Seen from a camera, the head keeps every pixel on the head's side of the line through the ring's lowest
-projected point, perpendicular to the projected up axis of the head; everything below is background. Hair, ears and
-anything else above that line stay as the person mask has them.
+The cut (``head_region_mask``): the fitted face model's neck ends in a ring of vertices (canonical ``y`` within
+``band`` of its lowest vertex). Seen from a camera, a pixel can be head when it lies on the head's side of the line
+through the ring's *highest* projected point (perpendicular to the projected up axis of the head), or inside the
+fitted mesh's silhouette widened by a small margin: at the neck's height only the neck itself is head. Of what the
+person mask keeps there, only the connected parts that touch the mesh's silhouette stay: a patch of torso or
+background beside the neck, cut off from the head, goes. Hair, ears and anything else above the line stay as the
+person mask has them.
+
+Tracker 1.2.0-1.6.0 cut along the line through the ring's *lowest* point only (``head_side_of_neck``): on views from
+below or from the side that line slants under the neck and kept a band of invented torso beside it (on the
+full-scale synthetic rig the composited held-out images then differed from the renderer's by 26.3 dB PSNR; 28.5 dB
+with this cut, docs/tracking.md).
 """
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import torch
 
 from cgha.utils.cameras import project_points
 from cgha.utils.rotations import axis_angle_to_matrix
 
-__all__ = ["neck_base_ring", "head_side_of_neck"]
+__all__ = ["neck_base_ring", "head_side_of_neck", "head_region_mask"]
 
 NECK_BAND = 0.05  # canonical units (the neutral head is about 2 wide): the last few rows of the neck's vertices
+# Margin of the mesh's silhouette at the neck, as a fraction of the image side: room for a fitted neck a few pixels
+# off the real one (2.5 px at 512^2).
+SILHOUETTE_MARGIN = 0.005
+SOFT_EDGE_PX = 2  # the soft border of a kept part of the mask (values below 0.5) stays within this distance
 
 
 def neck_base_ring(canonical_vertices: torch.Tensor, band: float = NECK_BAND) -> torch.Tensor:
@@ -50,6 +63,12 @@ def head_side_of_neck(vertices: np.ndarray, ring: np.ndarray, pose: np.ndarray, 
         [size, size] bool, True on the head's side. All True when the ring is not in front of the camera or the
         head's up axis points along the view direction (no line to cut along).
     """
+    return _ring_side(vertices, ring, pose, viewmat, K, size, highest=False)
+
+
+def _ring_side(vertices: np.ndarray, ring: np.ndarray, pose: np.ndarray, viewmat: np.ndarray, K: np.ndarray,
+               size: int, highest: bool) -> np.ndarray:
+    """[size, size] bool: the head's side of the line through the ring's lowest (or highest) projected point."""
     base = vertices[ring].astype(np.float64)
     up = axis_angle_to_matrix(torch.as_tensor(pose[:3], dtype=torch.float64)).numpy()[:, 1]
     extent = float(np.linalg.norm(vertices.max(0) - vertices.min(0)))
@@ -64,7 +83,55 @@ def head_side_of_neck(vertices: np.ndarray, ring: np.ndarray, pose: np.ndarray, 
     if length < 1e-6 * size:
         return keep
     direction /= length
-    cut = float(((uv[:-2] - uv[-2]) @ direction).min())
+    along = (uv[:-2] - uv[-2]) @ direction
+    cut = float(along.max() if highest else along.min())
     centres = np.arange(size, dtype=np.float64) + 0.5
     u, v = np.meshgrid(centres, centres)
     return (u - uv[-2, 0]) * direction[0] + (v - uv[-2, 1]) * direction[1] >= cut
+
+
+def mesh_silhouette(vertices: np.ndarray, faces: np.ndarray, viewmat: np.ndarray, K: np.ndarray,
+                    size: int) -> np.ndarray:
+    """[size, size] bool: the pixels the mesh's triangles in front of the camera cover (filled, not antialiased).
+
+    Args:
+        vertices: [V, 3] world vertices; faces: [F, 3] vertex indices; viewmat: [4, 4] (or [3, 4]) world-to-camera;
+        K: [3, 3] intrinsics in pixels at ``size``.
+    """
+    uv, z = project_points(vertices.astype(np.float64), np.asarray(viewmat, np.float64), np.asarray(K, np.float64))
+    front = faces[(z[faces] > 0).all(1)]
+    cover = np.zeros((size, size), np.uint8)
+    # Pixel centres are at (u + 0.5, v + 0.5); fillPoly's integer vertices are pixel indices.
+    cv2.fillPoly(cover, list(np.round(uv[front] - 0.5).astype(np.int32)), 1)
+    return cover.astype(bool)
+
+
+def head_region_mask(person: np.ndarray, vertices: np.ndarray, faces: np.ndarray, ring: np.ndarray,
+                     pose: np.ndarray, viewmat: np.ndarray, K: np.ndarray,
+                     margin: float = SILHOUETTE_MARGIN) -> np.ndarray:
+    """The person mask of one view reduced to the head and neck (the module's docstring says how).
+
+    Args:
+        person: [S, S] the person mask, uint8 in [0, 255] or float in [0, 1] (soft borders allowed).
+        vertices: [V, 3] world vertices of the fitted mesh in this frame; faces: [F, 3] its triangles.
+        ring: [N] indices of the neck's last ring (``neck_base_ring``); pose: [6] the frame's head pose.
+        viewmat: [4, 4] (or [3, 4]) world-to-camera; K: [3, 3] intrinsics in pixels at S.
+        margin: the silhouette's margin at the neck, as a fraction of S (at least one pixel).
+    Returns:
+        [S, S] mask of ``person``'s dtype: ``person`` where it is head, 0 elsewhere. Unchanged when the mesh is not
+        in front of the camera.
+    """
+    size = person.shape[0]
+    half = 127.5 if person.dtype == np.uint8 else 0.5
+    silhouette = mesh_silhouette(vertices, faces, viewmat, K, size)
+    if not silhouette.any():
+        return person
+    radius = max(1, int(round(margin * size)))
+    widened = cv2.dilate(silhouette.astype(np.uint8),
+                         cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))).astype(bool)
+    region = np.where(_ring_side(vertices, ring, pose, viewmat, K, size, highest=True) | widened, person, 0)
+    _, labels = cv2.connectedComponents((region > half).astype(np.uint8), connectivity=8)
+    touching = np.unique(labels[silhouette & (labels > 0)])
+    parts = np.isin(labels, touching).astype(np.uint8)
+    parts = cv2.dilate(parts, np.ones((2 * SOFT_EDGE_PX + 1,) * 2, np.uint8))
+    return np.where(parts > 0, region, 0).astype(person.dtype)

@@ -60,7 +60,7 @@ from . import subject_writer as sw
 from .calibration import DEFAULT_CALIBRATION_PATH, LandmarkCalibration, load_calibration
 from .face_model import DEFAULT_NUM_COMPONENTS, DEFAULT_NUM_SAMPLES, FACE_MODEL_NAME, FaceModel
 from .fitting import FitConfig, fit_landmarks, project_landmarks, reprojection_errors
-from .head_region import head_side_of_neck, neck_base_ring
+from .head_region import head_region_mask, neck_base_ring
 from .photometric import PhotometricConfig, face_region_faces, prepare_views, refine_photometric
 from .view_calibration import detection_shift_px
 from .view_weights import oblique_view_weights, view_angles_deg
@@ -78,8 +78,9 @@ TRACKER = "cgha.tracking"
 # 1.3.0: multi-view landmarks weighted by their view's angle from frontal (oblique_view_deg); 1.4.0: monocular
 # detections corrected by the view-dependent landmark calibration (view_calibration); 1.5.0: the optional photometric
 # refinement of the poses (photometric; cgha/tracking/photometric.py), the fit's output unchanged without it; 1.6.0:
-# that refinement takes 3x larger steps and, with one camera, no prior toward the landmark fit
-TRACKER_VERSION = "1.6.0"
+# that refinement takes 3x larger steps and, with one camera, no prior toward the landmark fit; 1.7.0: at the neck's
+# height the head masks keep only the fitted neck's silhouette and the parts connected to the head (head_region_mask)
+TRACKER_VERSION = "1.7.0"
 # The angle at which a view's landmarks weigh a quarter: where the calibration identities' MediaPipe-to-face-model
 # disagreement (4.6 px frontal, 14 px at 45-60°, 27 px beyond 60°; docs/tracking.md) has doubled.
 DEFAULT_OBLIQUE_VIEW_DEG = 35.0
@@ -997,6 +998,7 @@ def _track(source, out_dir: Path, options: TrackOptions) -> TrackResult:
         with torch.no_grad():
             neutral = model.canonical_vertices(identity, torch.zeros(1, EXP_DIM, device=device))[0]
         neck_ring = neck_base_ring(neutral).cpu().numpy()
+        mesh_faces = model.faces.cpu().numpy()
 
     def write(root: Path) -> None:
         start_write = time.perf_counter()
@@ -1020,7 +1022,7 @@ def _track(source, out_dir: Path, options: TrackOptions) -> TrackResult:
                     image = np.ascontiguousarray(crop_resize(rgb, crops[c], R))
                     mask = masker(image, c)
                     if neck_ring is not None:
-                        mask = mask * head_side_of_neck(verts, neck_ring, pose[t], viewmats[c], Ks[c], R)
+                        mask = head_region_mask(mask, verts, mesh_faces, neck_ring, pose[t], viewmats[c], Ks[c])
                     sw.write_view(root, name, cam_ids[c], image, mask, lowres, Ks[c], extrinsics[c])
                     if i in preview_frames and c in preview_cams:
                         fitted, _ = project_points(fitted3d[t], viewmats[c], Ks[c])
