@@ -216,7 +216,36 @@ def track(truth: Path, work: Path, scale: dict, device: str, plates: bool = Fals
               "expression_correlation": errors["expression_correlation"]}
     if monocular:
         report["codec_psnr"] = codec_psnr(truth, tracked, truth_splits["eval_frame_ids"])
+    else:
+        report["mask_agreement"] = mask_agreement(truth, tracked, truth_splits)
     return tracked, report
+
+
+def mask_agreement(truth: Path, tracked: Path, truth_splits: dict) -> dict:
+    """Per held-out split of a multi-view subject: mean PSNR (dB) between each image composited on white with the
+    truth's mask and with the tracker's (the same pixels: the score a perfect avatar of the truth would get against
+    the retracked subject's targets), and the mean mask IoU (both thresholded at 0.5)."""
+    from cgha.utils.image_io import read_mask, read_rgb
+
+    meta = json.loads((truth / "meta.json").read_text())
+    eval_cams, eval_frames = truth_splits["eval_camera_ids"], truth_splits["eval_frame_ids"]
+    rig = [c for c in meta["camera_ids"] if c not in meta["splits"].get("out_of_rig_camera_ids", [])]
+    views = {"test_cameras": [(f, c) for f in meta["frame_names"] if f not in eval_frames for c in eval_cams],
+             "test_frames": [(f, c) for f in eval_frames for c in rig if c not in eval_cams]}
+    out = {}
+    for split, pairs in views.items():
+        values, ious = [], []
+        for frame, camera in pairs:
+            image = torch.from_numpy(read_rgb(truth / "images" / frame / f"image_{camera}.jpg")).double()
+            masks = [torch.from_numpy(read_mask(root / "images" / frame / f"mask_{camera}.jpg")).double()[..., None]
+                     for root in (truth, tracked)]
+            a, b = (image * m + (1 - m) for m in masks)
+            values.append(float(psnr(a, b)))
+            inside = [m[..., 0] > 0.5 for m in masks]
+            ious.append(float((inside[0] & inside[1]).sum() / max(int((inside[0] | inside[1]).sum()), 1)))
+        out[split] = {"composite_psnr": sum(values) / len(values), "mask_iou": sum(ious) / len(ious),
+                      "images": len(values)}
+    return out
 
 
 def codec_psnr(truth: Path, tracked: Path, frames: list) -> float:
@@ -417,6 +446,9 @@ def main() -> None:
         print(f"goal (held-out cameras within {GOAL_DB} dB): {goal}")
     if "codec_psnr" in tracking:
         print(f"the video codec's own PSNR on the held-out frames: {tracking['codec_psnr']:.2f} dB")
+    for split, agreement in tracking.get("mask_agreement", {}).items():
+        print(f"{split}: images composited with the tracker's masks vs the truth's: "
+              f"{agreement['composite_psnr']:.2f} dB, mask IoU {agreement['mask_iou']:.3f}")
 
 
 if __name__ == "__main__":

@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mask-region", choices=("head", "person"), default="head",
                         help="head: the person mask cut below the fitted neck (what a head avatar models; default); "
                              "person: the whole mask, shoulders and torso included")
+    parser.add_argument("--mask-edges", choices=("guided", "none"), default="guided",
+                        help="guided: segmentation masks' edges snapped to the frame's colour edges (a guided filter; "
+                             "the segmentation sees 256^2); none: its own edges (default guided)")
     parser.add_argument("--backgrounds", type=Path, default=None,
                         help="folder of empty-scene plates <camera>.{jpg,png} at the cameras' raw size")
     parser.add_argument("--min-detection-confidence", type=_float, default=0.5, help="face detector threshold")
@@ -133,6 +136,7 @@ def main(argv=None) -> None:
         stride=args.stride, max_frames=args.max_frames, min_face_fraction=args.min_face_fraction,
         max_reprojection_px=args.max_reprojection, holdout_frames=args.holdout_frames,
         holdout_cameras=args.holdout_cameras, masks=args.masks, mask_region=args.mask_region,
+        mask_edges=args.mask_edges,
         backgrounds=args.backgrounds, min_detection_confidence=args.min_detection_confidence,
         fit=parse_fit_overrides(args.fit), oblique_view_deg=args.oblique_view_deg,
         view_calibration=args.view_calibration, photometric=args.photometric,

@@ -597,7 +597,7 @@ def test_fit_overrides_and_options():
     with pytest.raises(UserError, match="not a valid"):
         P.parse_fit_overrides(["huber_px=big"])
     for bad in (dict(resolution=8), dict(fov_deg=0.0), dict(crop="zoom"), dict(masks="plates"),
-                dict(mask_region="torso"), dict(oblique_view_deg=-1.0), dict(oblique_view_deg="35"),
+                dict(mask_region="torso"), dict(mask_edges="sharp"), dict(oblique_view_deg=-1.0), dict(oblique_view_deg="35"),
                 dict(view_calibration="both"),
                 dict(holdout_frames=1.0), dict(device="tpu"),
                 dict(face_model_samples=4, face_model_components=4), dict(face_model_components=0),

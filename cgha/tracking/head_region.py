@@ -16,7 +16,7 @@ person mask has them.
 
 Tracker 1.2.0-1.6.0 cut along the line through the ring's *lowest* point only (``head_side_of_neck``): on views from
 below or from the side that line slants under the neck and kept a band of invented torso beside it (on the
-full-scale synthetic rig the composited held-out images then differed from the renderer's by 26.3 dB PSNR; 28.5 dB
+full-scale synthetic rig the composited held-out images then differed from the renderer's by 26.3 dB PSNR; 28.0 dB
 with this cut, docs/tracking.md).
 """
 from __future__ import annotations

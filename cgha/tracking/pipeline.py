@@ -61,6 +61,7 @@ from .calibration import DEFAULT_CALIBRATION_PATH, LandmarkCalibration, load_cal
 from .face_model import DEFAULT_NUM_COMPONENTS, DEFAULT_NUM_SAMPLES, FACE_MODEL_NAME, FaceModel
 from .fitting import FitConfig, fit_landmarks, project_landmarks, reprojection_errors
 from .head_region import head_region_mask, neck_base_ring
+from .mask_edges import refine_mask_edges
 from .photometric import PhotometricConfig, face_region_faces, prepare_views, refine_photometric
 from .view_calibration import detection_shift_px
 from .view_weights import oblique_view_weights, view_angles_deg
@@ -79,8 +80,9 @@ TRACKER = "cgha.tracking"
 # detections corrected by the view-dependent landmark calibration (view_calibration); 1.5.0: the optional photometric
 # refinement of the poses (photometric; cgha/tracking/photometric.py), the fit's output unchanged without it; 1.6.0:
 # that refinement takes 3x larger steps and, with one camera, no prior toward the landmark fit; 1.7.0: at the neck's
-# height the head masks keep only the fitted neck's silhouette and the parts connected to the head (head_region_mask)
-TRACKER_VERSION = "1.7.0"
+# height the head masks keep only the fitted neck's silhouette and the parts connected to the head (head_region_mask);
+# 1.8.0: segmentation masks' edges snapped to the frame by a guided filter (mask_edges)
+TRACKER_VERSION = "1.8.0"
 # The angle at which a view's landmarks weigh a quarter: where the calibration identities' MediaPipe-to-face-model
 # disagreement (4.6 px frontal, 14 px at 45-60°, 27 px beyond 60°; docs/tracking.md) has doubled.
 DEFAULT_OBLIQUE_VIEW_DEG = 35.0
@@ -101,6 +103,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 CROP_MODES = ("face", "full")
 MASK_MODES = ("auto", "segmentation", "plates")
 MASK_REGIONS = ("head", "person")
+MASK_EDGES = ("guided", "none")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _LISTED = 20  # names listed in a warning or error before "..."
 _FIT_PASSES = 3  # fits run at most: each drops the frames that fit badly and fits the rest again
@@ -161,6 +164,9 @@ class TrackOptions:
         backgrounds: folder of empty-scene plates ``<camera>.{jpg,png}`` at each camera's raw size.
         mask_region: ``head`` (the person mask cut below the fitted neck's end, ``cgha.tracking.head_region``: what
             a head avatar models) or ``person`` (the whole person mask, shoulders and torso included).
+        mask_edges: ``guided`` (segmentation masks' edges, after the head cut, snapped to the frame's colour edges by
+            a guided filter, ``cgha.tracking.mask_edges``) or ``none`` (the segmentation's own edges, resized from its
+            256^2 input, and the cut's). Plate masks are computed at full resolution and are not filtered.
         min_detection_confidence: the face detector's threshold.
         fit: the fitter's weights and schedule.
         view_calibration: when the calibration's view-dependent offsets correct the detections (after a first
@@ -196,6 +202,7 @@ class TrackOptions:
     masks: str = "auto"
     backgrounds: Optional[Path] = None
     mask_region: str = "head"
+    mask_edges: str = "guided"
     min_detection_confidence: float = 0.5
     fit: FitConfig = dataclasses.field(default_factory=FitConfig)
     oblique_view_deg: float = DEFAULT_OBLIQUE_VIEW_DEG
@@ -244,6 +251,8 @@ class TrackOptions:
             bad(f"masks must be one of {', '.join(MASK_MODES)}, got {self.masks!r}")
         if self.mask_region not in MASK_REGIONS:
             bad(f"mask_region must be one of {', '.join(MASK_REGIONS)}, got {self.mask_region!r}")
+        if self.mask_edges not in MASK_EDGES:
+            bad(f"mask_edges must be one of {', '.join(MASK_EDGES)}, got {self.mask_edges!r}")
         if self.masks == "plates" and self.backgrounds is None:
             bad("masks=plates needs a folder of background plates (--backgrounds DIR)")
         if not 0.0 <= float(self.min_detection_confidence) <= 1.0:
@@ -1006,6 +1015,8 @@ def _track(source, out_dir: Path, options: TrackOptions) -> TrackResult:
             masker, close = _plate_masker(options.backgrounds, source, crops, R), (lambda: None)
         else:
             masker, close = _segmentation_masker()
+        # After the head cut, so that the cut's own straight edges at the neck also move onto the frame's edges.
+        refine_edges = mask_mode != "plates" and options.mask_edges == "guided"
         tiles = {}
         extrinsics = viewmats[:, :3, :].astype(np.float32)
         bar = tqdm(total=len(keep_idx), desc="write", unit="frame", disable=not options.progress)
@@ -1023,6 +1034,8 @@ def _track(source, out_dir: Path, options: TrackOptions) -> TrackResult:
                     mask = masker(image, c)
                     if neck_ring is not None:
                         mask = head_region_mask(mask, verts, mesh_faces, neck_ring, pose[t], viewmats[c], Ks[c])
+                    if refine_edges:
+                        mask = (refine_mask_edges(image, mask / 255.0) * 255.0 + 0.5).astype(np.uint8)
                     sw.write_view(root, name, cam_ids[c], image, mask, lowres, Ks[c], extrinsics[c])
                     if i in preview_frames and c in preview_cams:
                         fitted, _ = project_points(fitted3d[t], viewmats[c], Ks[c])
@@ -1094,7 +1107,7 @@ def _arguments(options: TrackOptions, crop_mode: str, mask_mode: str) -> Dict[st
         "max_reprojection_px": options.max_reprojection_px, "holdout_frames": options.holdout_frames,
         "holdout_cameras": options.holdout_cameras if not isinstance(options.holdout_cameras, tuple)
         else list(options.holdout_cameras),
-        "masks": mask_mode, "mask_region": options.mask_region,
+        "masks": mask_mode, "mask_region": options.mask_region, "mask_edges": options.mask_edges,
         "backgrounds": str(options.backgrounds) if options.backgrounds else None,
         "min_detection_confidence": options.min_detection_confidence, "oblique_view_deg": options.oblique_view_deg,
         "view_calibration": options.view_calibration, "photometric": options.photometric,
@@ -1155,6 +1168,7 @@ def _meta(source, options, model: FaceModel, arguments, frames, cam_ids, crops, 
         "scale_fitted": scale_fitted,
         "masks": mask_mode,
         "mask_region": options.mask_region,
+        "mask_edges": options.mask_edges,
         "cameras": cameras,
         "head_pose": "world = R(pose[:3]) @ (scale * x_canonical) + pose[3:]; canonical: face +z, y up, "
                      "x to the subject's left",
