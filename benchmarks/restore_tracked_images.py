@@ -21,8 +21,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from cgha.preprocess.crop import resize_square
-from cgha.preprocess.files import write_jpeg
-from cgha.utils.image_io import read_mask, read_rgb
+from cgha.preprocess.files import jpeg_size, write_jpeg
+from cgha.utils.image_io import read_rgb
 
 
 def restore_images(rig: Path, tracked: Path) -> int:
@@ -41,17 +41,23 @@ def restore_images(rig: Path, tracked: Path) -> int:
     masks = sorted(p for p in (tracked / "images").glob("*/mask_*.jpg") if not p.name.startswith("mask_lowres_"))
     if not masks:
         raise SystemExit(f"{tracked / 'images'}: no masks to restore images for")
-    for mask_path in tqdm(masks, desc="restore", unit="view"):
+    # Every view is checked before any file is written: a wrong rig leaves the tracked subject as it was.
+    sources = []
+    for mask_path in masks:
         camera = mask_path.stem[len("mask_"):]
         source = rig / "images" / mask_path.parent.name / f"image_{camera}.jpg"
         if not source.is_file():
             raise SystemExit(f"{source}: missing; {mask_path} was tracked from it")
+        if jpeg_size(source) != jpeg_size(mask_path):
+            width, height = jpeg_size(source) or (0, 0)
+            mask_width, mask_height = jpeg_size(mask_path) or (0, 0)
+            raise SystemExit(f"{source}: {width}x{height}, but the tracked mask {mask_path} is "
+                             f"{mask_width}x{mask_height}")
+        sources.append((source, mask_path.parent, camera))
+    for source, frame_dir, camera in tqdm(sources, desc="restore", unit="view"):
         image = read_rgb(source)
-        if image.shape[:2] != read_mask(mask_path).shape[:2]:
-            raise SystemExit(f"{source}: {image.shape[1]}x{image.shape[0]}, but the tracked mask {mask_path} is "
-                             f"{read_mask(mask_path).shape[1]}x{read_mask(mask_path).shape[0]}")
-        write_jpeg(mask_path.parent / f"image_{camera}.jpg", image)
-        write_jpeg(mask_path.parent / f"image_lowres_{camera}.jpg", resize_square(image, lowres))
+        write_jpeg(frame_dir / f"image_{camera}.jpg", image)
+        write_jpeg(frame_dir / f"image_lowres_{camera}.jpg", resize_square(image, lowres))
     return len(masks)
 
 
