@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from cgha.module.mesh_head import world_to_canonical
-from cgha.tracking.head_region import head_region_mask, head_side_of_neck, neck_base_ring
+from cgha.tracking.head_region import head_region_mask, head_side_of_neck, mesh_silhouette, neck_base_ring
 from cgha.utils.image_io import read_mask
 
 
@@ -101,3 +101,19 @@ def test_head_region_keeps_the_head_and_hair_and_drops_a_torso_patch_beside_the_
             as_uint8 = head_region_mask((person * 255).round().astype(np.uint8), *view)
             assert as_uint8.dtype == np.uint8 and as_uint8[patch].max() == 0
     assert checked >= 4 and old_kept > 0
+
+
+def test_the_mesh_silhouette_is_the_union_of_overlapping_faces():
+    # A closed cube seen face-on: every pixel inside its outline is covered by the front and the back face (an even
+    # count, which an even-odd polygon fill leaves empty); the silhouette is the whole projected square.
+    corners = np.array([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], np.float64) * 0.5
+    corners[:, 2] += 4.0
+    quads = [(0, 1, 3, 2), (4, 6, 7, 5), (0, 4, 5, 1), (2, 3, 7, 6), (0, 2, 6, 4), (1, 5, 7, 3)]
+    faces = np.array([tri for a, b, c, d in quads for tri in ((a, b, c), (a, c, d))], np.int64)
+    K = np.array([[64.0, 0, 32], [0, 64.0, 32], [0, 0, 1]])
+    silhouette = mesh_silhouette(corners, faces, np.eye(4), K, 64)
+    # The near face (z = 3.5) spans 64 * 0.5 / 3.5 = 9.14 px either side of the centre.
+    inside = np.zeros((64, 64), bool)
+    inside[23:41, 23:41] = True
+    assert silhouette[inside].all()
+    assert not silhouette[~np.pad(np.ones((20, 20), bool), 22)].any()

@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 import torch
 
+from cgha.render.mesh import rasterize_mesh
 from cgha.utils.cameras import project_points
 from cgha.utils.rotations import axis_angle_to_matrix
 
@@ -34,6 +35,8 @@ NECK_BAND = 0.05  # canonical units (the neutral head is about 2 wide): the last
 # Margin of the mesh's silhouette at the neck, as a fraction of the image side: room for a fitted neck a few pixels
 # off the real one (2.5 px at 512^2).
 SILHOUETTE_MARGIN = 0.005
+# Faces with a vertex closer to the camera than this (world units; the head is about 0.25 wide) are left out.
+NEAR = 1e-3
 SOFT_EDGE_PX = 2  # the soft border of a kept part of the mask (values below 0.5) stays within this distance
 
 
@@ -92,18 +95,23 @@ def _ring_side(vertices: np.ndarray, ring: np.ndarray, pose: np.ndarray, viewmat
 
 def mesh_silhouette(vertices: np.ndarray, faces: np.ndarray, viewmat: np.ndarray, K: np.ndarray,
                     size: int) -> np.ndarray:
-    """[size, size] bool: the pixels the mesh's triangles in front of the camera cover (filled, not antialiased).
+    """[size, size] bool: the pixel centres a triangle of the mesh in front of the camera covers.
 
     Args:
         vertices: [V, 3] world vertices; faces: [F, 3] vertex indices; viewmat: [4, 4] (or [3, 4]) world-to-camera;
         K: [3, 3] intrinsics in pixels at ``size``.
     """
-    uv, z = project_points(vertices.astype(np.float64), np.asarray(viewmat, np.float64), np.asarray(K, np.float64))
-    front = faces[(z[faces] > 0).all(1)]
-    cover = np.zeros((size, size), np.uint8)
-    # Pixel centres are at (u + 0.5, v + 0.5); fillPoly's integer vertices are pixel indices.
-    cv2.fillPoly(cover, list(np.round(uv[front] - 0.5).astype(np.int32)), 1)
-    return cover.astype(bool)
+    # The project's z-buffer rasterizer (CPU) fills the union of the triangles. cv2.fillPoly, given all triangles
+    # at once, fills by the even-odd rule: every pixel two faces cover (the front and the back of the head) was
+    # left empty, and trackers 1.7.0-1.8.0 saw a speckled silhouette that only the margin's dilation held together.
+    view = np.eye(4)
+    view[:3] = np.asarray(viewmat, np.float64)[:3]
+    with torch.no_grad():
+        out = rasterize_mesh(torch.from_numpy(np.asarray(vertices, np.float32))[None],
+                             torch.from_numpy(np.asarray(faces, np.int64)), None,
+                             torch.from_numpy(view).float()[None], torch.from_numpy(np.asarray(K, np.float32))[None],
+                             size, size, near=NEAR, soft=False, backend="torch")
+    return out["mask"][0, 0].numpy() > 0.5
 
 
 def head_region_mask(person: np.ndarray, vertices: np.ndarray, faces: np.ndarray, ring: np.ndarray,

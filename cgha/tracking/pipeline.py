@@ -82,7 +82,8 @@ TRACKER = "cgha.tracking"
 # that refinement takes 3x larger steps and, with one camera, no prior toward the landmark fit; 1.7.0: at the neck's
 # height the head masks keep only the fitted neck's silhouette and the parts connected to the head (head_region_mask);
 # 1.8.0: segmentation masks' edges snapped to the frame by a guided filter (mask_edges)
-TRACKER_VERSION = "1.8.0"
+# 1.8.1: the mesh silhouette of the head region filled as the union of its triangles (it was even-odd filled)
+TRACKER_VERSION = "1.8.1"
 # The angle at which a view's landmarks weigh a quarter: where the calibration identities' MediaPipe-to-face-model
 # disagreement (4.6 px frontal, 14 px at 45-60°, 27 px beyond 60°; docs/tracking.md) has doubled.
 DEFAULT_OBLIQUE_VIEW_DEG = 35.0
