@@ -14,12 +14,12 @@ one: another crop or resolution).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from tqdm import tqdm
 
+from cgha.dataset.layout import SubjectLayout
 from cgha.preprocess.crop import resize_square
 from cgha.preprocess.files import jpeg_size, write_jpeg
 from cgha.utils.image_io import read_rgb
@@ -34,31 +34,29 @@ def restore_images(rig: Path, tracked: Path) -> int:
     Returns:
         the number of views written.
     """
-    meta = json.loads((tracked / "meta.json").read_text())
+    rig_layout, tracked_layout = SubjectLayout(rig), SubjectLayout(tracked)
+    meta = tracked_layout.meta() or {}
     if "lowres_resolution" not in meta:
-        raise SystemExit(f"{tracked / 'meta.json'}: no 'lowres_resolution' (not a subject written by track.py)")
+        raise SystemExit(f"{tracked_layout.meta_path}: no 'lowres_resolution' (not a subject written by track.py)")
     lowres = int(meta["lowres_resolution"])
-    masks = sorted(p for p in (tracked / "images").glob("*/mask_*.jpg") if not p.name.startswith("mask_lowres_"))
-    if not masks:
+    views = sorted((path.parent.name, path.stem[len("mask_"):]) for path in (tracked / "images").glob("*/mask_*.jpg")
+                   if not path.name.startswith("mask_lowres_"))
+    if not views:
         raise SystemExit(f"{tracked / 'images'}: no masks to restore images for")
     # Every view is checked before any file is written: a wrong rig leaves the tracked subject as it was.
-    sources = []
-    for mask_path in masks:
-        camera = mask_path.stem[len("mask_"):]
-        source = rig / "images" / mask_path.parent.name / f"image_{camera}.jpg"
+    for frame, camera in views:
+        source, mask = rig_layout.image(frame, camera), tracked_layout.mask(frame, camera)
         if not source.is_file():
-            raise SystemExit(f"{source}: missing; {mask_path} was tracked from it")
-        if jpeg_size(source) != jpeg_size(mask_path):
-            width, height = jpeg_size(source) or (0, 0)
-            mask_width, mask_height = jpeg_size(mask_path) or (0, 0)
-            raise SystemExit(f"{source}: {width}x{height}, but the tracked mask {mask_path} is "
-                             f"{mask_width}x{mask_height}")
-        sources.append((source, mask_path.parent, camera))
-    for source, frame_dir, camera in tqdm(sources, desc="restore", unit="view"):
-        image = read_rgb(source)
-        write_jpeg(frame_dir / f"image_{camera}.jpg", image)
-        write_jpeg(frame_dir / f"image_lowres_{camera}.jpg", resize_square(image, lowres))
-    return len(masks)
+            raise SystemExit(f"{source}: missing; {mask} was tracked from it")
+        source_size, mask_size = jpeg_size(source), jpeg_size(mask)
+        if source_size != mask_size:
+            raise SystemExit(f"{source}: {'x'.join(map(str, source_size or (0, 0)))}, but the tracked mask {mask} "
+                             f"is {'x'.join(map(str, mask_size or (0, 0)))}")
+    for frame, camera in tqdm(views, desc="restore", unit="view"):
+        image = read_rgb(rig_layout.image(frame, camera))
+        write_jpeg(tracked_layout.image(frame, camera), image)
+        write_jpeg(tracked_layout.image(frame, camera, lowres=True), resize_square(image, lowres))
+    return len(views)
 
 
 def main() -> None:

@@ -62,3 +62,15 @@ def test_a_rig_of_another_size_or_without_the_view_is_refused(tmp_path):
     (rig / "images" / "0001" / "image_cam00.jpg").unlink()
     with pytest.raises(SystemExit, match=r"0001/image_cam00\.jpg: missing"):
         restore.restore_images(rig, tracked)
+
+
+def test_a_folder_that_is_not_a_tracked_subject_is_refused(tmp_path):
+    rig, tracked = _rig_and_tracked(tmp_path)
+    (tracked / "meta.json").write_text(json.dumps({"resolution": 48}))
+    with pytest.raises(SystemExit, match=r"meta\.json: no 'lowres_resolution' \(not a subject written by track\.py\)"):
+        restore.restore_images(rig, tracked)
+    (tracked / "meta.json").write_text(json.dumps({"lowres_resolution": 16}))
+    for path in (tracked / "images").glob("*/mask_*.jpg"):
+        path.unlink()
+    with pytest.raises(SystemExit, match=r"images: no masks to restore images for"):
+        restore.restore_images(rig, tracked)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from cgha.render.mesh import rasterize_mesh
-from cgha.utils.cameras import project_points
+from cgha.utils.cameras import extrinsic_to_viewmat, project_points
 from cgha.utils.rotations import axis_angle_to_matrix
 
 __all__ = ["neck_base_ring", "head_side_of_neck", "head_region_mask"]
@@ -104,12 +104,11 @@ def mesh_silhouette(vertices: np.ndarray, faces: np.ndarray, viewmat: np.ndarray
     # The project's z-buffer rasterizer (CPU) fills the union of the triangles. cv2.fillPoly, given all triangles
     # at once, fills by the even-odd rule: every pixel two faces cover (the front and the back of the head) was
     # left empty, and trackers 1.7.0-1.8.0 saw a speckled silhouette that only the margin's dilation held together.
-    view = np.eye(4)
-    view[:3] = np.asarray(viewmat, np.float64)[:3]
+    view = extrinsic_to_viewmat(np.asarray(viewmat, np.float32)[:3])
     with torch.no_grad():
         out = rasterize_mesh(torch.from_numpy(np.asarray(vertices, np.float32))[None],
                              torch.from_numpy(np.asarray(faces, np.int64)), None,
-                             torch.from_numpy(view).float()[None], torch.from_numpy(np.asarray(K, np.float32))[None],
+                             torch.from_numpy(view)[None], torch.from_numpy(np.asarray(K, np.float32))[None],
                              size, size, near=NEAR, soft=False, backend="torch")
     return out["mask"][0, 0].numpy() > 0.5
 
