@@ -11,10 +11,18 @@ from cgha.tracking.head_region import head_region_mask, head_side_of_neck, mesh_
 from cgha.utils.image_io import read_mask
 
 
-def _frame(subject, frame):
-    params = np.load(subject / "params" / frame / "params.npz")
-    vertices = np.load(subject / "params" / frame / "vertices.npy")
-    return params, vertices
+def _views(subject):
+    """Yields (frame, camera, params, vertices [V, 3], neck ring indices, the camera's npz) for every view."""
+    meta = json.loads((subject / "meta.json").read_text())
+    for frame in meta["frame_names"]:
+        params = np.load(subject / "params" / frame / "params.npz")
+        vertices = np.load(subject / "params" / frame / "vertices.npy")
+        canonical = world_to_canonical(torch.from_numpy(vertices)[None].double(),
+                                       torch.from_numpy(params["pose"]).double(),
+                                       torch.from_numpy(params["scale"]).double().reshape(1, 1))[0]
+        ring = neck_base_ring(canonical).numpy()
+        for camera in meta["camera_ids"]:
+            yield frame, camera, params, vertices, ring, np.load(subject / "cameras" / frame / f"camera_{camera}.npz")
 
 
 def test_neck_ring_is_the_lowest_band_of_vertices():
@@ -28,25 +36,18 @@ def test_the_renderers_head_is_kept_and_below_the_neck_is_cut(tiny_subject):
     meta = json.loads((tiny_subject / "meta.json").read_text())
     side = meta["original_resolution"]
     kept_fraction, checked_rows = [], 0
-    for frame in meta["frame_names"]:
-        params, vertices = _frame(tiny_subject, frame)
-        canonical = world_to_canonical(torch.from_numpy(vertices)[None].double(),
-                                       torch.from_numpy(params["pose"]).double(),
-                                       torch.from_numpy(params["scale"]).double().reshape(1, 1))[0]
-        ring = neck_base_ring(canonical).numpy()
-        for camera in meta["camera_ids"]:
-            cameras = np.load(tiny_subject / "cameras" / frame / f"camera_{camera}.npz")
-            keep = head_side_of_neck(vertices, ring, params["pose"][0], cameras["extrinsic"], cameras["intrinsic"],
-                                     side)
-            truth = read_mask(tiny_subject / "images" / frame / f"mask_{camera}.jpg") > 0.5
-            kept_fraction.append(keep[truth].mean())
-            bottom = np.nonzero(truth.any(1))[0].max()
-            below = keep[bottom + 3:]
-            if below.size:
-                checked_rows += below.shape[0]
-                # Upright heads: the cut runs across the image, so rows a few pixels below the true mask's lowest
-                # row are background; a cut on the wrong side or along the wrong axis keeps them.
-                assert not below[:, side // 4: 3 * side // 4].any(), (frame, camera)
+    for frame, camera, params, vertices, ring, cameras in _views(tiny_subject):
+        keep = head_side_of_neck(vertices, ring, params["pose"][0], cameras["extrinsic"], cameras["intrinsic"],
+                                 side)
+        truth = read_mask(tiny_subject / "images" / frame / f"mask_{camera}.jpg") > 0.5
+        kept_fraction.append(keep[truth].mean())
+        bottom = np.nonzero(truth.any(1))[0].max()
+        below = keep[bottom + 3:]
+        if below.size:
+            checked_rows += below.shape[0]
+            # Upright heads: the cut runs across the image, so rows a few pixels below the true mask's lowest
+            # row are background; a cut on the wrong side or along the wrong axis keeps them.
+            assert not below[:, side // 4: 3 * side // 4].any(), (frame, camera)
     assert min(kept_fraction) > 0.99, kept_fraction
     assert checked_rows > 0
 
@@ -66,40 +67,33 @@ def test_head_region_keeps_the_head_and_hair_and_drops_a_torso_patch_beside_the_
     side = meta["original_resolution"]
     faces = np.load(tiny_subject / "faces.npy")
     checked, old_kept = 0, 0
-    for frame in meta["frame_names"]:
-        params, vertices = _frame(tiny_subject, frame)
-        canonical = world_to_canonical(torch.from_numpy(vertices)[None].double(),
-                                       torch.from_numpy(params["pose"]).double(),
-                                       torch.from_numpy(params["scale"]).double().reshape(1, 1))[0]
-        ring = neck_base_ring(canonical).numpy()
-        for camera in meta["camera_ids"]:
-            cameras = np.load(tiny_subject / "cameras" / frame / f"camera_{camera}.npz")
-            view = (vertices, faces, ring, params["pose"][0], cameras["extrinsic"], cameras["intrinsic"])
-            truth = read_mask(tiny_subject / "images" / frame / f"mask_{camera}.jpg")
-            rows = np.nonzero((truth > 0.5).any(1))[0]
-            top, bottom = rows.min(), rows.max()
-            left = np.nonzero(truth[bottom - 1] > 0.5)[0].min()
-            if left < 8 or bottom + 5 > side or top < 4:
-                continue
-            person = truth.copy()
-            patch = np.zeros_like(truth, dtype=bool)
-            patch[bottom - 1:bottom + 5, :left - 4] = True
-            hair = np.zeros_like(patch)
-            centre = int(np.nonzero(truth[top] > 0.5)[0].mean())
-            hair[top - 3:top + 1, centre - 2:centre + 3] = True
-            person[patch | hair] = 1.0
-            kept = head_region_mask(person, *view)
-            assert kept.dtype == person.dtype and kept.shape == person.shape
-            assert kept[patch].max() == 0, (frame, camera)
-            assert np.array_equal(kept[hair], person[hair]), (frame, camera)
-            head = truth > 0.5
-            assert (kept[head] > 0.5).mean() > 0.99, (frame, camera)
-            old = head_side_of_neck(vertices, ring, params["pose"][0], cameras["extrinsic"], cameras["intrinsic"],
-                                    side)
-            old_kept += int((old & patch).sum())
-            checked += 1
-            as_uint8 = head_region_mask((person * 255).round().astype(np.uint8), *view)
-            assert as_uint8.dtype == np.uint8 and as_uint8[patch].max() == 0
+    for frame, camera, params, vertices, ring, cameras in _views(tiny_subject):
+        view = (vertices, faces, ring, params["pose"][0], cameras["extrinsic"], cameras["intrinsic"])
+        truth = read_mask(tiny_subject / "images" / frame / f"mask_{camera}.jpg")
+        rows = np.nonzero((truth > 0.5).any(1))[0]
+        top, bottom = rows.min(), rows.max()
+        left = np.nonzero(truth[bottom - 1] > 0.5)[0].min()
+        if left < 8 or bottom + 5 > side or top < 4:
+            continue
+        person = truth.copy()
+        patch = np.zeros_like(truth, dtype=bool)
+        patch[bottom - 1:bottom + 5, :left - 4] = True
+        hair = np.zeros_like(patch)
+        centre = int(np.nonzero(truth[top] > 0.5)[0].mean())
+        hair[top - 3:top + 1, centre - 2:centre + 3] = True
+        person[patch | hair] = 1.0
+        kept = head_region_mask(person, *view)
+        assert kept.dtype == person.dtype and kept.shape == person.shape
+        assert kept[patch].max() == 0, (frame, camera)
+        assert np.array_equal(kept[hair], person[hair]), (frame, camera)
+        head = truth > 0.5
+        assert (kept[head] > 0.5).mean() > 0.99, (frame, camera)
+        old = head_side_of_neck(vertices, ring, params["pose"][0], cameras["extrinsic"], cameras["intrinsic"],
+                                side)
+        old_kept += int((old & patch).sum())
+        checked += 1
+        as_uint8 = head_region_mask((person * 255).round().astype(np.uint8), *view)
+        assert as_uint8.dtype == np.uint8 and as_uint8[patch].max() == 0
     assert checked >= 4 and old_kept > 0
 
 
