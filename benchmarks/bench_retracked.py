@@ -79,6 +79,7 @@ ROOT = Path(__file__).resolve().parents[1]
 from cgha.recorder.run_files import RunFiles  # noqa: E402
 from cgha.synthetic import generate_monocular_subject, generate_subject  # noqa: E402
 from cgha.tracking import pipeline as P  # noqa: E402
+from cgha.tracking.accuracy import ground_truth_errors  # noqa: E402
 from cgha.utils.atomic import write_bytes_atomic  # noqa: E402
 from cgha.utils.metrics import psnr  # noqa: E402
 
@@ -206,7 +207,7 @@ def track(truth: Path, work: Path, scale: dict, device: str, plates: bool = Fals
     if splits(tracked) != truth_splits:
         raise SystemExit(f"{tracked}: held-out split {splits(tracked)} differs from the truth's {truth_splits} "
                          f"(frames dropped by the tracker?): the two subjects would not be evaluated alike")
-    errors = P.ground_truth_errors(tracked, truth, truth_camera=MONOCULAR_CAMERA if monocular else None)
+    errors = ground_truth_errors(tracked, truth, truth_camera=MONOCULAR_CAMERA if monocular else None)
     rotation = sorted(errors["rotation_deg"]["per_frame"].values())
     report = {"seconds": seconds, "frames": result.report["frames"], "photometric": result.report["photometric"],
               "detections_per_camera": result.report["detections_per_camera"],

@@ -12,7 +12,7 @@ For each identity (``--identities``, default 0-3; the calibration is estimated o
   at that camera's field of view;
 
 each tracked once per variant (``--variants``) on ``--device`` (default the CPU; landmarks always run on the CPU).
-Compared with the truth by ``cgha.tracking.pipeline.ground_truth_errors`` (monocular: in the camera's frame, the
+Compared with the truth by ``cgha.tracking.accuracy.ground_truth_errors`` (monocular: in the camera's frame, the
 only observable one) and reported per run and over all frames of all identities:
 
 - head rotation error (degrees): median, p90, p95, and the mean signed error per axis in the head's frame
@@ -49,6 +49,7 @@ from cgha.synthetic import generate_monocular_subject, generate_subject
 from cgha.synthetic.background import camera_backgrounds
 from cgha.synthetic.expression import EXPRESSION_NAMES
 from cgha.tracking import pipeline as P
+from cgha.tracking.accuracy import ground_truth_errors
 from cgha.utils.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 from common import json_safe
 
@@ -180,7 +181,7 @@ def run_one(identity: int, setup: str, variant: str, inputs, truth: Path, args) 
         result = P.track_video(video, out, options)
         truth_camera = "cam00"
     seconds = time.perf_counter() - start
-    errors = P.ground_truth_errors(out, truth, truth_camera=truth_camera)
+    errors = ground_truth_errors(out, truth, truth_camera=truth_camera)
     frames = list(errors["rotation_deg"]["per_frame"])
     rot = np.array([errors["rotation_deg"]["per_frame"][f] for f in frames])
     trans = np.array([errors["translation"]["per_frame"][f] for f in frames])

@@ -22,6 +22,8 @@ import pytest
 
 from cgha.errors import DataError, UserError
 from cgha.tracking import pipeline as P
+from cgha.tracking.accuracy import ground_truth_errors
+from cgha.tracking.inputs import read_cameras_json, read_image
 
 ROOT = Path(__file__).resolve().parents[1]
 HAS_MEDIAPIPE = importlib.util.find_spec("mediapipe") is not None
@@ -202,7 +204,7 @@ def test_multiview_exact_landmarks(synthetic, tmp_path, monkeypatch, device):
     meta, rig = _rig_cameras(synthetic)
     for frame in meta["frame_names"]:
         for camera in rig:
-            table[P._read_image(images / frame / f"{camera}.jpg").tobytes()] = _true_landmarks(synthetic, frame, camera)
+            table[read_image(images / frame / f"{camera}.jpg").tobytes()] = _true_landmarks(synthetic, frame, camera)
     _truth_detector(monkeypatch, lambda image: table[image.tobytes()])
     out = tmp_path / "rig"
     # The generator's own landmarks need no calibration toward MediaPipe's definitions.
@@ -233,7 +235,7 @@ def test_multiview_exact_landmarks(synthetic, tmp_path, monkeypatch, device):
     # Measured 0.25 deg (p95 0.33) and < 0.3 mm with exact landmarks and the test's small face model (0.1-0.2 deg
     # with the default model: what is left is the identity PCA not reproducing the held-out identity exactly);
     # 0.5 deg / 3 mm fail on any crop, intrinsics or axis mistake.
-    errors = P.ground_truth_errors(out, synthetic)
+    errors = ground_truth_errors(out, synthetic)
     assert errors["rotation_deg"]["p95"] < 0.5, errors["rotation_deg"]
     assert errors["translation"]["p95"] < 0.003, errors["translation"]
     # The tracked landmarks against the true ones, both projected by each camera (px at 512): a fraction of a pixel
@@ -295,7 +297,7 @@ def test_video_exact_landmarks(monocular, tmp_path, monkeypatch):
     # Only the head's pose relative to the camera is observable from one view: compared in camera coordinates.
     # Measured 0.12 deg (p95 0.20) with exact landmarks and the small face model; the position error (~1 cm at the
     # camera's ~2 units, fov 26 deg) is the depth left uncertain by one view, the fixed scale and the identity's size.
-    errors = P.ground_truth_errors(out, monocular, truth_camera="cam00")
+    errors = ground_truth_errors(out, monocular, truth_camera="cam00")
     assert errors["rotation_deg"]["p95"] < 0.5, errors["rotation_deg"]
     assert errors["translation"]["median"] < 0.03, errors["translation"]
     assert errors["landmark_error_px"] is None  # the two subjects' images are not the same pixels (a face crop)
@@ -320,7 +322,7 @@ def test_video_photometric_refinement(monocular, tmp_path, monkeypatch):
     assert photometric["config"]["crop_px"] == 48 and result.report["timings_s"]["photometric"] > 0
     assert photometric["pose_prior_weight"] == 0.0  # one camera: no pull toward the landmark fit
     assert 0 < photometric["rotation_change_deg"]["max"] < 1.0
-    errors = P.ground_truth_errors(out, monocular, truth_camera="cam00")
+    errors = ground_truth_errors(out, monocular, truth_camera="cam00")
     assert errors["rotation_deg"]["p95"] < 0.8, errors["rotation_deg"]
     assert result.report["reprojection_px"]["median"] < 1.0  # px at 128^2, recomputed at the refined parameters
     names = result.frames
@@ -372,7 +374,7 @@ def test_video_drops_frames(monocular, tmp_path, monkeypatch, caplog):
     assert report["frames"] == {"input": 8, "kept": 6, "dropped": 2}
     assert [d["frame"] for d in report["dropped"]] == [names[2], names[5]]
     # The kept frames are still tracked accurately (the dropped ones only lose their own pose).
-    errors = P.ground_truth_errors(out, monocular, truth_camera="cam00")
+    errors = ground_truth_errors(out, monocular, truth_camera="cam00")
     assert errors["frames"] == 6 and errors["rotation_deg"]["p95"] < 0.5, errors["rotation_deg"]
     # Too many failures is an error naming the video, with nothing written.
     truth = iter([None] * 6 + [_true_landmarks(monocular, f, "cam00") for f in names[6:]])
@@ -399,7 +401,7 @@ def test_multiview_mediapipe(synthetic, tmp_path):
     # the face model's by several pixels and tilt the fitted head), against 0.25 deg with exact landmarks
     # (test_multiview_exact_landmarks). 2 deg fails without the calibration; a wrong axis convention or a mirrored
     # view gives tens of degrees.
-    errors = P.ground_truth_errors(out, synthetic)
+    errors = ground_truth_errors(out, synthetic)
     assert errors["rotation_deg"]["median"] < 2.0, errors["rotation_deg"]
     assert errors["translation"]["median"] < 0.02, errors["translation"]  # world units; the head is ~0.25 wide
     assert errors["expression_correlation"]["jaw_open"] > 0.5, errors["expression_correlation"]
@@ -430,7 +432,7 @@ def test_video_mediapipe(monocular, tmp_path):
     # against 0.12 deg with exact landmarks (test_video_exact_landmarks): from one view what the calibration leaves
     # of MediaPipe's differences (they vary with the person and the head's turn) is absorbed mostly as pitch. 6 deg
     # fails without the calibration, and a flipped or mirrored camera or a wrong crop (tens of degrees).
-    errors = P.ground_truth_errors(out, monocular, truth_camera="cam00")
+    errors = ground_truth_errors(out, monocular, truth_camera="cam00")
     assert errors["rotation_deg"]["median"] < 6.0, errors["rotation_deg"]
 
 
@@ -502,7 +504,7 @@ def test_camera_file_errors(tmp_path, change, fragment):
     change(entries)
     cams = _write_cams(tmp_path / "cams.json", entries)
     with pytest.raises(DataError) as info:
-        P.read_cameras_json(cams)
+        read_cameras_json(cams)
     assert str(cams) in str(info.value) and fragment in str(info.value)
 
 
@@ -510,9 +512,9 @@ def test_camera_file_not_json(tmp_path):
     cams = tmp_path / "cams.json"
     cams.write_text("{not json")
     with pytest.raises(DataError, match="cams.json: not a readable JSON file"):
-        P.read_cameras_json(cams)
+        read_cameras_json(cams)
     with pytest.raises(DataError, match="camera file not found"):
-        P.read_cameras_json(tmp_path / "missing.json")
+        read_cameras_json(tmp_path / "missing.json")
 
 
 def test_camera_file_must_match_frames(tmp_path):

@@ -16,8 +16,8 @@ from typing import List, Sequence
 import numpy as np
 
 from cgha.errors import DataError
-from cgha.tracking.pipeline import (DEFAULT_FOV_DEG, IMAGE_SUFFIXES, MONOCULAR_CAMERA, TooFewFrames, TrackOptions,
-                                    track_images)
+from cgha.tracking.inputs import IMAGE_SUFFIXES, MONOCULAR_CAMERA
+from cgha.tracking.pipeline import DEFAULT_FOV_DEG, TooFewFrames, TrackOptions, track_images
 from cgha.utils.cameras import look_at_world_to_camera
 
 # Below this many pixels on the shorter side the face is too small for the landmarker and the fit to be worth

@@ -5,9 +5,9 @@
 
 Steps (docs/tracking.md has the reasons behind each choice):
 
-1. **Inputs** are opened and checked before anything is computed: a video (``cgha.preprocess.video.VideoReader``),
-   or a folder ``DIR/<frame>/<camera>.{jpg,jpeg,png}`` with a camera file (``read_cameras_json``) that must name
-   exactly the cameras found in every frame folder. Every error names the file.
+1. **Inputs** are opened and checked before anything is computed (``cgha.tracking.inputs``): a video, or a folder
+   ``DIR/<frame>/<camera>.{jpg,jpeg,png}`` with a camera file (``read_cameras_json``) that must name exactly the
+   cameras found in every frame folder. Every error names the file.
 2. **Landmarks**: MediaPipe's face mesh on every raw image (``cgha.tracking.landmarker``), mapped to iBUG-68.
 3. **Crop**: one fixed square per camera for the whole sequence, resized to ``resolution``. ``face`` (a video's
    default): around the robust bounds of that camera's landmarks over all frames, times ``crop_scale``, kept inside
@@ -33,14 +33,13 @@ Steps (docs/tracking.md has the reasons behind each choice):
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import re
 import time
 import typing
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -48,18 +47,20 @@ from tqdm import tqdm
 
 from cgha.errors import DataError, UserError
 from cgha.preprocess.crop import SquareCrop, centred_square_crop, crop_resize, crop_resize_intrinsics
-from cgha.preprocess.files import jpeg_size, write_jpeg
+from cgha.preprocess.files import write_jpeg
 from cgha.preprocess.masks import MaskParams, subtract_background
-from cgha.preprocess.video import VideoReader
 from cgha.synthetic.expression import EXP_DIM, EXPRESSION_MODEL, EXPRESSION_NAMES
 from cgha.utils.atomic import write_directory_atomic
-from cgha.utils.cameras import look_at_world_to_camera, project_points
+from cgha.utils.cameras import project_points
 from cgha.utils.rotations import axis_angle_to_matrix
 
 from . import subject_writer as sw
+from .calibration import REFERENCE_SIZE  # pixel thresholds and reported errors are also given at this side
 from .calibration import DEFAULT_CALIBRATION_PATH, LandmarkCalibration, load_calibration
 from .face_model import DEFAULT_NUM_COMPONENTS, DEFAULT_NUM_SAMPLES, FACE_MODEL_NAME, FaceModel
 from .fitting import FitConfig, fit_landmarks, project_landmarks, reprojection_errors
+from .inputs import (IMAGE_SUFFIXES, MONOCULAR_CAMERA, Camera, ImageSetSource, VideoSource, read_cameras_json,
+                     read_image)
 from .head_region import head_region_mask, neck_base_ring
 from .mask_edges import refine_mask_edges
 from .photometric import PhotometricConfig, face_region_faces, prepare_views, refine_photometric
@@ -69,7 +70,7 @@ from .view_weights import oblique_view_weights, view_angles_deg
 __all__ = [
     "TRACKER", "TRACKER_VERSION", "DEFAULT_FOV_DEG", "DEFAULT_RESOLUTION", "DEFAULT_CROP_SCALE", "MONOCULAR_CAMERA",
     "TrackOptions", "TrackResult", "TrackArgumentError", "TooFewFrames", "TrackingUnavailable", "Camera",
-    "read_cameras_json", "track_video", "track_images", "parse_fit_overrides", "resolve_device", "ground_truth_errors",
+    "read_cameras_json", "track_video", "track_images", "parse_fit_overrides", "resolve_device",
 ]
 
 log = logging.getLogger(__name__)
@@ -97,15 +98,10 @@ DEFAULT_CROP_SCALE = 1.8  # crop side / larger side of the face-mesh bounds (for
 _CROP_RAISE = 0.08
 DEFAULT_LOWRES = 256  # the mesh stage's low-res copies, as the synthetic writer and preprocess_nersemble.py
 DEFAULT_MAX_REPROJECTION_PX = 25.0  # at a 512 px image side
-MONOCULAR_CAMERA = "cam00"
-MONOCULAR_DISTANCE = 1.0  # camera to world origin before the world is re-centred on the head
-REFERENCE_SIZE = 512.0  # pixel thresholds and reported errors are also given at this image side
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 CROP_MODES = ("face", "full")
 MASK_MODES = ("auto", "segmentation", "plates")
 MASK_REGIONS = ("head", "person")
 MASK_EDGES = ("guided", "none")
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _LISTED = 20  # names listed in a warning or error before "..."
 _FIT_PASSES = 3  # fits run at most: each drops the frames that fit badly and fits the rest again
 _VIEW_CORRECTION_PASSES = 2  # refits with the view-dependent correction of the detections (the second settles it)
@@ -354,251 +350,6 @@ def parse_fit_overrides(items: Sequence[str], base: Optional[FitConfig] = None) 
 
 
 # ------------------------------------------------------------------------------------------------------------
-# Inputs
-# ------------------------------------------------------------------------------------------------------------
-
-@dataclasses.dataclass
-class Camera:
-    """One camera of the input: id, intrinsics ``K`` [3, 3] in pixels of its raw images, world-to-camera
-    ``viewmat`` [4, 4] (OpenCV axes), raw image ``width`` x ``height``."""
-
-    id: str
-    K: np.ndarray
-    viewmat: np.ndarray
-    width: int
-    height: int
-
-
-def _check_camera_id(camera: str, where: str) -> None:
-    if not isinstance(camera, str) or not _ID.match(camera) or camera.startswith("lowres_"):
-        raise DataError(f"{where}: camera id {camera!r} must be letters, digits, '_', '-' or '.', start with a letter "
-                        "or digit and not with 'lowres_' (it becomes part of file names such as image_<id>.jpg)")
-
-
-def _matrix(value, shapes: Sequence[Tuple[int, int]], where: str) -> np.ndarray:
-    try:
-        array = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise DataError(f"{where} must be a matrix of numbers, got {value!r}") from None
-    if array.shape not in shapes:
-        wanted = " or ".join("x".join(map(str, s)) for s in shapes)
-        raise DataError(f"{where} must be {wanted}, got shape {list(array.shape)}")
-    if not np.isfinite(array).all():
-        raise DataError(f"{where} has NaN or infinite entries")
-    return array
-
-
-def read_cameras_json(path) -> List[Camera]:
-    """Cameras of a calibrated rig from a JSON file (docs/tracking.md, "The camera file")::
-
-        {"cameras": {"<id>": {"K": 3x3 pixels of that camera's images,
-                              "world_to_camera": 4x4 (or 3x4), OpenCV axes (x right, y down, z forward),
-                              "image_size": [width, height]}, ...}}
-
-    Pixel (u, v) covers [u, u+1) x [v, v+1) (centre at +0.5), as everywhere in this project. Returns the cameras
-    sorted by id; DataError naming the file and the camera for anything malformed.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"camera file not found: {path}")
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise DataError(f"{path}: not a readable JSON file ({error})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("cameras"), dict) or not data["cameras"]:
-        raise DataError(f'{path}: expected {{"cameras": {{"<id>": {{"K": ..., "world_to_camera": ..., '
-                        f'"image_size": [w, h]}}, ...}}}} with at least one camera')
-    cameras = []
-    for camera, entry in sorted(data["cameras"].items()):
-        where = f"{path}: camera {camera!r}"
-        _check_camera_id(camera, f"{path}")
-        if not isinstance(entry, dict):
-            raise DataError(f"{where}: expected an object with K, world_to_camera and image_size")
-        missing = [key for key in ("K", "world_to_camera", "image_size") if key not in entry]
-        if missing:
-            raise DataError(f"{where}: missing {', '.join(missing)} (it has: {', '.join(entry) or 'nothing'})")
-        K = _matrix(entry["K"], [(3, 3)], f"{where} K")
-        if K[0, 0] <= 0 or K[1, 1] <= 0 or not np.allclose(K[2], [0.0, 0.0, 1.0]) or K[1, 0] != 0:
-            raise DataError(f"{where} K is not a pinhole matrix [[fx, s, cx], [0, fy, cy], [0, 0, 1]] with fx, fy > 0")
-        E = _matrix(entry["world_to_camera"], [(4, 4), (3, 4)], f"{where} world_to_camera")
-        if E.shape == (4, 4) and not np.allclose(E[3], [0.0, 0.0, 0.0, 1.0]):
-            raise DataError(f"{where} world_to_camera: the last row must be 0 0 0 1")
-        rotation = E[:3, :3]
-        if not np.allclose(rotation @ rotation.T, np.eye(3), atol=1e-4) or np.linalg.det(rotation) <= 0:
-            raise DataError(f"{where} world_to_camera[:3, :3] is not a rotation matrix (orthonormal, det +1)")
-        size = entry["image_size"]
-        if (not isinstance(size, (list, tuple)) or len(size) != 2
-                or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)):
-            raise DataError(f"{where} image_size must be [width, height] in pixels, got {size!r}")
-        width, height = int(size[0]), int(size[1])
-        if not (0.0 <= K[0, 2] <= width and 0.0 <= K[1, 2] <= height):
-            raise DataError(f"{where}: principal point ({K[0, 2]:.1f}, {K[1, 2]:.1f}) lies outside its {width}x{height} "
-                            "images: K must be in pixels of the images given")
-        viewmat = np.eye(4)
-        viewmat[:3] = E[:3]
-        cameras.append(Camera(camera, K, viewmat, width, height))
-    return cameras
-
-
-def _read_image(path: Path) -> np.ndarray:
-    import cv2
-
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise DataError(f"{path}: cannot decode the image (unreadable, corrupt or not an image)")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
-def _header_size(path: Path) -> Optional[Tuple[int, int]]:
-    """(width, height) from a JPEG or PNG header without decoding; None when the header cannot be read."""
-    if path.suffix.lower() in (".jpg", ".jpeg"):
-        return jpeg_size(path)
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(24)
-    except OSError:
-        return None
-    if len(head) < 24 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
-        return None
-    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
-
-
-def _subsample(count: int, stride: int, max_frames: Optional[int]) -> List[int]:
-    picks = list(range(0, count, stride))
-    return picks[:max_frames] if max_frames is not None else picks
-
-
-class _VideoSource:
-    """One video = one camera; frames named by their index in the video (zero-padded)."""
-
-    kind = "video"
-
-    def __init__(self, path, options: TrackOptions):
-        self.path = Path(path)
-        with VideoReader(self.path) as reader:
-            self.width, self.height, count = reader.width, reader.height, reader.frame_count
-        self.indices = _subsample(count, options.stride, options.max_frames)
-        digits = max(4, len(str(self.indices[-1])))
-        self.names = [f"{i:0{digits}d}" for i in self.indices]
-        focal = 0.5 * max(self.width, self.height) / math.tan(math.radians(options.fov_deg) / 2.0)
-        K = np.array([[focal, 0.0, self.width / 2.0], [0.0, focal, self.height / 2.0], [0.0, 0.0, 1.0]])
-        viewmat = look_at_world_to_camera(np.array([0.0, 0.0, MONOCULAR_DISTANCE]), np.zeros(3),
-                                          np.array([0.0, 1.0, 0.0]))
-        self.cameras = [Camera(MONOCULAR_CAMERA, K, np.asarray(viewmat, dtype=np.float64), self.width, self.height)]
-        self.fov_deg = float(options.fov_deg)
-        self.label = str(self.path)
-
-    def frames(self, positions: Sequence[int], tolerate_end: bool = False) -> Iterator[Tuple[int, List[np.ndarray]]]:
-        """(position, [RGB uint8 [H, W, 3]]) for the wanted positions into ``self.names``, in order. With
-        ``tolerate_end`` a video shorter than its container announced ends the iteration (with a warning) instead
-        of raising; the missing frames are then removed from ``self.names``."""
-        by_index = {self.indices[p]: p for p in positions}
-        done = 0
-        with VideoReader(self.path) as reader:
-            frames = reader.frames(sorted(by_index))
-            while True:
-                try:
-                    item = next(frames, None)
-                except DataError:
-                    if not tolerate_end or done == 0:
-                        raise
-                    log.warning("%s: the video ends after %d of the %d frames its container announces (for "
-                                "these settings); tracking those", self.path, done, len(by_index))
-                    self.indices, self.names = self.indices[:done], self.names[:done]
-                    return
-                if item is None:
-                    return
-                index, rgb = item
-                if rgb.shape[:2] != (self.height, self.width):
-                    raise DataError(f"{self.path}: frame {index} is {rgb.shape[1]}x{rgb.shape[0]} but the video is "
-                                    f"{self.width}x{self.height} (inconsistent resolutions)")
-                done += 1
-                yield by_index[index], [rgb]
-
-    def describe(self) -> Dict[str, object]:
-        return {"video": str(self.path), "frame_indices": [self.indices[0], self.indices[-1]],
-                "raw_size": [self.width, self.height], "fov_deg": self.fov_deg,
-                "fov_across": "the longer side of the raw frame"}
-
-    def image_path(self, position: int, camera: int) -> str:
-        return f"{self.path} (frame {self.indices[position]})"
-
-
-class _ImageSetSource:
-    """``DIR/<frame>/<camera>.{jpg,jpeg,png}`` with a camera file that names exactly the cameras of every frame."""
-
-    kind = "images"
-
-    def __init__(self, images_dir, cameras_json, options: TrackOptions):
-        self.root = Path(images_dir)
-        self.cameras_json = Path(cameras_json)
-        if not self.root.is_dir():
-            raise DataError(f"image folder not found: {self.root}")
-        self.cameras = read_cameras_json(self.cameras_json)
-        ids = [c.id for c in self.cameras]
-        frames = sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
-        if not frames:
-            loose = sorted(p.name for p in self.root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:3]
-            hint = f" (found images directly in it: {', '.join(loose)}; expected DIR/<frame>/<camera>.jpg)" if loose else ""
-            raise DataError(f"{self.root}: no frame folders; expected {self.root}/<frame>/<camera>.jpg{hint}")
-        for frame in frames:
-            if not _ID.match(frame):
-                raise DataError(f"{self.root / frame}: frame folder names must be letters, digits, '_', '-' or '.'")
-        self.paths: List[Dict[str, Path]] = []
-        for frame in frames:
-            found: Dict[str, Path] = {}
-            for path in sorted((self.root / frame).iterdir()):
-                if path.name.startswith(".") or path.suffix.lower() not in IMAGE_SUFFIXES:
-                    continue
-                if path.stem in found:
-                    raise DataError(f"{path}: camera {path.stem!r} has two images in {self.root / frame} "
-                                    f"({found[path.stem].name} and {path.name})")
-                found[path.stem] = path
-            unknown = sorted(set(found) - set(ids))
-            if unknown:
-                raise DataError(f"{found[unknown[0]]}: camera {unknown[0]!r} is not in {self.cameras_json} "
-                                f"(the camera file does not match the frames; it has {', '.join(ids)})")
-            missing = [c for c in ids if c not in found]
-            if missing:
-                raise DataError(f"{self.root / frame}: no image of camera(s) {', '.join(missing)} listed in "
-                                f"{self.cameras_json} (the camera file does not match the frames; every frame "
-                                f"folder needs <camera>.jpg/.png for every camera)")
-            self.paths.append(found)
-        picks = _subsample(len(frames), options.stride, options.max_frames)
-        self.names = [frames[i] for i in picks]
-        self.paths = [self.paths[i] for i in picks]
-        self.label = str(self.root)
-        for found in self.paths:  # sizes from the file headers: a mismatch fails now, not after the landmarks
-            for camera in self.cameras:
-                self._check_size(found[camera.id], camera, _header_size(found[camera.id]))
-
-    def _check_size(self, path: Path, camera: Camera, size: Optional[Tuple[int, int]]) -> None:
-        if size is None:
-            raise DataError(f"{path}: not a readable JPEG or PNG image (no image header)")
-        if size != (camera.width, camera.height):
-            raise DataError(f"{path} is {size[0]}x{size[1]} but {self.cameras_json} gives camera {camera.id!r} "
-                            f"image_size [{camera.width}, {camera.height}] (inconsistent resolutions: K must be in "
-                            "pixels of these images)")
-
-    def frames(self, positions: Sequence[int], tolerate_end: bool = False) -> Iterator[Tuple[int, List[np.ndarray]]]:
-        for p in positions:
-            views = []
-            for camera in self.cameras:
-                path = self.paths[p][camera.id]
-                rgb = _read_image(path)
-                self._check_size(path, camera, (rgb.shape[1], rgb.shape[0]))
-                views.append(rgb)
-            yield p, views
-
-    def describe(self) -> Dict[str, object]:
-        return {"images": str(self.root), "cameras_file": str(self.cameras_json),
-                "raw_sizes": {c.id: [c.width, c.height] for c in self.cameras}}
-
-    def image_path(self, position: int, camera: int) -> str:
-        return str(self.paths[position][self.cameras[camera].id])
-
-
-# ------------------------------------------------------------------------------------------------------------
 # Steps
 # ------------------------------------------------------------------------------------------------------------
 
@@ -742,7 +493,7 @@ def _plate_masker(folder: Path, source, crops: List[SquareCrop], size: int) -> C
         if path is None:
             raise DataError(f"{folder}: no background plate for camera {camera.id!r} (expected {camera.id}.jpg or "
                             f"{camera.id}.png)")
-        plate = _read_image(path)
+        plate = read_image(path)
         if plate.shape[:2] != (camera.height, camera.width):
             raise DataError(f"{path} is {plate.shape[1]}x{plate.shape[0]} but camera {camera.id!r}'s images are "
                             f"{camera.width}x{camera.height}")
@@ -778,7 +529,7 @@ def track_video(video, out_dir, options: Optional[TrackOptions] = None) -> Track
     options = options or TrackOptions()
     options.check()
     _check_out(out_dir, options)
-    return _track(_VideoSource(video, options), Path(out_dir), options)
+    return _track(VideoSource(video, options.stride, options.max_frames, options.fov_deg), Path(out_dir), options)
 
 
 def track_images(images_dir, cameras_json, out_dir, options: Optional[TrackOptions] = None) -> TrackResult:
@@ -787,7 +538,7 @@ def track_images(images_dir, cameras_json, out_dir, options: Optional[TrackOptio
     options = options or TrackOptions()
     options.check()
     _check_out(out_dir, options)
-    return _track(_ImageSetSource(images_dir, cameras_json, options), Path(out_dir), options)
+    return _track(ImageSetSource(images_dir, cameras_json, options.stride, options.max_frames), Path(out_dir), options)
 
 
 def _check_out(out_dir, options: TrackOptions) -> None:
@@ -1175,89 +926,4 @@ def _meta(source, options, model: FaceModel, arguments, frames, cam_ids, crops, 
                      "x to the subject's left",
         "splits": splits,
         "report": "tracking.json",
-    }
-
-
-# ------------------------------------------------------------------------------------------------------------
-# Accuracy against ground truth (synthetic subjects)
-# ------------------------------------------------------------------------------------------------------------
-
-def ground_truth_errors(tracked, truth, truth_camera: Optional[str] = None) -> Dict[str, object]:
-    """Tracking accuracy of a tracked subject against the synthetic subject its images came from.
-
-    Frames are matched by name (a tracked video's frame ``0007`` is the truth's frame ``0007`` when the video was
-    written from the truth's frames in order). Multi-view (``truth_camera`` None): the calibration's world is the
-    truth's, so poses compare directly. Monocular (``truth_camera``: the truth camera the video was rendered from):
-    only the head's pose relative to the camera is observable, so rotations compare as ``R_camera @ R_head`` and
-    positions as the head origin in camera coordinates.
-
-    Returns:
-        dict with per-frame ``rotation_deg`` and ``translation`` (world units; the head is ~0.25 wide), their
-        ``median`` / ``p95``, the per-coefficient Pearson ``expression_correlation`` (None for a coefficient that is
-        constant in either), the tracker's own ``reprojection_px`` summary from tracking.json, and (multi-view only,
-        else None) ``landmark_error_px``: per frame and camera, the mean distance between the tracked and the true
-        iBUG-68 landmarks (``lmk_3d.npy``) both projected by the tracked subject's camera, in px at a 512 side
-        (median, p95, ``per_view`` frame-major): the reprojection error against the truth, not the detections.
-    """
-    tracked, truth = Path(tracked), Path(truth)
-    meta = json.loads((tracked / "meta.json").read_text())
-    frames = [f for f in meta["frame_names"] if (truth / "params" / f / "params.npz").is_file()]
-    if not frames:
-        raise DataError(f"{tracked} and {truth} have no frame names in common")
-
-    def params(root: Path, frame: str):
-        with np.load(root / "params" / frame / "params.npz") as data:
-            return data["pose"][0].astype(np.float64), data["exp_coeff"][0].astype(np.float64)
-
-    def camera(root: Path, frame: str, cam: str) -> Tuple[np.ndarray, np.ndarray]:
-        """(extrinsic [3, 4], intrinsic [3, 3])"""
-        with np.load(root / "cameras" / frame / f"camera_{cam}.npz") as data:
-            return data["extrinsic"].astype(np.float64), data["intrinsic"].astype(np.float64)
-
-    rot, trans, exp_t, exp_g = [], [], [], []
-    for frame in frames:
-        (pose_t, e_t), (pose_g, e_g) = params(tracked, frame), params(truth, frame)
-        R_t = axis_angle_to_matrix(torch.from_numpy(pose_t[:3])).numpy()
-        R_g = axis_angle_to_matrix(torch.from_numpy(pose_g[:3])).numpy()
-        p_t, p_g = pose_t[3:], pose_g[3:]
-        if truth_camera is not None:
-            E_t = camera(tracked, frame, meta["camera_ids"][0])[0]
-            E_g = camera(truth, frame, truth_camera)[0]
-            R_t, R_g = E_t[:, :3] @ R_t, E_g[:, :3] @ R_g
-            p_t, p_g = E_t[:, :3] @ p_t + E_t[:, 3], E_g[:, :3] @ p_g + E_g[:, 3]
-        cos = np.clip((np.trace(R_t.T @ R_g) - 1.0) / 2.0, -1.0, 1.0)
-        rot.append(float(np.degrees(np.arccos(cos))))
-        trans.append(float(np.linalg.norm(p_t - p_g)))
-        exp_t.append(e_t)
-        exp_g.append(e_g)
-    exp_t, exp_g = np.stack(exp_t), np.stack(exp_g)
-    corr = {}
-    for d, name in enumerate(EXPRESSION_NAMES[: exp_t.shape[1]]):
-        a, b = exp_t[:, d], exp_g[:, d]
-        corr[name] = None if a.std() < 1e-9 or b.std() < 1e-9 else round(float(np.corrcoef(a, b)[0, 1]), 4)
-    report_path = tracked / "tracking.json"
-    reprojection = json.loads(report_path.read_text())["reprojection_px"] if report_path.is_file() else None
-    landmark_error = None
-    if truth_camera is None:
-        distances = []
-        for frame in frames:
-            lmk_t = np.load(tracked / "params" / frame / "lmk_3d.npy").astype(np.float64)
-            lmk_g = np.load(truth / "params" / frame / "lmk_3d.npy").astype(np.float64)
-            for cam in meta["camera_ids"]:
-                extrinsic, K = camera(tracked, frame, cam)
-                (px_t, _), (px_g, _) = project_points(lmk_t, extrinsic, K), project_points(lmk_g, extrinsic, K)
-                distances.append(float(np.linalg.norm(px_t - px_g, axis=-1).mean()) * REFERENCE_SIZE
-                                 / float(meta["original_resolution"]))
-        landmark_error = {"median": _round(np.median(distances)), "p95": _round(np.percentile(distances, 95)),
-                          "per_view": [_round(d) for d in distances]}
-    return {
-        "frames": len(frames),
-        "rotation_deg": {"median": _round(np.median(rot)), "p95": _round(np.percentile(rot, 95)),
-                         "per_frame": dict(zip(frames, [_round(r) for r in rot]))},
-        "translation": {"median": _round(np.median(trans), 6), "p95": _round(np.percentile(trans, 95), 6),
-                        "per_frame": dict(zip(frames, [_round(t, 6) for t in trans]))},
-        "expression_correlation": corr,
-        "reprojection_px": None if reprojection is None else
-        {k: reprojection[k] for k in ("resolution", "median", "p95", "max", "median_at_512")},
-        "landmark_error_px": landmark_error,
     }
