@@ -49,8 +49,7 @@ from cgha.synthetic import generate_monocular_subject, generate_subject
 from cgha.synthetic.background import camera_backgrounds
 from cgha.synthetic.expression import EXPRESSION_NAMES
 from cgha.tracking import pipeline as P
-from cgha.tracking.accuracy import ground_truth_errors
-from cgha.utils.rotations import axis_angle_to_matrix, matrix_to_axis_angle
+from cgha.tracking.accuracy import ground_truth_errors, rotation_about_mean
 from common import json_safe
 
 EYE_CORNERS_MM = 88.0  # adult exocanthion-exocanthion distance: converts world units to an mm equivalent
@@ -135,28 +134,6 @@ def export_video(subject: Path, path: Path, camera: str = "cam00") -> float:
 # Measures
 # ------------------------------------------------------------------------------------------------------------
 
-def _params(root: Path, frame: str) -> np.ndarray:
-    with np.load(root / "params" / frame / "params.npz") as data:
-        return data["pose"][0].astype(np.float64)
-
-
-def signed_rotation_errors(tracked: Path, truth: Path, frames: list, truth_camera: str | None) -> np.ndarray:
-    """[F, 3] axis-angle of R_true^T R_tracked in degrees: the rotation error in the true head's frame (x: pitch,
-    y: yaw, z: roll). Monocular (``truth_camera``): both rotations relative to their cameras first."""
-    meta = json.loads((tracked / "meta.json").read_text())
-    out = []
-    for frame in frames:
-        R_t = axis_angle_to_matrix(torch.from_numpy(_params(tracked, frame)[:3])).numpy()
-        R_g = axis_angle_to_matrix(torch.from_numpy(_params(truth, frame)[:3])).numpy()
-        if truth_camera is not None:
-            with np.load(tracked / "cameras" / frame / f"camera_{meta['camera_ids'][0]}.npz") as a, \
-                    np.load(truth / "cameras" / frame / f"camera_{truth_camera}.npz") as b:
-                R_t = a["extrinsic"][:, :3].astype(np.float64) @ R_t
-                R_g = b["extrinsic"][:, :3].astype(np.float64) @ R_g
-        out.append(np.degrees(matrix_to_axis_angle(torch.from_numpy(R_g.T @ R_t)).numpy()))
-    return np.array(out).reshape(-1, 3)
-
-
 def mm_per_world(truth: Path) -> float:
     """mm per world unit, from the true head's outer eye corners (iBUG 36, 45) in the first frame = 88 mm."""
     meta = json.loads((truth / "meta.json").read_text())
@@ -185,7 +162,7 @@ def run_one(identity: int, setup: str, variant: str, inputs, truth: Path, args) 
     frames = list(errors["rotation_deg"]["per_frame"])
     rot = np.array([errors["rotation_deg"]["per_frame"][f] for f in frames])
     trans = np.array([errors["translation"]["per_frame"][f] for f in frames])
-    signed = signed_rotation_errors(out, truth, frames, truth_camera)
+    signed = np.array([errors["rotation_offset_deg"]["per_frame"][f] for f in frames]).reshape(-1, 3)
     report = result.report
     n_images = report["frames"]["input"] * len(result.cameras)
     detected = sum(report["detections_per_camera"].values())
@@ -213,6 +190,10 @@ def summarise(rows: list) -> dict:
     mm = np.concatenate([r["translation_mm"] for r in rows])
     world = np.concatenate([r["translation_world"] for r in rows])
     signed = np.concatenate([np.asarray(r["signed_rotation_deg_head_frame"]).reshape(-1, 3) for r in rows])
+    # Each row is one identity's sequence: the offset all its frames share, and each frame's error about it.
+    split = [rotation_about_mean(np.radians(np.asarray(r["signed_rotation_deg_head_frame"]).reshape(-1, 3)))
+             for r in rows]
+    about_mean = np.concatenate([residual for _, residual in split])
     reproj = np.concatenate([r["reprojection_px_at_512_per_frame"] for r in rows])
     truth_px = [r.get("landmark_error_vs_truth_px_at_512_per_view") for r in rows]
     truth_px = np.concatenate(truth_px) if all(v is not None for v in truth_px) else None  # multi-view only
@@ -225,6 +206,9 @@ def summarise(rows: list) -> dict:
         "rotation_median_deg": float(np.median(rot)), "rotation_p90_deg": float(np.percentile(rot, 90)),
         "rotation_p95_deg": float(np.percentile(rot, 95)),
         "rotation_median_deg_per_identity": [float(np.median(r["rotation_deg"])) for r in rows],
+        "shared_rotation_offset_deg_per_identity": [offset for offset, _ in split],
+        "rotation_about_mean_median_deg": float(np.median(about_mean)),
+        "rotation_about_mean_p90_deg": float(np.percentile(about_mean, 90)),
         "signed_rotation_mean_deg": {"pitch_x": float(signed[:, 0].mean()), "yaw_y": float(signed[:, 1].mean()),
                                      "roll_z": float(signed[:, 2].mean())},
         "translation_median_mm": float(np.median(mm)), "translation_p90_mm": float(np.percentile(mm, 90)),
@@ -260,18 +244,37 @@ def goals(summary: dict) -> dict:
 
 def table(summary: dict) -> str:
     """The markdown rows of docs/tracking.md's end-to-end table."""
-    lines = ["| setup | variant | rotation median / p90 (deg) | mean pitch error (deg) | position median (mm) | "
+    lines = ["| setup | variant | rotation median / p90 (deg) | about the shared offset, median / p90 (deg) | "
+             "shared offset per identity (deg) | mean pitch error (deg) | position median (mm) | "
              "reprojection median (px at 512) | expression correlation (mean) | detection | landmarks images/s | "
-             "fit frames/s | end to end frames/s |", "|" + " --- |" * 11]
+             "fit frames/s | end to end frames/s |", "|" + " --- |" * 13]
     for key, s in summary.items():
         setup, variant = key.split("/")
+        offsets = " / ".join(f"{o:.2f}" for o in s["shared_rotation_offset_deg_per_identity"])
         lines.append(f"| {setup} | {variant} | {s['rotation_median_deg']:.2f} / "
-                     f"{s['rotation_p90_deg']:.2f} | {s['signed_rotation_mean_deg']['pitch_x']:+.2f} | "
+                     f"{s['rotation_p90_deg']:.2f} | {s['rotation_about_mean_median_deg']:.2f} / "
+                     f"{s['rotation_about_mean_p90_deg']:.2f} | {offsets} | {s['signed_rotation_mean_deg']['pitch_x']:+.2f} | "
                      f"{s['translation_median_mm']:.1f} | {s['reprojection_median_px_at_512']:.2f} | "
                      f"{s['expression_correlation_mean']:.2f} | {s['detection_rate']:.1%} | "
                      f"{s['landmarks_images_per_second']:.0f} | {s['fit_frames_per_second']:.0f} | "
                      f"{s['end_to_end_frames_per_second']:.1f} |")
     return "\n".join(lines)
+
+
+def resummarise(path: Path, out: Path | None) -> None:
+    """An earlier run's JSON with its summary, goals and table recomputed from its rows (tracked once, measured
+    again): the rows and everything else are kept as they were."""
+    result = json.loads(path.read_text())
+    rows = result["runs"]
+    keys = dict.fromkeys((r["setup"], r["variant"]) for r in rows)
+    summary = {f"{setup}/{variant}": summarise([r for r in rows if r["setup"] == setup and r["variant"] == variant])
+               for setup, variant in keys}
+    result.update(goals=goals(summary), summary=summary, table=table(summary),
+                  resummarised={"date": datetime.date.today().isoformat(), "command": "python " + " ".join(sys.argv)})
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(json_safe(result), indent=1) + "\n")
+    print(result["table"])
 
 
 def main() -> None:
@@ -291,7 +294,13 @@ def main() -> None:
                         "cpu; landmarks always run on the CPU)")
     parser.add_argument("--progress", action="store_true", help="progress bars")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    parser.add_argument("--resummarise", type=Path, default=None, metavar="JSON",
+                        help="track nothing: recompute the summary, goals and table of an earlier run's JSON from its "
+                        "per-frame rows (for measures added since), written to --out")
     args = parser.parse_args()
+    if args.resummarise is not None:
+        resummarise(args.resummarise, args.out)
+        return
     load_before = os.getloadavg()
     start = time.perf_counter()
     rows = []

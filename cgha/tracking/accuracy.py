@@ -13,15 +13,36 @@ import torch
 from cgha.errors import DataError
 from cgha.synthetic.expression import EXPRESSION_NAMES
 from cgha.utils.cameras import project_points
-from cgha.utils.rotations import axis_angle_to_matrix
+from cgha.utils.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 
 from .calibration import REFERENCE_SIZE  # landmark errors at this image side, as the tracker's own report
 
-__all__ = ["ground_truth_errors"]
+__all__ = ["ground_truth_errors", "rotation_about_mean"]
 
 
 def _round(value, digits: int = 4):
     return round(value, digits) if math.isfinite(value) else None
+
+
+def rotation_about_mean(offsets: np.ndarray) -> Tuple[float, np.ndarray]:
+    """Splits a sequence's rotation errors into the part every frame shares and the rest.
+
+    Args:
+        offsets: [F, 3] axis-angle (radians) of each frame's error in the true head's frame, ``R_true^T R_tracked``.
+    Returns:
+        (the shared offset's angle in degrees: the chordal L2 mean of the F error rotations, [F] each frame's angle
+        in degrees from that mean). A constant offset in the head's frame is a tilt of the canonical head, which an
+        avatar trained in canonical space absorbs; what moves a held-out frame's render is the rest.
+    """
+    D = axis_angle_to_matrix(torch.as_tensor(offsets, dtype=torch.float64).reshape(-1, 3)).numpy()
+    U, _, Vt = np.linalg.svd(D.sum(axis=0))
+    mean = U @ np.diag([1.0, 1.0, np.sign(np.linalg.det(U @ Vt))]) @ Vt  # nearest rotation to the summed matrices
+    residual = np.einsum("ji,fjk->fik", mean, D)  # mean^T @ D_f
+
+    def angles(R: np.ndarray) -> np.ndarray:  # the logarithm, exact near zero where arccos of the trace is not
+        return np.degrees(np.linalg.norm(matrix_to_axis_angle(torch.from_numpy(R)).numpy(), axis=-1))
+
+    return float(angles(mean)), angles(residual)
 
 
 
@@ -36,7 +57,9 @@ def ground_truth_errors(tracked, truth, truth_camera: Optional[str] = None) -> D
 
     Returns:
         dict with per-frame ``rotation_deg`` and ``translation`` (world units; the head is ~0.25 wide), their
-        ``median`` / ``p95``, the per-coefficient Pearson ``expression_correlation`` (None for a coefficient that is
+        ``median`` / ``p95``; ``rotation_offset_deg``: per frame, the error's rotation vector in the true head's frame
+        (x: pitch, y: yaw, z: roll; ``R_true^T R_tracked``); ``rotation_about_mean_deg``: the angle each frame's error
+        is from the sequence's mean error (``rotation_about_mean``; ``shared_offset`` is that mean's angle); the per-coefficient Pearson ``expression_correlation`` (None for a coefficient that is
         constant in either), the tracker's own ``reprojection_px`` summary from tracking.json, and (multi-view only,
         else None) ``landmark_error_px``: per frame and camera, the mean distance between the tracked and the true
         iBUG-68 landmarks (``lmk_3d.npy``) both projected by the tracked subject's camera, in px at a 512 side
@@ -57,7 +80,7 @@ def ground_truth_errors(tracked, truth, truth_camera: Optional[str] = None) -> D
         with np.load(root / "cameras" / frame / f"camera_{cam}.npz") as data:
             return data["extrinsic"].astype(np.float64), data["intrinsic"].astype(np.float64)
 
-    rot, trans, exp_t, exp_g = [], [], [], []
+    rot, offsets, trans, exp_t, exp_g = [], [], [], [], []
     for frame in frames:
         (pose_t, e_t), (pose_g, e_g) = params(tracked, frame), params(truth, frame)
         R_t = axis_angle_to_matrix(torch.from_numpy(pose_t[:3])).numpy()
@@ -70,9 +93,11 @@ def ground_truth_errors(tracked, truth, truth_camera: Optional[str] = None) -> D
             p_t, p_g = E_t[:, :3] @ p_t + E_t[:, 3], E_g[:, :3] @ p_g + E_g[:, 3]
         cos = np.clip((np.trace(R_t.T @ R_g) - 1.0) / 2.0, -1.0, 1.0)
         rot.append(float(np.degrees(np.arccos(cos))))
+        offsets.append(matrix_to_axis_angle(torch.from_numpy(R_g.T @ R_t)).numpy())
         trans.append(float(np.linalg.norm(p_t - p_g)))
         exp_t.append(e_t)
         exp_g.append(e_g)
+    shared_offset, about_mean = rotation_about_mean(np.stack(offsets))
     exp_t, exp_g = np.stack(exp_t), np.stack(exp_g)
     corr = {}
     for d, name in enumerate(EXPRESSION_NAMES[: exp_t.shape[1]]):
@@ -97,6 +122,12 @@ def ground_truth_errors(tracked, truth, truth_camera: Optional[str] = None) -> D
         "frames": len(frames),
         "rotation_deg": {"median": _round(np.median(rot)), "p95": _round(np.percentile(rot, 95)),
                          "per_frame": dict(zip(frames, [_round(r) for r in rot]))},
+        "rotation_offset_deg": {"per_frame": dict(zip(frames, [[_round(float(v)) for v in np.degrees(o)]
+                                                               for o in offsets]))},
+        "rotation_about_mean_deg": {"median": _round(np.median(about_mean)),
+                                    "p95": _round(np.percentile(about_mean, 95)),
+                                    "shared_offset": _round(shared_offset),
+                                    "per_frame": dict(zip(frames, [_round(float(r)) for r in about_mean]))},
         "translation": {"median": _round(np.median(trans), 6), "p95": _round(np.percentile(trans, 95), 6),
                         "per_frame": dict(zip(frames, [_round(t, 6) for t in trans]))},
         "expression_correlation": corr,
