@@ -67,6 +67,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from bench_ablation import summarise
@@ -214,6 +215,11 @@ def track(truth: Path, work: Path, scale: dict, device: str, plates: bool = Fals
               "reprojection_median_px_at_512": result.report["reprojection_px"]["median_at_512"],
               "rotation_deg_median": rotation[len(rotation) // 2], "rotation_deg_max": rotation[-1],
               "translation_median": errors["translation"]["median"],
+              # What a held-out frame's render suffers from: its error about the shared tilt the avatar absorbs.
+              "rotation_about_shared_offset_deg_median": errors["rotation_about_mean_deg"]["median"],
+              "rotation_shared_offset_deg": errors["rotation_about_mean_deg"]["shared_offset"],
+              "held_out_frames_rotation_about_shared_offset_deg_median": float(np.median(
+                  [errors["rotation_about_mean_deg"]["per_frame"][f] for f in truth_splits["eval_frame_ids"]])),
               "expression_correlation": errors["expression_correlation"]}
     if monocular:
         report["codec_psnr"] = codec_psnr(truth, tracked, truth_splits["eval_frame_ids"])
