@@ -189,10 +189,10 @@ def summarise(rows: list) -> dict:
     rot = np.concatenate([r["rotation_deg"] for r in rows])
     mm = np.concatenate([r["translation_mm"] for r in rows])
     world = np.concatenate([r["translation_world"] for r in rows])
-    signed = np.concatenate([np.asarray(r["signed_rotation_deg_head_frame"]).reshape(-1, 3) for r in rows])
+    per_row = [np.asarray(r["signed_rotation_deg_head_frame"]).reshape(-1, 3) for r in rows]
+    signed = np.concatenate(per_row)
     # Each row is one identity's sequence: the offset all its frames share, and each frame's error about it.
-    split = [rotation_about_mean(np.radians(np.asarray(r["signed_rotation_deg_head_frame"]).reshape(-1, 3)))
-             for r in rows]
+    split = [rotation_about_mean(np.radians(offsets)) for offsets in per_row]
     about_mean = np.concatenate([residual for _, residual in split])
     reproj = np.concatenate([r["reprojection_px_at_512_per_frame"] for r in rows])
     truth_px = [r.get("landmark_error_vs_truth_px_at_512_per_view") for r in rows]
@@ -253,7 +253,8 @@ def table(summary: dict) -> str:
         offsets = " / ".join(f"{o:.2f}" for o in s["shared_rotation_offset_deg_per_identity"])
         lines.append(f"| {setup} | {variant} | {s['rotation_median_deg']:.2f} / "
                      f"{s['rotation_p90_deg']:.2f} | {s['rotation_about_mean_median_deg']:.2f} / "
-                     f"{s['rotation_about_mean_p90_deg']:.2f} | {offsets} | {s['signed_rotation_mean_deg']['pitch_x']:+.2f} | "
+                     f"{s['rotation_about_mean_p90_deg']:.2f} | {offsets} | "
+                     f"{s['signed_rotation_mean_deg']['pitch_x']:+.2f} | "
                      f"{s['translation_median_mm']:.1f} | {s['reprojection_median_px_at_512']:.2f} | "
                      f"{s['expression_correlation_mean']:.2f} | {s['detection_rate']:.1%} | "
                      f"{s['landmarks_images_per_second']:.0f} | {s['fit_frames_per_second']:.0f} | "
@@ -261,14 +262,18 @@ def table(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def summaries(rows: list) -> dict:
+    """{"setup/variant": summarise(its rows)} in the rows' order of first appearance."""
+    keys = dict.fromkeys((r["setup"], r["variant"]) for r in rows)
+    return {f"{setup}/{variant}": summarise([r for r in rows if r["setup"] == setup and r["variant"] == variant])
+            for setup, variant in keys}
+
+
 def resummarise(path: Path, out: Path | None) -> None:
     """An earlier run's JSON with its summary, goals and table recomputed from its rows (tracked once, measured
     again): the rows and everything else are kept as they were."""
     result = json.loads(path.read_text())
-    rows = result["runs"]
-    keys = dict.fromkeys((r["setup"], r["variant"]) for r in rows)
-    summary = {f"{setup}/{variant}": summarise([r for r in rows if r["setup"] == setup and r["variant"] == variant])
-               for setup, variant in keys}
+    summary = summaries(result["runs"])
     result.update(goals=goals(summary), summary=summary, table=table(summary),
                   resummarised={"date": datetime.date.today().isoformat(), "command": "python " + " ".join(sys.argv)})
     if out is not None:
@@ -318,8 +323,7 @@ def main() -> None:
                 print(f"id {identity} {setup:9s} {variant:12s}: rotation median {np.median(row['rotation_deg']):.2f} "
                       f"deg, reprojection {row['reprojection_median_px_at_512']:.2f} px, detection "
                       f"{row['detection_rate']:.0%}", file=sys.stderr, flush=True)
-    summary = {f"{setup}/{variant}": summarise([r for r in rows if r["setup"] == setup and r["variant"] == variant])
-               for setup in args.setups for variant in args.variants}
+    summary = summaries(rows)
     from cgha.tracking.calibration import load_calibration
 
     calibration = load_calibration()

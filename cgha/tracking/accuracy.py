@@ -17,10 +17,12 @@ from cgha.utils.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 
 from .calibration import REFERENCE_SIZE  # landmark errors at this image side, as the tracker's own report
 
-__all__ = ["ground_truth_errors", "rotation_about_mean"]
+__all__ = ["ground_truth_errors", "rotation_about_mean", "rounded"]
 
 
-def _round(value, digits: int = 4):
+def rounded(value, digits: int = 4):
+    """``value`` as a float rounded for a JSON report; None where it is not finite (JSON has no NaN)."""
+    value = float(value)
     return round(value, digits) if math.isfinite(value) else None
 
 
@@ -45,7 +47,6 @@ def rotation_about_mean(offsets: np.ndarray) -> Tuple[float, np.ndarray]:
     return float(angles(mean)), angles(residual)
 
 
-
 def ground_truth_errors(tracked, truth, truth_camera: Optional[str] = None) -> Dict[str, object]:
     """Tracking accuracy of a tracked subject against the synthetic subject its images came from.
 
@@ -59,8 +60,8 @@ def ground_truth_errors(tracked, truth, truth_camera: Optional[str] = None) -> D
         dict with per-frame ``rotation_deg`` and ``translation`` (world units; the head is ~0.25 wide), their
         ``median`` / ``p95``; ``rotation_offset_deg``: per frame, the error's rotation vector in the true head's frame
         (x: pitch, y: yaw, z: roll; ``R_true^T R_tracked``); ``rotation_about_mean_deg``: the angle each frame's error
-        is from the sequence's mean error (``rotation_about_mean``; ``shared_offset`` is that mean's angle); the per-coefficient Pearson ``expression_correlation`` (None for a coefficient that is
-        constant in either), the tracker's own ``reprojection_px`` summary from tracking.json, and (multi-view only,
+        is from the sequence's mean error (``rotation_about_mean``; ``shared_offset`` is that mean's angle); the
+        per-coefficient Pearson ``expression_correlation`` (None for a coefficient that is constant in either), the tracker's own ``reprojection_px`` summary from tracking.json, and (multi-view only,
         else None) ``landmark_error_px``: per frame and camera, the mean distance between the tracked and the true
         iBUG-68 landmarks (``lmk_3d.npy``) both projected by the tracked subject's camera, in px at a 512 side
         (median, p95, ``per_view`` frame-major): the reprojection error against the truth, not the detections.
@@ -80,7 +81,7 @@ def ground_truth_errors(tracked, truth, truth_camera: Optional[str] = None) -> D
         with np.load(root / "cameras" / frame / f"camera_{cam}.npz") as data:
             return data["extrinsic"].astype(np.float64), data["intrinsic"].astype(np.float64)
 
-    rot, offsets, trans, exp_t, exp_g = [], [], [], [], []
+    offsets, trans, exp_t, exp_g = [], [], [], []
     for frame in frames:
         (pose_t, e_t), (pose_g, e_g) = params(tracked, frame), params(truth, frame)
         R_t = axis_angle_to_matrix(torch.from_numpy(pose_t[:3])).numpy()
@@ -91,13 +92,13 @@ def ground_truth_errors(tracked, truth, truth_camera: Optional[str] = None) -> D
             E_g = camera(truth, frame, truth_camera)[0]
             R_t, R_g = E_t[:, :3] @ R_t, E_g[:, :3] @ R_g
             p_t, p_g = E_t[:, :3] @ p_t + E_t[:, 3], E_g[:, :3] @ p_g + E_g[:, 3]
-        cos = np.clip((np.trace(R_t.T @ R_g) - 1.0) / 2.0, -1.0, 1.0)
-        rot.append(float(np.degrees(np.arccos(cos))))
         offsets.append(matrix_to_axis_angle(torch.from_numpy(R_g.T @ R_t)).numpy())
         trans.append(float(np.linalg.norm(p_t - p_g)))
         exp_t.append(e_t)
         exp_g.append(e_g)
-    shared_offset, about_mean = rotation_about_mean(np.stack(offsets))
+    offsets = np.stack(offsets)
+    rot = np.degrees(np.linalg.norm(offsets, axis=1))  # each frame's error angle
+    shared_offset, about_mean = rotation_about_mean(offsets)
     exp_t, exp_g = np.stack(exp_t), np.stack(exp_g)
     corr = {}
     for d, name in enumerate(EXPRESSION_NAMES[: exp_t.shape[1]]):
@@ -116,20 +117,20 @@ def ground_truth_errors(tracked, truth, truth_camera: Optional[str] = None) -> D
                 (px_t, _), (px_g, _) = project_points(lmk_t, extrinsic, K), project_points(lmk_g, extrinsic, K)
                 distances.append(float(np.linalg.norm(px_t - px_g, axis=-1).mean()) * REFERENCE_SIZE
                                  / float(meta["original_resolution"]))
-        landmark_error = {"median": _round(np.median(distances)), "p95": _round(np.percentile(distances, 95)),
-                          "per_view": [_round(d) for d in distances]}
+        landmark_error = {"median": rounded(np.median(distances)), "p95": rounded(np.percentile(distances, 95)),
+                          "per_view": [rounded(d) for d in distances]}
     return {
         "frames": len(frames),
-        "rotation_deg": {"median": _round(np.median(rot)), "p95": _round(np.percentile(rot, 95)),
-                         "per_frame": dict(zip(frames, [_round(r) for r in rot]))},
-        "rotation_offset_deg": {"per_frame": dict(zip(frames, [[_round(float(v)) for v in np.degrees(o)]
+        "rotation_deg": {"median": rounded(np.median(rot)), "p95": rounded(np.percentile(rot, 95)),
+                         "per_frame": dict(zip(frames, [rounded(r) for r in rot]))},
+        "rotation_offset_deg": {"per_frame": dict(zip(frames, [[rounded(v) for v in np.degrees(o)]
                                                                for o in offsets]))},
-        "rotation_about_mean_deg": {"median": _round(np.median(about_mean)),
-                                    "p95": _round(np.percentile(about_mean, 95)),
-                                    "shared_offset": _round(shared_offset),
-                                    "per_frame": dict(zip(frames, [_round(float(r)) for r in about_mean]))},
-        "translation": {"median": _round(np.median(trans), 6), "p95": _round(np.percentile(trans, 95), 6),
-                        "per_frame": dict(zip(frames, [_round(t, 6) for t in trans]))},
+        "rotation_about_mean_deg": {"median": rounded(np.median(about_mean)),
+                                    "p95": rounded(np.percentile(about_mean, 95)),
+                                    "shared_offset": rounded(shared_offset),
+                                    "per_frame": dict(zip(frames, [rounded(r) for r in about_mean]))},
+        "translation": {"median": rounded(np.median(trans), 6), "p95": rounded(np.percentile(trans, 95), 6),
+                        "per_frame": dict(zip(frames, [rounded(t, 6) for t in trans]))},
         "expression_correlation": corr,
         "reprojection_px": None if reprojection is None else
         {k: reprojection[k] for k in ("resolution", "median", "p95", "max", "median_at_512")},

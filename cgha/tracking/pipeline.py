@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import re
 import time
 import typing
@@ -55,13 +54,14 @@ from cgha.utils.cameras import project_points
 from cgha.utils.rotations import axis_angle_to_matrix
 
 from . import subject_writer as sw
-from .calibration import REFERENCE_SIZE  # pixel thresholds and reported errors are also given at this side
-from .calibration import DEFAULT_CALIBRATION_PATH, LandmarkCalibration, load_calibration
+from .accuracy import rounded
+# REFERENCE_SIZE: pixel thresholds and reported errors are also given at this image side.
+from .calibration import DEFAULT_CALIBRATION_PATH, REFERENCE_SIZE, LandmarkCalibration, load_calibration
 from .face_model import DEFAULT_NUM_COMPONENTS, DEFAULT_NUM_SAMPLES, FACE_MODEL_NAME, FaceModel
 from .fitting import FitConfig, fit_landmarks, project_landmarks, reprojection_errors
+from .head_region import head_region_mask, neck_base_ring
 from .inputs import (IMAGE_SUFFIXES, MONOCULAR_CAMERA, Camera, ImageSetSource, VideoSource, read_cameras_json,
                      read_image)
-from .head_region import head_region_mask, neck_base_ring
 from .mask_edges import refine_mask_edges
 from .photometric import PhotometricConfig, face_region_faces, prepare_views, refine_photometric
 from .view_calibration import detection_shift_px
@@ -676,10 +676,10 @@ def _track(source, out_dir: Path, options: TrackOptions) -> TrackResult:
         identity = torch.as_tensor(refined.identity, dtype=identity.dtype, device=device)
         photometric_report = {
             "views": refined.views, "iterations": refined.iterations, "pose_prior_weight": refined.prior_weight,
-            "loss": {k: _round(v, 6) for k, v in refined.loss.items()},
-            "rotation_change_deg": {"median": _round(np.median(refined.rotation_change_deg[keep_idx])),
-                                    "max": _round(refined.rotation_change_deg[keep_idx].max())},
-            "seconds": _round(time.perf_counter() - start),
+            "loss": {k: rounded(v, 6) for k, v in refined.loss.items()},
+            "rotation_change_deg": {"median": rounded(np.median(refined.rotation_change_deg[keep_idx])),
+                                    "max": rounded(refined.rotation_change_deg[keep_idx].max())},
+            "seconds": rounded(time.perf_counter() - start),
             "config": dataclasses.asdict(options.photometric_config),
         }
         reproj, cam_reproj = _landmark_reprojection(fit_model, identity, exp, pose, scale, targets, conf > 0, Ks,
@@ -723,20 +723,20 @@ def _track(source, out_dir: Path, options: TrackOptions) -> TrackResult:
         "detections_per_camera": {cam.id: int(det.found[:, c].sum()) for c, cam in enumerate(source.cameras)},
         "reprojection_px": {
             "resolution": R,
-            "median": _round(np.median(kept_reproj)),
-            "p95": _round(np.percentile(kept_reproj, 95)),
-            "max": _round(kept_reproj.max()),
-            "median_at_512": _round(np.median(kept_reproj) * REFERENCE_SIZE / R),
-            "per_frame": {names[t]: _round(reproj[t]) for t in range(T) if kept[t]},
-            "per_camera_median": {cam.id: _round(np.nanmedian(cam_reproj[keep_idx, c]))
+            "median": rounded(np.median(kept_reproj)),
+            "p95": rounded(np.percentile(kept_reproj, 95)),
+            "max": rounded(kept_reproj.max()),
+            "median_at_512": rounded(np.median(kept_reproj) * REFERENCE_SIZE / R),
+            "per_frame": {names[t]: rounded(reproj[t]) for t in range(T) if kept[t]},
+            "per_camera_median": {cam.id: rounded(np.nanmedian(cam_reproj[keep_idx, c]))
                                   if np.isfinite(cam_reproj[keep_idx, c]).any() else None
                                   for c, cam in enumerate(source.cameras)},
         },
-        "timings_s": {"decode": _round(det.decode_s), "landmarks": _round(det.landmark_s), "fit": _round(fit_s),
+        "timings_s": {"decode": rounded(det.decode_s), "landmarks": rounded(det.landmark_s), "fit": rounded(fit_s),
                       **({} if photometric_report is None else {"photometric": photometric_report["seconds"]})},
-        "fps": {"landmarks_images": _round(n_images / max(det.landmark_s, 1e-9)),
-                "landmarks_frames": _round(T / max(det.landmark_s, 1e-9)),
-                "fit_frames": _round(T / max(fit_s, 1e-9))},
+        "fps": {"landmarks_images": rounded(n_images / max(det.landmark_s, 1e-9)),
+                "landmarks_frames": rounded(T / max(det.landmark_s, 1e-9)),
+                "fit_frames": rounded(T / max(fit_s, 1e-9))},
         "fit": {"passes": passes, "scale": scale, "scale_fitted": bool(fit.scale_fitted), "losses": dict(fit.losses),
                 "identity": [float(v) for v in identity.cpu()],
                 "config": dataclasses.asdict(options.fit)},
@@ -802,8 +802,8 @@ def _track(source, out_dir: Path, options: TrackOptions) -> TrackResult:
             close()
         np.save(root / "faces.npy", model.faces.cpu().numpy().astype(np.int64))
         write_jpeg(root / "preview.jpg", sw.preview_sheet(tiles, preview_frames, preview_cams))
-        report["timings_s"]["write"] = _round(time.perf_counter() - start_write)
-        report["timings_s"]["total"] = _round(time.perf_counter() - start_all)
+        report["timings_s"]["write"] = rounded(time.perf_counter() - start_write)
+        report["timings_s"]["total"] = rounded(time.perf_counter() - start_all)
         sw.write_json(root / "tracking.json", report)
         sw.write_json(root / "meta.json", meta)  # last: a folder with it is complete
 
@@ -844,11 +844,6 @@ def _landmark_reprojection(model: FaceModel, identity, exp: np.ndarray, pose: np
         _, per_camera, per_frame = reprojection_errors(px, torch.as_tensor(targets, dtype=px.dtype, device=device),
                                                        torch.as_tensor(visible, device=device))
     return per_frame.cpu().numpy(), per_camera.cpu().numpy()
-
-
-def _round(value, digits: int = 4):
-    value = float(value)
-    return round(value, digits) if math.isfinite(value) else None
 
 
 def _arguments(options: TrackOptions, crop_mode: str, mask_mode: str) -> Dict[str, object]:
