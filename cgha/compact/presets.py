@@ -13,8 +13,15 @@ from typing import Dict, List
 from cgha.errors import ConfigError
 
 PRESETS: Dict[str, List[str]] = {
-    # No measurable loss on the CPU demo avatar: decoded renders 52.7 dB from the format-1 file's (below the 8-bit
-    # step of the images), held-out PSNR within 0.012 dB of it. 35.4x at GHA scale.
+    # The format-1 precisions, lossless-coded (the dataclass default; configs that default to `fine` get it back
+    # with this preset): decodes to the float16 file's exact output. 21.5-22.0x on GPU-trained GHA-scale avatars.
+    "lossless": [
+        "compact.store.positions=fp16", "compact.store.position_bits=16", "compact.store.codebooks=fp16",
+        "compact.store.network=fp16", "compact.store.post_render=''", "compact.store.entropy=lzma",
+    ],
+    # The GHA-scale configs' default: 40.2-40.9x on three GPU-trained avatars at -0.09 dB (held-out cameras) and
+    # -0.03 dB (frames) in the mean against their lossless files (docs/compaction.md); within 0.012 dB on the CPU
+    # demo avatar, where it gives 30.6x (its networks are most of the file).
     "fine": [
         "compact.store.positions=grid", "compact.store.position_bits=12", "compact.store.codebooks=int8",
         "compact.store.network=int6", "compact.store.post_render=int6", "compact.store.entropy=lzma",
@@ -24,12 +31,13 @@ PRESETS: Dict[str, List[str]] = {
         "compact.store.positions=grid", "compact.store.position_bits=12", "compact.store.codebooks=int8",
         "compact.store.network=int4", "compact.store.post_render=int4", "compact.store.entropy=lzma",
     ],
-    # A quarter of GHA's codebook rows (trained so) and a coarser grid: 53.2x at GHA scale with its 103k Gaussians,
-    # -0.18 to -0.41 dB on the CPU demo (codebooks re-clustered after training there); 60x needs fewer Gaussians.
+    # A quarter of GHA's codebook rows and a coarser grid, trained so, the int4 networks trained for it (QAT): 70.0x
+    # on a GPU-trained GHA-scale avatar at -0.39 / +0.09 / -0.18 dB on held-out cameras / frames / out-of-rig (one
+    # seed); re-encoding a finished avatar this way instead (512 rows re-clustered, no QAT) cost 1.19 dB.
     "x60": [
         "compact.store.positions=grid", "compact.store.position_bits=10", "compact.store.codebooks=int8",
         "compact.store.network=int4", "compact.store.post_render=int4", "compact.store.entropy=lzma",
-        "compact.codebook_size=512",
+        "compact.codebook_size=512", "compact.qat=true",
     ],
 }
 
