@@ -50,6 +50,7 @@ from cgha.synthetic.background import camera_backgrounds
 from cgha.synthetic.expression import EXPRESSION_NAMES
 from cgha.tracking import pipeline as P
 from cgha.tracking.accuracy import ground_truth_errors, rotation_about_mean
+from cgha.utils.atomic import write_bytes_atomic
 from common import json_safe
 
 EYE_CORNERS_MM = 88.0  # adult exocanthion-exocanthion distance: converts world units to an mm equivalent
@@ -272,13 +273,23 @@ def summaries(rows: list) -> dict:
 def resummarise(path: Path, out: Path | None) -> None:
     """An earlier run's JSON with its summary, goals and table recomputed from its rows (tracked once, measured
     again): the rows and everything else are kept as they were."""
-    result = json.loads(path.read_text())
-    summary = summaries(result["runs"])
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"error: --resummarise {path}: not a readable JSON file ({error})")
+    rows = result.get("runs") if isinstance(result, dict) else None
+    if not isinstance(rows, list) or not rows or not all(isinstance(row, dict) for row in rows):
+        raise SystemExit(f"error: --resummarise {path}: no 'runs' list of per-frame rows (not a bench_tracking JSON?)")
+    try:
+        summary = summaries(rows)
+    except KeyError as error:  # a row of another benchmark or an older layout: name the key, write nothing
+        raise SystemExit(f"error: --resummarise {path}: a row of 'runs' has no {error} (not a bench_tracking JSON, "
+                         "or from a version that did not record it)")
     result.update(goals=goals(summary), summary=summary, table=table(summary),
                   resummarised={"date": datetime.date.today().isoformat(), "command": "python " + " ".join(sys.argv)})
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(json_safe(result), indent=1) + "\n")
+        write_bytes_atomic(out, (json.dumps(json_safe(result), indent=1) + "\n").encode())
     print(result["table"])
 
 
