@@ -146,6 +146,7 @@ def run_one(config: Path, variant: str, overrides: List[str], seed: int, common:
                 if "sheet" in entry:
                     row["sheets"][key] = entry["sheet"]
     row["compact_mb"] = RunFiles.of(cfg).compact.stat().st_size / 1e6
+    row["compact_store"] = vars(cfg.compact.store)  # what the evaluated file stores: rows compare only alike
     row.update(training_history(work / "log" / run / "metrics.jsonl"))
     if reenact is not None:
         name = f"{run}_reenact"

@@ -47,11 +47,14 @@ Split over machines (the full scale: tracking is CPU work, the Gaussian heads GP
 to `WORK/tracking.json`; `--track-only` stops there (no training), `--reuse-tracking` trains from it and the tracked
 subjects under WORK (copy the whole WORK folder over; hybrids are rebuilt, their links being local). `--truth-runs`
 takes the truth's Gaussian-head rows from earlier bench_ablation-style JSONs (variant `--truth-variant`, no overrides:
-the same config and subject) instead of training the truth again (that file's truth has seeds 1 and 2):
+the same config and subject; evaluated on a file of the same `compact.store`, checked: pass
+`$(python -m cgha.compact.presets lossless)` for rows from before 2026-12-07) instead of training the truth again
+(that file's truth has seeds 1 and 2):
 
     python benchmarks/bench_retracked.py --scale full --device cpu --track-only --work W --out W/track.json
     python benchmarks/bench_retracked.py --scale full --device cuda --reuse-tracking --work W --seeds 1 2 \\
-        --parallel 2 --truth-runs benchmarks/results/free_view_ablation_h100_2026-12-06.json --out ...
+        --parallel 2 --truth-runs benchmarks/results/free_view_ablation_h100_2026-12-06.json --out ... \\
+        $(python -m cgha.compact.presets lossless)
 
 A full-scale subject's folder (80 MB) is more than a device call carries; tracking on the GPU host instead needs
 MediaPipe there: carry `mediapipe==0.10.14` (cp312 wheel) and `protobuf==4.25.9` with the other wheels (`pip download
@@ -77,6 +80,8 @@ from retracked_attribution import PARTS, hybrid_subject
 
 ROOT = Path(__file__).resolve().parents[1]
 
+from cgha.compact.config import CompactStoreConfig  # noqa: E402
+from cgha.config import TrainConfig, load_config  # noqa: E402
 from cgha.recorder.run_files import RunFiles  # noqa: E402
 from cgha.synthetic import generate_monocular_subject, generate_subject  # noqa: E402
 from cgha.tracking import pipeline as P  # noqa: E402
@@ -96,6 +101,7 @@ SCALES = {  # subject (frames, cameras, resolution), config suffix and subject f
 }
 MONOCULAR_CAMERA = "cam00"  # the monocular synthetic preset's training camera (the video is written from it)
 GOAL_DB = 1.0  # issue 17: held-out-camera PSNR of the retracked subject within 1 dB of the truth's
+LOSSLESS_STORE = vars(CompactStoreConfig())  # what every row without `compact_store` was evaluated on
 TRACKING_JSON = "tracking.json"  # under WORK: the tracking of the last run, for --reuse-tracking
 
 
@@ -143,12 +149,15 @@ def reused_tracking(work: Path, scale: str, plates: bool) -> tuple:
     return subjects, record
 
 
-def truth_rows(files: list, variant: str, subject: str | None = None) -> tuple:
+def truth_rows(files: list, variant: str, subject: str | None = None, store: dict | None = None) -> tuple:
     """The truth's Gaussian-head rows from earlier runs (`--truth-runs`): every finished row of the files' `runs`
     whose variant is `variant`, renamed `truth` -> (rows, their seeds). A matching row with overrides is refused (it
     is not the truth's config), but for the truth's own subject (`dataset.dataroot` ending in `subject`) and its own
     mesh head (`load_meshhead_checkpoint`), which this script's truth rows name; a seed found twice is refused too
-    (it would count twice in the mean and spread)."""
+    (it would count twice in the mean and spread). Given `store` (the `compact.store` the re-tracked runs will
+    write), a row evaluated on a file stored otherwise is refused: rows from before bench_ablation recorded
+    `compact_store` were all written with the lossless store (the dataclass default; the GHA-scale configs have
+    written `fine` since 2026-12-07, about 0.1 dB lower)."""
     rows, found = [], {}
     for file in files:
         if not Path(file).is_file():
@@ -165,6 +174,12 @@ def truth_rows(files: list, variant: str, subject: str | None = None) -> tuple:
                                  f"the truth's config")
             if "error" in row:
                 continue
+            row_store = row.get("compact_store", LOSSLESS_STORE)
+            if store is not None and row_store != store:
+                differ = {key: (row_store.get(key), value) for key, value in store.items() if row_store.get(key) != value}
+                raise SystemExit(f"{file}: {variant} seed {row['seed']} was evaluated on a file stored otherwise "
+                                 f"than this run's (compact.store {{key: (its, this run's)}}: {differ}); pass the "
+                                 f"same store, e.g. $(python -m cgha.compact.presets lossless)")
             if row["seed"] in found:
                 raise SystemExit(f"{file}: {variant} seed {row['seed']} is also in {found[row['seed']]}")
             found[row["seed"]] = file
@@ -364,12 +379,16 @@ def main() -> None:
                                                if not (scale["monocular"] and part == "pose")]
     if args.track_only and (args.reuse_tracking or args.truth_runs):
         parser.error("--track-only trains nothing: it takes neither --reuse-tracking nor --truth-runs")
-    if args.truth_runs and args.overrides:
-        parser.error(f"--truth-runs: the truth's rows were trained without the overrides {args.overrides}; the "
-                     f"retracked ones would not have the same config")
+    trained_overrides = [item for item in args.overrides if not item.startswith("compact.store.")]
+    if args.truth_runs and trained_overrides:
+        parser.error(f"--truth-runs: the truth's rows were trained without the overrides {trained_overrides}; the "
+                     f"retracked ones would not have the same config (only compact.store.* may differ, and is "
+                     f"checked against the rows)")
     # Read before any tracking or training: a bad file fails in seconds, not after the GPU time.
+    store = vars(load_config(TrainConfig, ROOT / "config" / f"train_gaussianhead{scale['suffix']}.yaml",
+                             args.overrides, stage="gaussianhead").compact.store)
     truth_runs, truth_seeds = ([], []) if not args.truth_runs else truth_rows(args.truth_runs, args.truth_variant,
-                                                                              scale["subject"])
+                                                                              scale["subject"], store)
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     truth = ROOT / "data" / scale["subject"]

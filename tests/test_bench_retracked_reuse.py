@@ -153,3 +153,25 @@ def test_bench_ablation_starts_a_run_again_when_its_inputs_changed(tmp_path):
     (subject / "meta.json").write_text('{"retracked": true}')
     assert inputs_fingerprint(config, args) != changed
     assert inputs_fingerprint(config, [*args[:2], "train.seed=1"]) != changed
+
+
+def test_truth_rows_compare_only_files_stored_alike(tmp_path):
+    # The GHA-scale configs write `fine` files since 2026-12-07; a truth evaluated on its lossless file would sit
+    # about 0.1 dB above re-tracked runs evaluated on `fine` files, a difference that is the store, not the tracking.
+    from cgha.compact.presets import preset_overrides
+    from cgha.config import TrainConfig, load_config
+
+    def store(overrides):
+        config = ROOT / "config" / "train_gaussianhead_synthetic.yaml"
+        return vars(load_config(TrainConfig, config, overrides, stage="gaussianhead").compact.store)
+
+    fine, lossless = store([]), store(preset_overrides("lossless"))
+    older = _runs(tmp_path / "older.json", [_row("baseline", 1)])  # written before rows recorded their store
+    assert bench.truth_rows([older], "baseline", store=lossless)[1] == [1]
+    with pytest.raises(SystemExit, match=r"older\.json: baseline seed 1 was evaluated on a file stored otherwise.*"
+                                         r"'network': \('fp16', 'int6'\).*presets lossless"):
+        bench.truth_rows([older], "baseline", store=fine)
+    newer = _runs(tmp_path / "newer.json", [_row("baseline", 2, compact_store=fine)])
+    assert bench.truth_rows([newer], "baseline", store=fine)[1] == [2]
+    with pytest.raises(SystemExit, match="stored otherwise"):
+        bench.truth_rows([newer], "baseline", store=lossless)
