@@ -5,6 +5,7 @@ model on the same synthetic subject, several seeds per row; cross-identity PSNR;
     python benchmarks/bench_rigged.py run --root R --row baseline --seed 0 [--iters 1000]
     python benchmarks/bench_rigged.py fps --root R [--size 512]
     python benchmarks/bench_rigged.py table --root R --out results.json
+    python benchmarks/bench_rigged.py plot --results results.json --out rows.png   # or a file of several calls
 
 `prepare` generates identity 0 (the avatar), identity 0 making the codes of seed 1 (cross-identity ground truth, as
 cgha/demo.py does), builds the face model cache and trains one short mesh head for the GHA row. `run` trains one
@@ -209,9 +210,61 @@ def table(args) -> None:
         print(f"rigged render {extra['fps']['size']}^2: {extra['fps']['fps']:.1f} FPS ({extra['fps']['ms_per_frame']:.2f} ms)")
 
 
+PLOTTED = {"cam_psnr": "held-out cameras", "frame_psnr": "held-out frames", "cam_psnr_masked": "cameras, masked",
+           "cross_psnr": "cross-identity"}
+
+
+def _tables(path: Path) -> List[dict]:
+    """`table`'s JSON, or a file of several device calls' (`{"calls": {name: {"table": ...}}}`) -> the tables."""
+    data = json.loads(path.read_text())
+    tables = [call["table"] for call in data["calls"].values()] if "calls" in data else [data]
+    if not all("baseline" in table.get("rows", {}) for table in tables):
+        raise SystemExit(f"{path}: every table needs its own baseline row (each add-on is drawn against it)")
+    return tables
+
+
+def plot(args) -> None:
+    """Each add-on row against the baseline of its own table: PSNR differences with the band inside which a
+    difference is "no measurable effect" (the larger of the two spreads), and training time and Gaussians as ratios."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    entries = []
+    for table in _tables(Path(args.results)):
+        base = table["rows"]["baseline"]
+        entries += [(row, entry, base) for row, entry in table["rows"].items() if row in ADDONS or row == "all_five"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 0.55 * len(entries) + 1.8), gridspec_kw={"width_ratios": [3, 2]})
+    height = 0.8 / len(PLOTTED)
+    for k, (column, label) in enumerate(PLOTTED.items()):
+        y = [i + (k - (len(PLOTTED) - 1) / 2) * height for i in range(len(entries))]
+        diff = [entry[column]["mean"] - base[column]["mean"] for _, entry, base in entries]
+        band = [max(entry[column]["spread"], base[column]["spread"]) for _, entry, base in entries]
+        left.barh(y, diff, height, xerr=band, capsize=2, label=label)
+    left.axvline(0, color="black", linewidth=0.8)
+    left.set_xlabel("PSNR difference to the baseline (dB); whiskers: the larger spread (inside = no measurable effect)")
+    for k, (column, label) in enumerate((("train_seconds", "training time"), ("num_gaussians", "Gaussians"))):
+        y = [i + (k - 0.5) * 0.4 for i in range(len(entries))]
+        right.barh(y, [entry[column]["mean"] / base[column]["mean"] for _, entry, base in entries], 0.4, label=label)
+    right.axvline(1, color="black", linewidth=0.8)
+    right.set_xlabel("ratio to the baseline")
+    for axis, corner in ((left, "lower right"), (right, "upper right")):
+        axis.set_yticks(range(len(entries)), [row.replace("_", " ") for row, _, _ in entries])
+        axis.invert_yaxis()
+        axis.legend(fontsize=8, loc=corner)
+    right.set_yticklabels([])
+    fig.suptitle(f"rigged avatar add-ons, {len(entries[0][1]['seeds'])} seeds per row", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(args.out, dpi=110)
+    print(f"wrote {args.out}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
+    plotp = sub.add_parser("plot")
+    plotp.add_argument("--results", required=True, help="table's --out, or a results file with several calls' tables")
+    plotp.add_argument("--out", required=True, help="PNG")
     for name in ("prepare", "run", "fps", "table"):
         p = sub.add_parser(name)
         p.add_argument("--root", required=True)
@@ -238,7 +291,7 @@ def main() -> None:
     sub.choices["table"].add_argument("--out", required=True)
     logging.basicConfig(level=logging.WARNING)
     args = parser.parse_args()
-    {"prepare": prepare, "run": run, "fps": fps, "table": table}[args.command](args)
+    {"prepare": prepare, "run": run, "fps": fps, "table": table, "plot": plot}[args.command](args)
 
 
 if __name__ == "__main__":
