@@ -14,8 +14,8 @@
 # check of this script). From the repository root with gsplat installed; .dev/head.tar, when present, is the
 # committed tree a device call unpacks first. One tar comes back: $OUT/TAG.tar.
 # The full-scale config writes `fine` files since 2026-12-07 (each row records its compact_store); earlier rows
-# were evaluated on lossless files, about 0.1 dB higher: add $(python -m cgha.compact.presets lossless) to a
-# variant, or compare only rows stored alike.
+# were evaluated on lossless files, about 0.1 dB higher: add the overrides of `python -m cgha.compact.presets
+# lossless`, comma-joined, to a variant, or compare only rows stored alike.
 set -uo pipefail
 TAG=$1; RUNS=$2; shift 2
 VARIANTS=(); for v in "$@"; do VARIANTS+=(--variant "$v"); done
