@@ -105,6 +105,11 @@ LOSSLESS_STORE = vars(CompactStoreConfig())  # what every row without `compact_s
 TRACKING_JSON = "tracking.json"  # under WORK: the tracking of the last run, for --reuse-tracking
 
 
+def gaussianhead_config(scale: dict) -> Path:
+    """The scale's Gaussian-head config: what both the truth and the re-tracked subjects train with."""
+    return ROOT / "config" / f"train_gaussianhead{scale['suffix']}.yaml"
+
+
 def run(command: list, log: Path) -> None:
     """Run a step, its output in `log`; stop with its log's tail on failure."""
     with open(log, "w") as out:
@@ -385,10 +390,11 @@ def main() -> None:
                      f"retracked ones would not have the same config (only compact.store.* may differ, and is "
                      f"checked against the rows)")
     # Read before any tracking or training: a bad file fails in seconds, not after the GPU time.
-    store = vars(load_config(TrainConfig, ROOT / "config" / f"train_gaussianhead{scale['suffix']}.yaml",
-                             args.overrides, stage="gaussianhead").compact.store)
-    truth_runs, truth_seeds = ([], []) if not args.truth_runs else truth_rows(args.truth_runs, args.truth_variant,
-                                                                              scale["subject"], store)
+    truth_runs, truth_seeds = [], []
+    if args.truth_runs:  # rows count only if evaluated on files stored as the re-tracked runs' will be
+        store = vars(load_config(TrainConfig, gaussianhead_config(scale), args.overrides,
+                                 stage="gaussianhead").compact.store)
+        truth_runs, truth_seeds = truth_rows(args.truth_runs, args.truth_variant, scale["subject"], store)
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     truth = ROOT / "data" / scale["subject"]
@@ -441,7 +447,7 @@ def main() -> None:
             variants[name].append(f"load_meshhead_checkpoint={head}")
     ablation_json = work / "ablation.json"
     run([sys.executable, str(ROOT / "benchmarks" / "bench_ablation.py"),
-         "--config", str(ROOT / "config" / f"train_gaussianhead{scale['suffix']}.yaml"),
+         "--config", str(gaussianhead_config(scale)),
          "--seeds", *map(str, args.seeds), "--parallel", str(args.parallel), "--work", str(work / "ablation"),
          "--out", str(ablation_json),
          *[item for name, overrides in variants.items() for item in ("--variant", f"{name}={','.join(overrides)}")],

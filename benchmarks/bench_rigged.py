@@ -234,6 +234,8 @@ def plot(args) -> None:
     for table in _tables(Path(args.results)):
         base = table["rows"]["baseline"]
         entries += [(row, entry, base) for row, entry in table["rows"].items() if row in ADDONS or row == "all_five"]
+    if not entries:
+        raise SystemExit(f"{args.results}: no add-on rows ({', '.join([*ADDONS, 'all_five'])}) to draw")
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 0.55 * len(entries) + 1.8), gridspec_kw={"width_ratios": [3, 2]})
     height = 0.8 / len(PLOTTED)
     for k, (column, label) in enumerate(PLOTTED.items()):

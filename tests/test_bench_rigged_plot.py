@@ -36,3 +36,11 @@ def test_plot_refuses_a_table_without_its_baseline(tmp_path):
     result = _plot(results, tmp_path / "rows.png")
     assert result.returncode != 0 and not (tmp_path / "rows.png").exists()
     assert f"{results}: every table needs its own baseline row" in result.stderr
+
+
+def test_plot_refuses_a_file_with_no_add_on_rows(tmp_path):
+    results = tmp_path / "table.json"
+    results.write_text(json.dumps({"rows": {"baseline": _row(29.0), "gha": _row(25.0)}}))
+    result = _plot(results, tmp_path / "rows.png")
+    assert result.returncode != 0 and not (tmp_path / "rows.png").exists()
+    assert f"{results}: no add-on rows" in result.stderr
