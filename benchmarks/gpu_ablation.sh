@@ -3,14 +3,16 @@
 # limit: generates the subjects (identity 0, and identity 0 making identity 1's codes for cross-identity), trains the
 # full mesh head once (or takes a carried one), then benchmarks/bench_ablation.py on the chosen runs.
 #
-#   OUT=DIR [MESH=path/meshhead_latest] [PTQ="v1_lzma x40"] [SMOKE=1] [LIMIT=585] [PARALLEL=1] \
+#   OUT=DIR [MESH=path/meshhead_latest] [PTQ="v1_lzma x40"] [PTQ_RUNS="*baseline*"] [PTQ_S=40] [SMOKE=1] \
+#       [LIMIT=585] [PARALLEL=1] \
 #       bash benchmarks/gpu_ablation.sh TAG "NAME:SEED ..." NAME=key=v,key=v ...
 #
 # Measured on an H100 (2026-12-06): subjects 74 s, the full mesh head 77 s, and two full runs side by side 305 s of
 # training each (+ evaluation): a call with MESH carried holds two runs (PARALLEL=2), one without it does not.
 # Without MESH the mesh head is trained here and returned (mesh/meshhead_latest in the tar): carry it to the next
 # call as MESH. PTQ: post-training encodings (benchmarks/bench_compact_ptq.py) of every finished run, so a run's
-# lossless and integer files are compared on the same images. SMOKE=1: demo-scale configs, 20 iterations (a CPU
+# lossless and integer files are compared on the same images; PTQ_RUNS (a glob on the run folder, default every run)
+# picks the runs, PTQ_S the seconds kept for them (default 40). SMOKE=1: demo-scale configs, 20 iterations (a CPU
 # check of this script). From the repository root with gsplat installed; .dev/head.tar, when present, is the
 # committed tree a device call unpacks first. One tar comes back: $OUT/TAG.tar.
 # The full-scale config writes `fine` files since 2026-12-07 (each row records its compact_store); earlier rows
@@ -22,6 +24,7 @@ VARIANTS=(); for v in "$@"; do VARIANTS+=(--variant "$v"); done
 [ -f .dev/head.tar ] && tar xf .dev/head.tar
 export PYTHONPATH=/tmp/site:$PWD
 SMOKE=${SMOKE:-0}; LIMIT=${LIMIT:-585}; PARALLEL=${PARALLEL:-1}; MESH_IN=${MESH:-}; PTQ=${PTQ:-}
+PTQ_RUNS=${PTQ_RUNS:-*}; PTQ_S=${PTQ_S:-40}
 O=/tmp/o_$TAG; rm -rf $O /tmp/abl; mkdir -p $O
 S=$(date +%s); el() { echo $(( $(date +%s) - S )); }
 # Killed before the end (a device limit below LIMIT): still send back what is there, each finished run's evaluation.
@@ -60,14 +63,14 @@ else
 fi
 wait $GEN
 LEFT=$(( LIMIT - $(el) - 20 ))
-[ -n "$PTQ" ] && LEFT_ABL=$(( LEFT - 40 )) || LEFT_ABL=$LEFT
+[ -n "$PTQ" ] && LEFT_ABL=$(( LEFT - PTQ_S )) || LEFT_ABL=$LEFT
 timeout $LEFT_ABL python3 benchmarks/bench_ablation.py --config config/train_gaussianhead$SUF.yaml --seeds 0 1 2 \
   "${VARIANTS[@]}" --runs $RUNS --cross-identity $DATA/id0_codes_of_id1 --sheet 5 --reenact config/reenactment$SUF.yaml \
   --reenact-seeds 0 --parallel $PARALLEL --deadline $(( LEFT_ABL - RUNTIME )) --work /tmp/abl --out $O/ablation.json \
   device=$DEV "${EXTRA[@]}" > $O/ablation.log 2>&1
 echo "ablation rc=$? at $(el) s" >> $O/times.txt
 if [ -n "$PTQ" ]; then
-  for run in /tmp/abl/checkpoints/ablation_*; do
+  for run in /tmp/abl/checkpoints/ablation_$PTQ_RUNS; do
     [ -f "$run/gaussianhead_compact.cgha" ] || continue
     timeout $(( LIMIT - $(el) - 10 )) python3 benchmarks/bench_compact_ptq.py --run $run --device $DEV \
       --variants $PTQ --max-images $IMAGES --out $O/ptq_$(basename $run).json >> $O/ptq.log 2>&1
