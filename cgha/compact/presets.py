@@ -31,9 +31,10 @@ PRESETS: Dict[str, List[str]] = {
         "compact.store.positions=grid", "compact.store.position_bits=12", "compact.store.codebooks=int8",
         "compact.store.network=int4", "compact.store.post_render=int4", "compact.store.entropy=lzma",
     ],
-    # A quarter of GHA's codebook rows and a coarser grid, trained so, the int4 networks trained for it (QAT): 70.0x
-    # on a GPU-trained GHA-scale avatar at -0.39 / +0.09 / -0.18 dB on held-out cameras / frames / out-of-rig (one
-    # seed); re-encoding a finished avatar this way instead (512 rows re-clustered, no QAT) cost 1.19 dB.
+    # A quarter of GHA's codebook rows and a coarser grid, trained so, the int4 networks trained for it (QAT):
+    # 69.9-70.3x on three GPU-trained GHA-scale avatars at -0.37 / -0.11 / -0.24 dB on held-out cameras / frames /
+    # out-of-rig in the mean (inside the seed spreads; one seed -0.59 dB on cameras); re-encoding a finished avatar
+    # this way instead (512 rows re-clustered, no QAT) cost 1.19 dB.
     "x60": [
         "compact.store.positions=grid", "compact.store.position_bits=10", "compact.store.codebooks=int8",
         "compact.store.network=int4", "compact.store.post_render=int4", "compact.store.entropy=lzma",
