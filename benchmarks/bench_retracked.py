@@ -59,7 +59,10 @@ the same config and subject; evaluated on a file of the same `compact.store`, ch
 A full-scale subject's folder (80 MB) is more than a device call carries; tracking on the GPU host instead needs
 MediaPipe there: carry `mediapipe==0.10.14` (cp312 wheel) and `protobuf==4.25.9` with the other wheels (`pip download
 --no-deps --python-version 3.12 --platform manylinux_2_17_x86_64 --only-binary=:all:`); its other dependencies are in
-the device image. Generation, tracking, the re-tracked mesh head and two Gaussian heads side by side take about 500 s.
+the device image. Install those two into a folder of their own and put it on PYTHONPATH for `--track-only` alone:
+the old protobuf breaks the image's own imports when training (`google.protobuf.message` has no
+`FrozenInstanceError`), so train in a second step with `--reuse-tracking` and without that folder. Generation,
+tracking, the re-tracked mesh head and two Gaussian heads side by side take about 500 s.
 """
 from __future__ import annotations
 

@@ -50,6 +50,7 @@ from cgha.synthetic.background import camera_backgrounds
 from cgha.synthetic.expression import EXPRESSION_NAMES
 from cgha.tracking import pipeline as P
 from cgha.tracking.accuracy import ground_truth_errors, rotation_about_mean
+from cgha.tracking.photometric import PhotometricConfig
 from cgha.utils.atomic import write_bytes_atomic
 from common import json_safe
 
@@ -58,11 +59,13 @@ GOALS = {"multiview_rotation_median_deg": 0.5, "monocular_rotation_median_deg": 
 # Variant -> the TrackOptions it changes: `calibrated` and `uncalibrated` as tracker 1.1.0 (fixed calibration or
 # none), `oblique` as 1.3.0 (views weighted by their angle from frontal), `default` today's tracker (1.4.0: also the
 # view-dependent calibration on monocular input), `view_always` that correction on rig input too, `photometric`
-# the default followed by the photometric refinement (cgha/tracking/photometric.py).
+# the default followed by the photometric refinement (cgha/tracking/photometric.py), `photometric_crop192` that
+# refinement comparing each view at a 192-pixel face crop instead of 128.
 VARIANTS = {"calibrated": {"calibration": "default", "oblique_view_deg": 0.0, "view_calibration": "off"},
             "uncalibrated": {"calibration": None, "oblique_view_deg": 0.0, "view_calibration": "off"},
             "oblique": {"calibration": "default", "oblique_view_deg": 35.0, "view_calibration": "off"},
-            "default": {}, "view_always": {"view_calibration": "always"}, "photometric": {"photometric": True}}
+            "default": {}, "view_always": {"view_calibration": "always"}, "photometric": {"photometric": True},
+            "photometric_crop192": {"photometric": True, "photometric_config": PhotometricConfig(crop_px=192)}}
 
 
 # ------------------------------------------------------------------------------------------------------------
