@@ -44,8 +44,8 @@ case "$SCALE/$SMOKE" in
   rig/0) SUF=_synthetic; CAMS=16; FR=40; DFR=80; RES=512; DEV=cuda; DATA=data/synthetic; RUNTIME=380; IMAGES=8 ;;
   # One camera: the monocular preset (300 frames at 512², evaluation-only camera oor00); no cross-identity subject
   # or reenactment; the mesh head (for the mesh-head-start variants) from config/train_meshhead_monocular.yaml.
-  mono/1) SUF=_monocular_demo; FR=24; RES=128; DEV=cpu; DATA=data/synthetic_mono_smoke; RUNTIME=60; IMAGES=2 ;;
-  mono/0) SUF=_monocular; FR=300; RES=512; DEV=cuda; DATA=data/synthetic_mono; RUNTIME=330; IMAGES=8 ;;
+  mono/1) SUF=_monocular_demo; CAMS=mono; FR=24; RES=128; DEV=cpu; DATA=data/synthetic_mono_smoke; RUNTIME=60; IMAGES=2 ;;
+  mono/0) SUF=_monocular; CAMS=mono; FR=300; RES=512; DEV=cuda; DATA=data/synthetic_mono; RUNTIME=330; IMAGES=8 ;;
   *) echo "SCALE must be rig or mono, got $SCALE" >&2; exit 2 ;;
 esac
 EXTRA=(); MEXTRA=()
@@ -54,17 +54,17 @@ if [ "$SCALE" = mono ]; then
   MESHCFG=config/train_meshhead_monocular.yaml; MESHNAME=meshhead_mono_id0
   if [ "$SMOKE" = 1 ]; then  # the demo mesh head's networks, as the monocular demo config reads them
     MESHCFG=config/train_meshhead_synthetic_demo.yaml
-    EXTRA+=(dataset.dataroot=$DATA/id0 dataset.original_resolution=$RES dataset.resolution=64)
-    MEXTRA+=(dataset.resolution=64 dataset.num_sample_view=1 recorder.name=$MESHNAME recorder.logdir=log/$MESHNAME)
+    SMOKE_SUBJECT=(dataset.dataroot=$DATA/id0 dataset.original_resolution=$RES dataset.resolution=64)
+    EXTRA+=("${SMOKE_SUBJECT[@]}")
+    MEXTRA+=("${SMOKE_SUBJECT[@]}" dataset.num_sample_view=1 recorder.name=$MESHNAME recorder.logdir=log/$MESHNAME)
   fi
-  MEXTRA+=(dataset.dataroot=$DATA/id0 dataset.original_resolution=$RES)
 else MESHCFG=config/train_meshhead$SUF.yaml; MESHNAME=meshhead${SUF}_id0; fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > $O/gpu.txt 2>&1
 gen() { python3 - "$@" <<'PY'
 import sys, torch
 from pathlib import Path
 from cgha.synthetic import generate_monocular_subject, generate_subject
-root, ident, seed, frames, cams, res, dev = sys.argv[1:]
+root, ident, seed, frames, cams, res, dev = sys.argv[1:]  # cams: a count, or "mono" (the monocular preset)
 if cams == "mono":
     generate_monocular_subject(Path(root), identity=int(ident), frames=int(frames), resolution=int(res), seed=int(seed),
                                device=torch.device(dev))
@@ -73,12 +73,9 @@ else:
                      seed=int(seed), device=torch.device(dev))
 PY
 }
-CROSS=()
-if [ "$SCALE" = mono ]; then
-  gen $DATA/id0 0 0 $FR mono $RES $DEV > $O/gen_id0.log 2>&1; echo "gen id0 rc=$? at $(el) s" >> $O/times.txt
-  GEN=""
-else
-  gen $DATA/id0 0 0 $FR $CAMS $RES $DEV > $O/gen_id0.log 2>&1; echo "gen id0 rc=$? at $(el) s" >> $O/times.txt
+gen $DATA/id0 0 0 $FR $CAMS $RES $DEV > $O/gen_id0.log 2>&1; echo "gen id0 rc=$? at $(el) s" >> $O/times.txt
+CROSS=(); GEN=""
+if [ "$SCALE" = rig ]; then
   ( gen $DATA/id1 1 1 $DFR $CAMS $RES $DEV > $O/gen_id1.log 2>&1; echo "gen id1 rc=$? at $(el) s" >> $O/times.txt
     gen $DATA/id0_codes_of_id1 0 1 $DFR $CAMS $RES $DEV > $O/gen_cross.log 2>&1; echo "gen cross rc=$? at $(el) s" >> $O/times.txt ) &
   GEN=$!
