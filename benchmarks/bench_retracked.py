@@ -58,10 +58,14 @@ the same config and subject; evaluated on a file of the same `compact.store`, ch
 
 A full-scale subject's folder (80 MB) is more than a device call carries; tracking on the GPU host instead needs
 MediaPipe there: carry `mediapipe==0.10.14` (cp312 wheel) and `protobuf==4.25.9` with the other wheels (`pip download
---no-deps --python-version 3.12 --platform manylinux_2_17_x86_64 --only-binary=:all:`); its other dependencies are in
-the device image. Install those two into a folder of their own and put it on PYTHONPATH for `--track-only` alone:
-the old protobuf breaks the image's own imports when training (`google.protobuf.message` has no
-`FrozenInstanceError`), so train in a second step with `--reuse-tracking` and without that folder. Generation,
+--no-deps --python-version 3.12 --platform manylinux2014_x86_64 --only-binary=:all:`); its other dependencies are in
+the device image. Take protobuf's binary (`cp37-abi3`) wheel: the pure-Python one has no `google._upb` of its own and
+picks up the image's newer one, which fails (`google.protobuf.message` has no `FrozenInstanceError`). Install those
+two into a folder of their own and put it on PYTHONPATH for `--track-only` alone: the old protobuf breaks the image's
+own imports when training, so train in a second step with `--reuse-tracking` and without that folder. A monocular
+scale writes its video with imageio-ffmpeg (a wheel too). The three with gsplat pass a device call's 64 MiB only with
+the mediapipe wheel's pose, hand and palm models (`*.tflite` under `mediapipe/modules/{pose,hand,palm}_*` and
+`holistic_landmark`, which the tracker never loads) left out of the zip: 18 MB instead of 36. Generation,
 tracking, the re-tracked mesh head and two Gaussian heads side by side take about 500 s.
 """
 from __future__ import annotations
