@@ -190,3 +190,14 @@ def test_sphere_start_trains_on_the_gpu(tiny_monocular_subject, tmp_path):
                            "render.backend=auto")
     trainer, metrics = train(cfg)
     assert trainer.model.xyz.is_cuda and trainer.model.num_gaussians > 48 and metrics["test_frames_psnr"] > 5
+
+
+def test_a_start_at_max_points_is_warned_that_edits_never_insert(tiny_monocular_subject, tmp_path, caplog):
+    strategy = PointStrategy(PointsSection(every=300, max_points=100_000), seed=0)
+    assert strategy.start_warning(99_999) is None
+    assert "108482 Gaussians, not below points.max_points (100000)" in strategy.start_warning(108_482)
+
+    caplog.set_level("WARNING", logger="cgha.trainer.gaussian_head_trainer")
+    trainer, _ = train(monocular_config(tiny_monocular_subject, tmp_path, "points.max_points=48", "train.max_iters=5"))
+    assert "48 Gaussians, not below points.max_points (48)" in caplog.text and "never insert" in caplog.text
+    assert trainer.model.num_gaussians <= 48  # the edit at iteration 4 ran and inserted nothing

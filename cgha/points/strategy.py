@@ -48,6 +48,18 @@ class PointStrategy:
         return (cfg.editing and iteration > 0 and iteration % cfg.every == 0
                 and (cfg.stop_iter == 0 or iteration <= cfg.stop_iter))
 
+    def start_warning(self, num_gaussians: int) -> Optional[str]:
+        """A warning when a start of `num_gaussians` points leaves the configured edits nothing to insert (it is
+        not below `max_points`: every edit only deletes, e.g. a mesh-head start of ~108k points under
+        MonoGaussianAvatar's 100k), else None."""
+        cfg = self.cfg
+        if num_gaussians < cfg.max_points:
+            return None
+        return (f"points: the start has {num_gaussians} Gaussians, not below points.max_points ({cfg.max_points}): "
+                f"the edits every {cfg.every} iterations will only delete points (opacity < {cfg.prune_opacity} "
+                f"or farther than {cfg.region_radius}) and never insert; raise points.max_points to let them grow, "
+                f"or set points.every=0 for a fixed set")
+
     @torch.no_grad()
     def accumulate(self, model) -> None:
         """Add this step's positional gradient norms (one per Gaussian) to the statistics of the next edit."""

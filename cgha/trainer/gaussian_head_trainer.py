@@ -151,6 +151,9 @@ class GaussianHeadTrainer(Trainer):
                                   seed=cfg.train.seed, device=device)
         self.compaction = self._initial_compaction()
         self.points = PointStrategy(cfg.points, cfg.train.seed) if cfg.points.editing else None
+        start_warning = self.points.start_warning(self.model.num_gaussians) if self.points is not None else None
+        if start_warning:
+            log.warning(start_warning)
         # What reenactment needs to drive this avatar with anyone's motion (its own neutral pose and scale).
         self.subject_record = AvatarSubject.of(dataset.subject)
         self.subject_record.save(self.recorder.files.subject)
