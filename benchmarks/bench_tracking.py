@@ -65,7 +65,9 @@ VARIANTS = {"calibrated": {"calibration": "default", "oblique_view_deg": 0.0, "v
             "uncalibrated": {"calibration": None, "oblique_view_deg": 0.0, "view_calibration": "off"},
             "oblique": {"calibration": "default", "oblique_view_deg": 35.0, "view_calibration": "off"},
             "default": {}, "view_always": {"view_calibration": "always"}, "photometric": {"photometric": True},
-            "photometric_crop192": {"photometric": True, "photometric_config": PhotometricConfig(crop_px=192)}}
+            "photometric_crop192": {"photometric": True, "photometric_config": PhotometricConfig(crop_px=192)},
+            "photometric_expression": {"photometric": True,
+                                       "photometric_config": PhotometricConfig(refine_expression=True)}}
 
 
 # ------------------------------------------------------------------------------------------------------------
