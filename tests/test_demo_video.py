@@ -139,3 +139,32 @@ def test_too_few_tracked_frames_is_one_line_error(mono_frames, tmp_path):
     assert "\n" not in message
     assert "few.mp4: 24 frames found, a face found in 10; at least 20 tracked frames are needed" in message
     assert not (tmp_path / "data" / "video_few").exists()
+
+
+@needs_mediapipe
+def test_video_demo_starts_from_a_mesh_head_trained_on_the_video(mono_frames, tmp_path):
+    """`mesh_head=True`: a mesh head is trained on the tracked subject (the CPU's demo mesh head, shortened here) and
+    the Gaussian head starts from its points instead of the sphere; the summary and the re-run commands say so."""
+    from cgha.recorder.metrics_log import read_metrics
+    from cgha.video_demo import format_video_summary, run_video_demo
+
+    frames, fov = mono_frames
+    video = _write_video(frames, tmp_path / "clip.mp4")
+    mesh_overrides = ["train.max_iters=3", "train.epochs=0", "train.deform_prior_iters=20",
+                      f"recorder.checkpoint_path={tmp_path / 'checkpoints'}",
+                      f"recorder.result_path={tmp_path / 'results'}", f"recorder.logdir={tmp_path / 'meshlog'}"]
+    summary = run_video_demo(_options(tmp_path, video, fov, mesh_head=True, mesh_head_overrides=mesh_overrides,
+                                      estimate=False))
+
+    mesh = summary["mesh_head"]
+    assert Path(mesh["checkpoint"]).is_file() and mesh["config"].endswith("train_meshhead_synthetic_demo.yaml")
+    assert "dataset.num_sample_view=1" in mesh["overrides"] and f"dataset.resolution={AVATAR_RES}" in mesh["overrides"]
+    started = next(r for r in read_metrics(tmp_path / "log" / "metrics.jsonl") if "num_gaussians" in r)
+    sphere_count = 400  # config/train_gaussianhead_monocular_demo.yaml's points.sphere_count
+    assert started["iter"] == 1 and started["num_gaussians"] != sphere_count
+    assert math.isfinite(summary["held_out"]["test_frames"]["psnr"])
+    assert Path(summary["paths"]["compact_avatar"]).is_file() and "meshstart" in summary["paths"]["compact_avatar"]
+    commands = summary["commands"]
+    assert commands[1].startswith("python train_meshhead.py") and "points.init=model" in commands[2]
+    assert f"load_meshhead_checkpoint={mesh['checkpoint']}" in commands[2]
+    assert "the mesh head of" in format_video_summary(summary)

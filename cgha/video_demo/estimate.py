@@ -76,9 +76,10 @@ def scheduled_point_counts(points: PointsSection, start: int, iterations: int) -
 
 
 def _probe_config(cfg: TrainConfig, count: int, folder: str) -> TrainConfig:
-    """`cfg` with `count` sphere points, no edits, no compaction, no resume, outputs under `folder`."""
+    """`cfg` with `count` sphere points (a step's cost depends on the count, not on where the points start), no
+    edits, no compaction, no resume, outputs under `folder`."""
     probe = config_from_dict(TrainConfig, config_to_dict(cfg), source="training-time probe")
-    probe.points.sphere_count, probe.points.every = count, 0
+    probe.points.init, probe.points.sphere_count, probe.points.every = "sphere", count, 0
     probe.compact.enable, probe.train.resume, probe.train.eval_every = False, False, 0
     probe.dataset.num_workers = 0
     probe.recorder.name, probe.recorder.checkpoint_path = "probe", folder
@@ -113,13 +114,14 @@ def _time_steps(cfg: TrainConfig, device: torch.device, dataset: GaussianDataset
 
 
 def estimate_training(cfg: TrainConfig, device: torch.device, render_frames: int) -> TrainingEstimate:
-    """Probe `cfg` (a sphere-initialised config, `train.max_iters` set) on `device`; `render_frames`: frames that
-    evaluation and reenactment will render after training."""
+    """Probe `cfg` (`train.max_iters` set; a sphere start, or a model's own start such as a trained mesh head's
+    points) on `device`; `render_frames`: frames that evaluation and reenactment will render after training."""
     begin = time.perf_counter()
     iterations = cfg.train.max_iters
-    counts = scheduled_point_counts(cfg.points, cfg.points.sphere_count, iterations)
-    probes = sorted({int(counts[0]), int(counts.max())})
     cls, model_cfg = model_config(cfg)
+    start = cfg.points.sphere_count if cfg.points.init == "sphere" else cls.initialise(cfg, device).num_gaussians
+    counts = scheduled_point_counts(cfg.points, start, iterations)
+    probes = sorted({int(counts[0]), int(counts.max())})
     exp_dim, exp_dim_key = cls.config_expression_dim(model_cfg)
     dataset = GaussianDataset(cfg.dataset, split="train", expected_exp_dim=exp_dim, exp_dim_key=exp_dim_key)
     step_seconds: Dict[int, float] = {}
