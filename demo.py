@@ -4,10 +4,10 @@ Without --video: generates two synthetic identities (if absent), trains the mesh
 codebook compaction on identity 0, evaluates the compact avatar on held-out cameras and frames, and renders
 identity 0 driven by identity 1's expressions as a free-view video.
 
-With --video: tracks the video's face (cgha.tracking), trains a monocular Gaussian head from a sphere of points
-with point insertion/deletion and compaction, evaluates it on the last 15 % of the frames (held out), and renders it
-with the video's own expressions and with the synthetic identity 1's (docs/monocular.md). Needs the tracker's
-MediaPipe (README, docs/tracking.md).
+With --video: tracks the video's face (cgha.tracking), trains a mesh head on it and a monocular Gaussian head from
+the mesh head's points with point insertion/deletion and compaction, evaluates it on the last 15 % of the frames
+(held out), and renders it with the video's own expressions and with the synthetic identity 1's (docs/monocular.md).
+Needs the tracker's MediaPipe (README, docs/tracking.md).
 
 Both print one summary table and the output paths.
 
@@ -15,7 +15,7 @@ Both print one summary table and the output paths.
     python demo.py --device cuda          # GPU: the full schedule (config/*_synthetic.yaml), better quality
     python demo.py --video my.mp4         # CPU: config/train_gaussianhead_monocular_demo.yaml (says how long first)
     python demo.py --video my.mp4 --device cuda   # GPU: config/train_gaussianhead_monocular.yaml
-    python demo.py --video my.mp4 --device cuda --mesh-head   # GPU, starting from a mesh head of the video
+    python demo.py --video my.mp4 --start sphere  # MonoGaussianAvatar's sphere start instead of a mesh head
 
 Re-running continues an interrupted demo; delete checkpoints/, log/ and results/ runs to start over.
 """
@@ -52,13 +52,13 @@ def main() -> None:
                        help="camera field of view across the longer side of the frame, degrees (default 65; a "
                             "35 mm-equivalent focal length f gives 2*atan(18/f))")
     video.add_argument("--max-frames", type=int_at_least(1), default=None, help="track at most this many frames")
-    video.add_argument("--mesh-head", action="store_true",
-                       help="train a mesh head on the tracked video first and start the avatar from it instead of a "
-                            "sphere of points: about 2 dB better on held-out frames and new views, 92 s more on an "
-                            "H100 (docs/points.md); slow on a CPU")
+    video.add_argument("--start", choices=("mesh-head", "sphere"), default="mesh-head",
+                       help="where the avatar's points start: mesh-head (default; a mesh head is trained on the "
+                            "tracked video first, about 90 s on 2 CPU cores or an H100) or sphere "
+                            "(MonoGaussianAvatar's start, no mesh head; 1.5-3 dB worse, docs/points.md)")
     args = parser.parse_args()
-    if args.video is None and (args.out or args.fov is not None or args.max_frames or args.mesh_head):
-        parser.error("--out, --fov, --max-frames and --mesh-head belong to --video")
+    if args.video is None and (args.out or args.fov is not None or args.max_frames or args.start != "mesh-head"):
+        parser.error("--out, --fov, --max-frames and --start belong to --video")
     if args.video is not None and args.scale:
         parser.error("--scale belongs to the synthetic demo; with --video the device picks the config")
     setup_logging()
@@ -71,7 +71,8 @@ def main() -> None:
         from cgha.video_demo import VideoDemoOptions, format_video_summary, run_video_demo
 
         summary = run_video_demo(VideoDemoOptions(video_path, device, out=out, fov_deg=args.fov,
-                                                  max_frames=args.max_frames, mesh_head=args.mesh_head))
+                                                  max_frames=args.max_frames,
+                                                  mesh_head=args.start == "mesh-head"))
         print(format_video_summary(summary))
         return
     scale = SCALES[args.scale or default_scale(device)]

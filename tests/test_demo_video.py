@@ -77,7 +77,8 @@ def test_video_demo_end_to_end(mono_frames, tmp_path):
 
     frames, fov = mono_frames
     video = _write_video(frames, tmp_path / "my clip.mp4")
-    summary = run_video_demo(_options(tmp_path, video, fov))
+    # The sphere start (MonoGaussianAvatar's); the default mesh-head start is the next test's.
+    summary = run_video_demo(_options(tmp_path, video, fov, mesh_head=False))
 
     track = summary["tracking"]
     assert track["frames_found"] == VIDEO_FRAMES and track["frames_tracked"] >= 20 and not track["reused"]
@@ -97,7 +98,7 @@ def test_video_demo_end_to_end(mono_frames, tmp_path):
 
     # Tracking again from the same file with the same arguments reuses the folder (a second demo run would then
     # resume the finished training); a folder the demo did not track is never overwritten.
-    options = _options(tmp_path, video, fov)
+    options = _options(tmp_path, video, fov, mesh_head=False)
     info = inspect_video(video)
     subject = Path(summary["paths"]["subject"])
     again = track_or_reuse(info, subject, AVATAR_RES, fov, None, "cpu", options.track_options)
@@ -143,18 +144,19 @@ def test_too_few_tracked_frames_is_one_line_error(mono_frames, tmp_path):
 
 @needs_mediapipe
 def test_video_demo_starts_from_a_mesh_head_trained_on_the_video(mono_frames, tmp_path):
-    """`mesh_head=True`: a mesh head is trained on the tracked subject (the CPU's demo mesh head, shortened here) and
+    """The default (`mesh_head=True`): a mesh head is trained on the tracked subject (the CPU's demo mesh head, shortened here) and
     the Gaussian head starts from its points instead of the sphere; the summary and the re-run commands say so."""
     from cgha.recorder.metrics_log import read_metrics
     from cgha.video_demo import format_video_summary, run_video_demo
 
     frames, fov = mono_frames
     video = _write_video(frames, tmp_path / "clip.mp4")
-    mesh_overrides = ["train.max_iters=3", "train.epochs=0", "train.deform_prior_iters=20",
+    mesh_overrides = ["train.max_iters=3", "train.epochs=0", "train.deform_prior_iters=0",
+                      "train.loss_weights.expression_prior=0", "meshheadmodule.tet_resolution=24",
+                      "train.pretrain_sphere_iters=150", "dataset.resolution=32",
                       f"recorder.checkpoint_path={tmp_path / 'checkpoints'}",
                       f"recorder.result_path={tmp_path / 'results'}", f"recorder.logdir={tmp_path / 'meshlog'}"]
-    summary = run_video_demo(_options(tmp_path, video, fov, mesh_head=True, mesh_head_overrides=mesh_overrides,
-                                      estimate=False))
+    summary = run_video_demo(_options(tmp_path, video, fov, mesh_head_overrides=mesh_overrides, estimate=False))
 
     mesh = summary["mesh_head"]
     assert Path(mesh["checkpoint"]).is_file() and mesh["config"].endswith("train_meshhead_synthetic_demo.yaml")

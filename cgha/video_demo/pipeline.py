@@ -1,9 +1,9 @@
 """`python demo.py --video my.mp4`: a compact monocular avatar from one video, end to end (issue 18).
 
 Stages: track the video into a subject folder (cgha.tracking, in process; reused when already tracked with the same
-arguments) -> [with `mesh_head`: train a mesh head on the tracked subject, config/train_meshhead_monocular.yaml on a
-GPU, the demo mesh head on the CPU] -> train the monocular Gaussian head from a sphere of points (or the mesh head's
-points) with scheduled insertion/deletion and compaction (config/train_gaussianhead_monocular_demo.yaml on the CPU, config/train_gaussianhead_monocular.yaml on
+arguments) -> train a mesh head on the tracked subject (config/train_meshhead_monocular.yaml on a GPU, the demo mesh
+head on the CPU; skipped with `mesh_head=False`) -> train the monocular Gaussian head from the mesh head's points (or
+from MonoGaussianAvatar's sphere of points) with scheduled insertion/deletion and compaction (config/train_gaussianhead_monocular_demo.yaml on the CPU, config/train_gaussianhead_monocular.yaml on
 a GPU) -> evaluate the compact avatar on the held-out frames (the last 15 % of the tracked frames) -> reenact it with
 the video's own expressions and poses, and with the synthetic identity 1's (relative head motion) -> one summary.
 
@@ -61,8 +61,10 @@ class VideoDemoOptions:
             schedule with them; not a command-line option).
         track_options: extra cgha.tracking TrackOptions fields (tests: a smaller face model).
         estimate: time a few training steps first and log how long training will take.
-        mesh_head: train a mesh head on the tracked subject first and start the Gaussian head from it (measured on
-            the synthetic video: +2 dB on held-out frames and the novel view for 92 s on an H100, docs/points.md).
+        mesh_head: train a mesh head on the tracked subject first and start the Gaussian head from it (the
+            default); False: MonoGaussianAvatar's sphere start. Measured on the synthetic videos, docs/points.md:
+            the mesh-head start is 1.5-3 dB better on held-out frames and new views, for 90 s of mesh head on 2
+            CPU cores (demo) or an H100 (full scale).
         mesh_head_overrides: extra `key=value` overrides of the mesh head's config, applied last (tests).
     """
     video: Path
@@ -78,7 +80,7 @@ class VideoDemoOptions:
     train_overrides: Sequence[str] = ()
     track_options: Dict[str, Any] = field(default_factory=dict)
     estimate: bool = True
-    mesh_head: bool = False
+    mesh_head: bool = True
     mesh_head_overrides: Sequence[str] = ()
 
 
