@@ -161,6 +161,7 @@ def test_video_demo_starts_from_a_mesh_head_trained_on_the_video(mono_frames, tm
     mesh = summary["mesh_head"]
     assert Path(mesh["checkpoint"]).is_file() and mesh["config"].endswith("train_meshhead_synthetic_demo.yaml")
     assert "dataset.num_sample_view=1" in mesh["overrides"] and f"dataset.resolution={AVATAR_RES}" in mesh["overrides"]
+    assert "train.max_iters=540" in mesh["overrides"]  # the demo mesh head's length, whatever the video's
     started = next(r for r in read_metrics(tmp_path / "log" / "metrics.jsonl") if "num_gaussians" in r)
     sphere_count = 400  # config/train_gaussianhead_monocular_demo.yaml's points.sphere_count
     assert started["iter"] == 1 and started["num_gaussians"] != sphere_count

@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 CONFIG_FILES = {"cpu": "train_gaussianhead_monocular_demo.yaml", "cuda": "train_gaussianhead_monocular.yaml"}
 # The mesh heads whose networks those Gaussian-head configs' meshheadmodule sections read.
 MESH_HEAD_CONFIG_FILES = {"cpu": "train_meshhead_synthetic_demo.yaml", "cuda": "train_meshhead_monocular.yaml"}
+# The mesh head's length when its config counts epochs (the CPU's): 10 epochs of the 54 training frames of the
+# monocular demo video, 90 s on 2 cores (docs/monocular.md). In iterations, so a long video does not lengthen it.
+MESH_HEAD_ITERATIONS = 540
 DRIVER_IDENTITY = 1  # the synthetic demo's driver; its seed is its identity, as there
 DRIVER_FRAMES = {"cpu": 40, "cuda": 120}
 STRIP_FRAMES = 4
@@ -127,9 +130,11 @@ def _mesh_head_config(options: VideoDemoOptions, subject: TrackedSubject) -> Tup
     config_file = options.config_dir / MESH_HEAD_CONFIG_FILES[options.device.type]
     base = load_config(TrainConfig, config_file, [f"device={options.device}"], stage="meshhead")
     name = f"video_{safe_name(options.video.stem)}_meshhead"
+    iterations = base.train.max_iters if base.train.max_iters > 0 else MESH_HEAD_ITERATIONS
     overrides = [*_subject_overrides(options, subject, name),
                  f"dataset.resolution={min(base.dataset.resolution, subject.resolution)}",
-                 "dataset.num_sample_view=1", *options.mesh_head_overrides]
+                 "dataset.num_sample_view=1", "train.epochs=0", f"train.max_iters={iterations}",
+                 *options.mesh_head_overrides]
     return config_file, load_config(TrainConfig, config_file, overrides, stage="meshhead"), overrides
 
 
