@@ -94,7 +94,8 @@ fi
 LEFT=$(( LIMIT - $(el) - 20 ))
 [ -n "$PTQ" ] && LEFT_ABL=$(( LEFT - PTQ_S )) || LEFT_ABL=$LEFT
 timeout $LEFT_ABL python3 benchmarks/bench_ablation.py --config config/train_gaussianhead$SUF.yaml --seeds 0 1 2 \
-  "${VARIANTS[@]}" --runs $RUNS "${CROSS[@]}" --sheet 5 --parallel $PARALLEL --deadline $(( LEFT_ABL - RUNTIME )) --work /tmp/abl --out $O/ablation.json \
+  "${VARIANTS[@]}" --runs $RUNS "${CROSS[@]}" --sheet 5 --parallel $PARALLEL --deadline $(( LEFT_ABL - RUNTIME )) \
+  --work /tmp/abl --out $O/ablation.json \
   device=$DEV "${EXTRA[@]}" > $O/ablation.log 2>&1
 echo "ablation rc=$? at $(el) s" >> $O/times.txt
 if [ -n "$PTQ" ]; then

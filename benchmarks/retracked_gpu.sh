@@ -4,10 +4,10 @@
 # only: their protobuf breaks the training imports), then trains the truth and the re-tracked subject side by side.
 #   OUT=DIR WHEELS=.whl MEDIAPIPE_WHEELS=.whlmono [SCALE=mono_full] [SEEDS="0"] [PARALLEL=2] [LIMIT=585] \
 #       [DEVICE=cuda] bash benchmarks/retracked_gpu.sh [--photometric] [bench_retracked options and overrides ...]
-# WHEELS holds gsplat, omegaconf and (monocular: the video is written with it) imageio-ffmpeg, MEDIAPIPE_WHEELS mediapipe==0.10.14 (cp312) and protobuf==4.25.9 (how to get
-# them: bench_retracked.py's docstring); either unset: that part is taken as installed (a CPU check of this script:
-# DEVICE=cpu SCALE=mono_demo ... train.max_iters=20). Comes back under $OUT: track_only.json, the report
-# (retracked.json), logs.
+# WHEELS holds gsplat, omegaconf and (monocular: the video is written with it) imageio-ffmpeg, MEDIAPIPE_WHEELS
+# mediapipe==0.10.14 (cp312) and protobuf==4.25.9 (how to get them: bench_retracked.py's docstring); either unset:
+# that part is taken as installed (a CPU check of this script: DEVICE=cpu SCALE=mono_demo ... train.max_iters=20).
+# Comes back under $OUT: track_only.json, the report (retracked.json), logs.
 set -uo pipefail
 SCALE=${SCALE:-mono_full}; SEEDS=${SEEDS:-0}; PARALLEL=${PARALLEL:-2}; LIMIT=${LIMIT:-585}; DEVICE=${DEVICE:-cuda}
 S=$(date +%s); left() { echo $(( LIMIT - $(date +%s) + S )); }

@@ -144,8 +144,9 @@ def test_too_few_tracked_frames_is_one_line_error(mono_frames, tmp_path):
 
 @needs_mediapipe
 def test_video_demo_starts_from_a_mesh_head_trained_on_the_video(mono_frames, tmp_path):
-    """The default (`mesh_head=True`): a mesh head is trained on the tracked subject (the CPU's demo mesh head, shortened here) and
-    the Gaussian head starts from its points instead of the sphere; the summary and the re-run commands say so."""
+    """The default (`mesh_head=True`): a mesh head is trained on the tracked subject (the CPU's demo mesh head,
+    shortened here) and the Gaussian head starts from its points instead of the sphere; the summary and the re-run
+    commands say so."""
     from cgha.recorder.metrics_log import read_metrics
     from cgha.video_demo import format_video_summary, run_video_demo
 

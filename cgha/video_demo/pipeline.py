@@ -3,8 +3,9 @@
 Stages: track the video into a subject folder (cgha.tracking, in process; reused when already tracked with the same
 arguments) -> train a mesh head on the tracked subject (config/train_meshhead_monocular.yaml on a GPU, the demo mesh
 head on the CPU; skipped with `mesh_head=False`) -> train the monocular Gaussian head from the mesh head's points (or
-from MonoGaussianAvatar's sphere of points) with scheduled insertion/deletion and compaction (config/train_gaussianhead_monocular_demo.yaml on the CPU, config/train_gaussianhead_monocular.yaml on
-a GPU) -> evaluate the compact avatar on the held-out frames (the last 15 % of the tracked frames) -> reenact it with
+from MonoGaussianAvatar's sphere of points) with scheduled insertion/deletion and compaction
+(config/train_gaussianhead_monocular_demo.yaml on the CPU, config/train_gaussianhead_monocular.yaml on a GPU) ->
+evaluate the compact avatar on the held-out frames (the last 15 % of the tracked frames) -> reenact it with
 the video's own expressions and poses, and with the synthetic identity 1's (relative head motion) -> one summary.
 
 Every stage reads the shipped config with only the paths, resolution, device and length overridden, and the summary
@@ -233,14 +234,15 @@ def run_video_demo(options: VideoDemoOptions) -> Dict[str, Any]:
                                                            str(device), options.track_options))
     out_dir.mkdir(parents=True, exist_ok=True)
     mesh: Optional[Dict[str, Any]] = None
+    mesh_checkpoint: Optional[Path] = None
     if options.mesh_head:
         mesh_file, mesh_cfg, mesh_overrides = _mesh_head_config(options, subject)
         log.info("stage %d/%d: mesh head on the tracked subject (%s)", next(stage), stages, mesh_file)
         mesh_metrics, times["mesh_head"] = timed(lambda: train_mesh_head(mesh_cfg, device))
-        mesh = {"config": str(mesh_file), "checkpoint": str(RunFiles.of(mesh_cfg).checkpoint("meshhead")),
-                "held_out": mesh_metrics, "overrides": mesh_overrides}
-    cfg, overrides = _train_config(options, config_file, subject,
-                                   Path(mesh["checkpoint"]) if mesh is not None else None)
+        mesh_checkpoint = RunFiles.of(mesh_cfg).checkpoint("meshhead")
+        mesh = {"config": str(mesh_file), "checkpoint": str(mesh_checkpoint), "held_out": mesh_metrics,
+                "overrides": mesh_overrides}
+    cfg, overrides = _train_config(options, config_file, subject, mesh_checkpoint)
     driver_frames = options.driver_frames or DRIVER_FRAMES[device.type]
 
     estimate: Optional[TrainingEstimate] = None
