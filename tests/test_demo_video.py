@@ -172,3 +172,17 @@ def test_video_demo_starts_from_a_mesh_head_trained_on_the_video(mono_frames, tm
     assert commands[1].startswith("python train_meshhead.py") and "points.init=model" in commands[2]
     assert f"load_meshhead_checkpoint={mesh['checkpoint']}" in commands[2]
     assert "the mesh head of" in format_video_summary(summary)
+
+    # A start not below points.max_points could only delete points: the demo makes the points a fixed set (an
+    # explicit points.every of the user's still wins, as TINY_SCHEDULE's did above).
+    from cgha.video_demo.pipeline import CONFIG_FILES, _train_config
+    from cgha.video_demo.track import _read_subject
+
+    subject = _read_subject(Path(summary["paths"]["subject"]), reused=True)
+    options = _options(tmp_path, video, fov)
+    schedule = [o for o in options.train_overrides if not o.startswith(("points.every=", "points.stop_iter="))]
+    config_file = ROOT / "config" / CONFIG_FILES["cpu"]
+    for max_points, fixed in ((started["num_gaussians"], True), (started["num_gaussians"] + 1, False)):
+        options.train_overrides = [*schedule, f"points.max_points={max_points}"]
+        cfg, overrides = _train_config(options, config_file, subject, Path(mesh["checkpoint"]))
+        assert cfg.points.editing is not fixed and ("points.every=0" in overrides) is fixed

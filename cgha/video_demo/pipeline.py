@@ -24,6 +24,7 @@ import torch
 
 from cgha.apps.evaluation import evaluate_avatar
 from cgha.apps.reenactment import Reenactment
+from cgha.avatar.model import model_config
 from cgha.config import ReenactConfig, TrainConfig, load_config, save_config
 from cgha.demo import evaluation_overrides, format_minutes, format_rows, split_summary, timed, write_strip
 from cgha.errors import ConfigError, DataError
@@ -148,10 +149,13 @@ def _train_config(options: VideoDemoOptions, config_file: Path, subject: Tracked
     if mesh_head is not None:
         name += "_meshstart"
     start = ["points.init=model", f"load_meshhead_checkpoint={mesh_head}"] if mesh_head is not None else []
-    overrides = [*_subject_overrides(options, subject, name), f"dataset.resolution={subject.resolution}",
-                 "train.epochs=0", f"train.max_iters={training_iterations(base, len(subject.train_frames))}",
-                 *start, *options.train_overrides]
+    common = [*_subject_overrides(options, subject, name), f"dataset.resolution={subject.resolution}",
+              "train.epochs=0", f"train.max_iters={training_iterations(base, len(subject.train_frames))}", *start]
+    overrides = [*common, *options.train_overrides]
     cfg = load_config(TrainConfig, config_file, overrides, stage="gaussianhead")
+    if mesh_head is not None and _start_fills_max_points(cfg, options.device):
+        overrides = [*common, "points.every=0", *options.train_overrides]
+        cfg = load_config(TrainConfig, config_file, overrides, stage="gaussianhead")
     expected = "model" if mesh_head is not None else "sphere"
     if cfg.points.init != expected:
         start_text = "starts from its mesh head" if mesh_head is not None else "trains without a mesh head"
@@ -163,6 +167,21 @@ def _train_config(options: VideoDemoOptions, config_file: Path, subject: Tracked
         raise ConfigError(f"{config_file}: compact.start_iter {cfg.compact.start_iter} is not before the end of "
                           f"training (iteration {cfg.train.max_iters}): compaction would never start")
     return cfg, overrides
+
+
+def _start_fills_max_points(cfg: TrainConfig, device: torch.device) -> bool:
+    """Whether the run's point edits could only delete: its start (the mesh head's points) is not below
+    points.max_points. On the synthetic videos such edits deleted nothing (docs/points.md: the same numbers as no
+    edits), so the demo trains the mesh head's points as a fixed set, as GHA does, rather than run edits that the
+    trainer warns about."""
+    if not cfg.points.editing:
+        return False
+    start = model_config(cfg)[0].initialise(cfg, device).num_gaussians
+    if start < cfg.points.max_points:
+        return False
+    log.info("the mesh head gives %d points, not below points.max_points (%d): the points are a fixed set "
+             "(points.every=0)", start, cfg.points.max_points)
+    return True
 
 
 def _reenact_configs(options: VideoDemoOptions, cfg: TrainConfig, subject: TrackedSubject, driver: Path,
@@ -243,6 +262,8 @@ def run_video_demo(options: VideoDemoOptions) -> Dict[str, Any]:
         mesh = {"config": str(mesh_file), "checkpoint": str(mesh_checkpoint), "held_out": mesh_metrics,
                 "overrides": mesh_overrides}
     cfg, overrides = _train_config(options, config_file, subject, mesh_checkpoint)
+    if mesh is not None:
+        mesh["points"] = "edited" if cfg.points.editing else "fixed"
     driver_frames = options.driver_frames or DRIVER_FRAMES[device.type]
 
     estimate: Optional[TrainingEstimate] = None
@@ -330,8 +351,10 @@ def format_video_summary(summary: Dict[str, Any]) -> str:
                    f"{track['held_out_fraction']:.0%}); {summary['iterations']} iterations of {summary['config']}"),
     ]
     if summary.get("mesh_head"):
-        rows.append(("start", f"the mesh head of {summary['mesh_head']['config']} trained on the video "
-                              f"({summary['mesh_head']['checkpoint']})"))
+        mesh = summary["mesh_head"]
+        fixed = "; its points a fixed set (as many as points.max_points)" if mesh.get("points") == "fixed" else ""
+        rows.append(("start", f"the mesh head of {mesh['config']} trained on the video ({mesh['checkpoint']})"
+                              f"{fixed}"))
     held = summary["held_out"]["test_frames"]
     mouth = f", mouth PSNR {held['psnr_mouth']:.2f}" if held.get("psnr_mouth") is not None else ""
     rows.append(("held-out frames", f"PSNR {held['psnr']:.2f} dB, SSIM {held['ssim']:.4f} (masked PSNR "
