@@ -56,9 +56,13 @@ def main() -> None:
                        help="where the avatar's points start: mesh-head (default; a mesh head is trained on the "
                             "tracked video first, about 90 s on 2 CPU cores or an H100) or sphere "
                             "(MonoGaussianAvatar's start, no mesh head; 1.5-3 dB worse, docs/points.md)")
+    video.add_argument("--photometric", action="store_true",
+                       help="refine the tracked head poses photometrically (track.py --photometric: seconds on a GPU, "
+                            "minutes on a CPU; docs/tracking.md)")
     args = parser.parse_args()
-    if args.video is None and (args.out or args.fov is not None or args.max_frames or args.start != "mesh-head"):
-        parser.error("--out, --fov, --max-frames and --start belong to --video")
+    if args.video is None and (args.out or args.fov is not None or args.max_frames or args.start != "mesh-head"
+                               or args.photometric):
+        parser.error("--out, --fov, --max-frames, --start and --photometric belong to --video")
     if args.video is not None and args.scale:
         parser.error("--scale belongs to the synthetic demo; with --video the device picks the config")
     setup_logging()
@@ -72,7 +76,8 @@ def main() -> None:
 
         summary = run_video_demo(VideoDemoOptions(video_path, device, out=out, fov_deg=args.fov,
                                                   max_frames=args.max_frames,
-                                                  mesh_head=args.start == "mesh-head"))
+                                                  mesh_head=args.start == "mesh-head",
+                                                  photometric=args.photometric))
         print(format_video_summary(summary))
         return
     scale = SCALES[args.scale or default_scale(device)]

@@ -1,6 +1,8 @@
 """GraphedForward (cgha/utils/cuda_graphs.py): argument checks everywhere, graph replays against eager on CUDA."""
 from __future__ import annotations
 
+import threading
+
 import pytest
 import torch
 from torch import nn
@@ -28,6 +30,62 @@ def test_unknown_parameters_and_cpu_inputs_are_errors():
     graphed = GraphedForward(module, ["linear.weight", "linear.bias"])
     with pytest.raises(ValueError, match="CUDA tensor"):
         graphed(torch.zeros(3, 8), {"gain": torch.ones(3, 1)})
+
+
+def test_captures_run_in_thread_local_error_mode(monkeypatch):
+    """The capture error mode that make_graphed_callables' graphs get (the real capture needs CUDA: below), and
+    torch.cuda.graph is itself again afterwards."""
+    original = torch.cuda.graph
+    seen = {}
+
+    def fake_make_graphed_callables(callable_, sample_args, **options):
+        # As torch does inside: construct torch.cuda.graph contexts (a stand-in stream: no CUDA here).
+        mode = {k: v for k, v in options.items() if k == "capture_error_mode"}  # torch versions that take it
+        graph = torch.cuda.graph(object(), stream=object(), **mode)
+        seen["mode"] = graph.capture_error_mode
+        return callable_
+
+    monkeypatch.setattr(torch.cuda, "make_graphed_callables", fake_make_graphed_callables)
+    module = Scaled()
+    graphed = GraphedForward(module, ["linear.weight", "linear.bias"])
+    graphed._capture((torch.zeros(3, 8), {"gain": torch.ones(3, 1)}), tuple(module.parameters()))
+    assert seen["mode"] == "thread_local" and torch.cuda.graph is original
+
+
+def pin_and_query_until(stop: threading.Event, errors: list) -> None:
+    """What a DataLoader's pin-memory thread does while it stages batches: allocate pinned host memory
+    (cudaHostAlloc) and query CUDA events, over and over."""
+    event = torch.cuda.Event()
+    event.record(torch.cuda.Stream())
+    pinned = []
+    try:
+        while not stop.is_set():
+            pinned.append(torch.empty(1 << 16, dtype=torch.uint8).pin_memory())
+            event.query()
+            if len(pinned) >= 4096:
+                pinned.clear()
+    except Exception as error:  # noqa: BLE001 - the test reports it
+        errors.append(error)
+
+
+@pytest.mark.cuda
+def test_capture_survives_another_thread_pinning_memory():
+    """Another thread's CUDA calls during a capture (the pin-memory thread's) invalidate it in CUDA's default
+    "global" error mode; GraphedForward captures in "thread_local" mode, so training's captures survive them."""
+    module = Scaled().cuda()
+    stop, errors = threading.Event(), []
+    thread = threading.Thread(target=pin_and_query_until, args=(stop, errors), daemon=True)
+    thread.start()
+    try:
+        for batch in (16, 17, 18):  # three captures while the thread runs
+            graphed = GraphedForward(module, ["linear.weight", "linear.bias"])
+            out = graphed(torch.randn(batch, 8, device="cuda"), {"gain": torch.ones(batch, 1, device="cuda")})
+            out["y"].sum().backward()
+        assert thread.is_alive()
+    finally:
+        stop.set()
+        thread.join()
+    assert not errors
 
 
 @pytest.mark.cuda

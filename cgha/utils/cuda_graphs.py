@@ -12,15 +12,24 @@ randomness, no data-dependent shapes. Parameters are passed to the graph as inpu
 after capture (`.to()`, `load_state_dict` with assign) is copied into the captured storage rather than ignored;
 buffers are read in place and must stay where they were.
 
+Captures run in CUDA's "thread_local" error mode: in the default "global" mode a CUDA call from any other thread
+invalidates the capture, and the DataLoader's pin-memory thread makes such calls (`cudaHostAlloc`, event queries)
+while it stages the next batches. A capture failed so on an H100 (2026-12-08: `cudaErrorStreamCaptureInvalidated` at
+the first Gaussian-head capture of `demo.py --video --device cuda`, as the loader's workers delivered their first
+batches; the same run in a new process captured), the race that vLLM and others fixed the same way. The other
+threads' calls touch only their own host buffers, so nothing of theirs belongs in the graph.
+
 Gradients come back as views of the graph's static gradient buffers (that is how `make_graphed_callables`
 returns them): zero gradients with `zero_grad(set_to_none=True)` (PyTorch's default) between steps, and do not
 accumulate gradients over two backward passes of the same graph.
 """
 from __future__ import annotations
 
+import inspect
 import logging
 from collections import OrderedDict
-from typing import Any, Callable, Sequence, Tuple
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -42,6 +51,34 @@ def replays(graphed: "GraphedForward | None", example: torch.Tensor) -> bool:
     """Whether a call of `graphed`'s module should replay its graphs: they are enabled, the module is in training
     mode, autograd is recording and the inputs (`example`) are on CUDA. Evaluation and CPU calls run eagerly."""
     return graphed is not None and graphed.module.training and torch.is_grad_enabled() and example.is_cuda
+
+
+class _ThreadLocalCapture(torch.cuda.graph):
+    """`torch.cuda.graph` in the "thread_local" capture error mode (see the module docstring)."""
+
+    def __init__(self, cuda_graph: Any, pool: Any = None, stream: Any = None, **options: Any) -> None:
+        super().__init__(cuda_graph, pool=pool, stream=stream, **{**options, "capture_error_mode": "thread_local"})
+
+
+# torch.cuda.make_graphed_callables takes the mode in versions that have the argument; before that it constructs
+# `torch.cuda.graph` itself, which is then swapped for _ThreadLocalCapture while it runs.
+_TAKES_ERROR_MODE = "capture_error_mode" in inspect.signature(torch.cuda.make_graphed_callables).parameters
+
+
+@contextmanager
+def thread_local_capture() -> Iterator[dict]:
+    """Context in which `torch.cuda.make_graphed_callables(..., **options)` captures in the "thread_local" error
+    mode; yields the keyword options to pass it. Captures run on one thread at a time (a CUDA graph rule), so
+    swapping the module attribute for the duration is safe."""
+    if _TAKES_ERROR_MODE:
+        yield {"capture_error_mode": "thread_local"}
+        return
+    original = torch.cuda.graph
+    torch.cuda.graph = _ThreadLocalCapture
+    try:
+        yield {}
+    finally:
+        torch.cuda.graph = original
 
 
 class _BoundMethod(nn.Module):
@@ -132,8 +169,10 @@ class GraphedForward:
         # are the exception: they are the same tensors on every call, so they are shared and never copied.
         sample_args = tree_map(lambda tensor: tensor.detach().clone().requires_grad_(tensor.requires_grad), args)
         sample_parameters = tuple(p.detach().requires_grad_(p.requires_grad) for p in parameters)
-        graphed = torch.cuda.make_graphed_callables(call_with, (*sample_args, sample_parameters),
-                                                    num_warmup_iters=self.warmup_iters, allow_unused_input=True)
+        with thread_local_capture() as options:
+            graphed = torch.cuda.make_graphed_callables(call_with, (*sample_args, sample_parameters),
+                                                        num_warmup_iters=self.warmup_iters, allow_unused_input=True,
+                                                        **options)
         self.captures += 1
         shapes = ", ".join("x".join(map(str, leaf.shape)) for leaf in arg_tree_leaves(*args))
         log.info("captured CUDA graphs of %s.%s (capture %d) for inputs %s", type(self.module).__name__,

@@ -65,6 +65,8 @@ class VideoDemoOptions:
         train_overrides: extra `key=value` overrides of the training config, applied last (tests shorten the
             schedule with them; not a command-line option).
         track_options: extra cgha.tracking TrackOptions fields (tests: a smaller face model).
+        photometric: refine the tracked head poses photometrically (the tracker's `--photometric`; seconds on a GPU,
+            minutes on a CPU; docs/tracking.md). Off by default: its effect on the demo's avatar is not measured yet.
         estimate: time a few training steps first and log how long training will take.
         mesh_head: train a mesh head on the tracked subject first and start the Gaussian head from it (the
             default); False: MonoGaussianAvatar's sphere start. Measured on the synthetic videos, docs/points.md:
@@ -84,6 +86,7 @@ class VideoDemoOptions:
     driver_frames: Optional[int] = None
     train_overrides: Sequence[str] = ()
     track_options: Dict[str, Any] = field(default_factory=dict)
+    photometric: bool = False
     estimate: bool = True
     mesh_head: bool = True
     mesh_head_overrides: Sequence[str] = ()
@@ -169,6 +172,12 @@ def _train_config(options: VideoDemoOptions, config_file: Path, subject: Tracked
     return cfg, overrides
 
 
+def _tracking_extras(options: VideoDemoOptions) -> Dict[str, Any]:
+    """TrackOptions fields beyond the demo's own: `photometric` only when on, so a subject tracked before the option
+    existed keeps matching its reuse record."""
+    return {**({"photometric": True} if options.photometric else {}), **options.track_options}
+
+
 def _start_fills_max_points(cfg: TrainConfig, device: torch.device) -> bool:
     """Whether the run's point edits could only delete: its start (the mesh head's points) is not below
     points.max_points. On the synthetic videos such edits deleted nothing (docs/points.md: the same numbers as no
@@ -250,7 +259,7 @@ def run_video_demo(options: VideoDemoOptions) -> Dict[str, Any]:
     stage = iter(range(1, stages + 1))
     log.info("stage %d/%d: tracking", next(stage), stages)
     subject, times["track"] = timed(lambda: track_or_reuse(video, out, resolution, fov, options.max_frames,
-                                                           str(device), options.track_options))
+                                                           str(device), _tracking_extras(options)))
     out_dir.mkdir(parents=True, exist_ok=True)
     mesh: Optional[Dict[str, Any]] = None
     mesh_checkpoint: Optional[Path] = None
@@ -272,9 +281,10 @@ def run_video_demo(options: VideoDemoOptions) -> Dict[str, Any]:
         render_frames = len(subject.held_out) + len(subject.frames) + driver_frames
         estimate, times["estimate"] = timed(lambda: estimate_training(cfg, device, render_frames))
         _log_estimate(estimate, device)
-    log.info("stage %d/%d: monocular Gaussian head (%s start, point insertion/deletion, compaction), %d iterations "
-             "on %d training frames", next(stage), stages, "mesh-head" if mesh is not None else "sphere",
-             cfg.train.max_iters, len(subject.train_frames))
+    log.info("stage %d/%d: monocular Gaussian head (%s start, %s, compaction), %d iterations on %d training frames",
+             next(stage), stages, "mesh-head" if mesh is not None else "sphere",
+             "point insertion/deletion" if cfg.points.editing else "a fixed set of points", cfg.train.max_iters,
+             len(subject.train_frames))
     training_eval, times["train"] = timed(lambda: train_gaussian_head(cfg, device))
 
     log.info("stage %d/%d: evaluation of the compact avatar on the %d held-out frames", next(stage), stages,
@@ -334,7 +344,8 @@ def _commands(video, out: Path, subject: TrackedSubject, fov: float, options: Vi
     train = " ".join([f"python train_gaussianhead.py --config {config_file}", *overrides])
     evaluate = " ".join([f"python evaluate.py --config {config_file}", *overrides, *evaluation_overrides(cfg),
                          "eval.splits=[test_frames]"])
-    return [track_command(video, out, subject.resolution, fov, options.max_frames, str(options.device)), *mesh_head,
+    return [track_command(video, out, subject.resolution, fov, options.max_frames, str(options.device),
+                          options.photometric), *mesh_head,
             train, evaluate, *(f"python reenactment.py --config {path}" for path in reenact_files.values())]
 
 
@@ -352,7 +363,8 @@ def format_video_summary(summary: Dict[str, Any]) -> str:
     ]
     if summary.get("mesh_head"):
         mesh = summary["mesh_head"]
-        fixed = "; its points a fixed set (as many as points.max_points)" if mesh.get("points") == "fixed" else ""
+        fixed = ("; its points a fixed set (no insertion: not below points.max_points)"
+                 if mesh.get("points") == "fixed" else "")
         rows.append(("start", f"the mesh head of {mesh['config']} trained on the video ({mesh['checkpoint']})"
                               f"{fixed}"))
     held = summary["held_out"]["test_frames"]

@@ -181,7 +181,7 @@ def _read_subject(root: Path, reused: bool, use: TrackingUse = DEMO) -> TrackedS
 
 
 def track_command(video: VideoInfo, out: Path, resolution: int, fov_deg: float, max_frames: Optional[int],
-                  device: str) -> str:
+                  device: str, photometric: bool = False) -> str:
     """preprocess/track.py's command line for the same tracking run."""
     frames_used = min(video.frames, max_frames) if max_frames else video.frames
     options = _track_options(resolution, fov_deg, max_frames, frames_used, device, {})
@@ -190,6 +190,8 @@ def track_command(video: VideoInfo, out: Path, resolution: int, fov_deg: float, 
              f"--min-face-fraction {options['min_face_fraction']:.4f}", f"--device {device}"]
     if max_frames:
         parts.append(f"--max-frames {max_frames}")
+    if photometric:
+        parts.append("--photometric")
     return " ".join(parts)
 
 
