@@ -3,7 +3,7 @@
 # monocular synthetic subject (300 frames at 512², identity 0) is written as an mp4 of its one camera
 # (benchmarks/bench_tracking.export_video, near-lossless libx264) and handed to the demo with the camera's true field
 # of view; the demo tracks it, trains the mesh head and the monocular Gaussian head from it, compacts, evaluates the
-# last 15 % of the tracked frames and reenacts; arguments are passed on to demo.py (e.g. --photometric). The demo
+# last 15 % of the tracked frames and reenacts; arguments are passed on to demo.py (e.g. --no-photometric). The demo
 # tracks in process, so MediaPipe's folder (its protobuf) is on PYTHONPATH for the whole run. Should the run stop
 # (2026-12-08 on an H100: a CUDA graph capture invalidated by the DataLoader's pin-memory thread, since fixed in
 # cgha/utils/cuda_graphs.py), the demo runs a second time without that folder and resumes: it reuses the tracking

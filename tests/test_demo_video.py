@@ -188,19 +188,22 @@ def test_video_demo_starts_from_a_mesh_head_trained_on_the_video(mono_frames, tm
         assert cfg.points.editing is not fixed and ("points.every=0" in overrides) is fixed
 
 
-def test_photometric_tracking_is_asked_for_recorded_and_in_the_rerun_command(tmp_path):
-    """`demo.py --video ... --photometric` reaches the tracker, its re-run command and nothing else; off, the reuse
+def test_photometric_tracking_defaults_by_device_and_reaches_the_tracker_and_rerun_command(tmp_path):
+    """`--[no-]photometric` (default: on a GPU only) reaches the tracker and its re-run command; off, the reuse
     record's options are those of subjects tracked before the option existed; without --video it is refused."""
     from cgha.video_demo import VideoDemoOptions
-    from cgha.video_demo.pipeline import _tracking_extras
+    from cgha.video_demo.pipeline import _tracking_extras, tracks_photometrically
     from cgha.video_demo.track import VideoInfo, track_command
 
     video = VideoInfo(tmp_path / "clip.mp4", 40, 25.0, 256, 256)
-    for photometric in (False, True):
-        options = VideoDemoOptions(video.path, torch.device("cpu"), photometric=photometric,
+    for device, asked, expected in (("cpu", None, False), ("cuda", None, True), ("cpu", True, True),
+                                    ("cuda", False, False)):
+        options = VideoDemoOptions(video.path, torch.device(device), photometric=asked,
                                    track_options={"progress": False})
-        assert _tracking_extras(options) == ({"photometric": True} if photometric else {}) | {"progress": False}
-        command = track_command(video, tmp_path / "subject", 256, 65.0, None, "cpu", photometric)
-        assert command.endswith("--photometric") is photometric
-    result = subprocess.run([sys.executable, "demo.py", "--photometric"], cwd=ROOT, capture_output=True, text=True)
-    assert result.returncode == 2 and "--photometric belong to --video" in result.stderr
+        assert tracks_photometrically(options) is expected
+        assert _tracking_extras(options) == ({"photometric": True} if expected else {}) | {"progress": False}
+        command = track_command(video, tmp_path / "subject", 256, 65.0, None, device, expected)
+        assert command.endswith("--photometric") is expected
+    for flag in ("--photometric", "--no-photometric"):
+        result = subprocess.run([sys.executable, "demo.py", flag], cwd=ROOT, capture_output=True, text=True)
+        assert result.returncode == 2 and "--[no-]photometric belong to --video" in result.stderr

@@ -65,8 +65,10 @@ class VideoDemoOptions:
         train_overrides: extra `key=value` overrides of the training config, applied last (tests shorten the
             schedule with them; not a command-line option).
         track_options: extra cgha.tracking TrackOptions fields (tests: a smaller face model).
-        photometric: refine the tracked head poses photometrically (the tracker's `--photometric`; seconds on a GPU,
-            minutes on a CPU; docs/tracking.md). Off by default: its effect on the demo's avatar is not measured yet.
+        photometric: refine the tracked head poses photometrically (the tracker's `--photometric`); None: on a GPU
+            (about 25 s for 300 frames at 512²), not on the CPU (about 2.7 s per frame at 256² on 2 cores, while the
+            rest of the CPU demo takes minutes whatever the video's length). Measured on the CPU demo, 3 seeds:
+            held-out frames +1.83 dB (docs/monocular.md).
         estimate: time a few training steps first and log how long training will take.
         mesh_head: train a mesh head on the tracked subject first and start the Gaussian head from it (the
             default); False: MonoGaussianAvatar's sphere start. Measured on the synthetic videos, docs/points.md:
@@ -86,7 +88,7 @@ class VideoDemoOptions:
     driver_frames: Optional[int] = None
     train_overrides: Sequence[str] = ()
     track_options: Dict[str, Any] = field(default_factory=dict)
-    photometric: bool = False
+    photometric: Optional[bool] = None
     estimate: bool = True
     mesh_head: bool = True
     mesh_head_overrides: Sequence[str] = ()
@@ -175,7 +177,13 @@ def _train_config(options: VideoDemoOptions, config_file: Path, subject: Tracked
 def _tracking_extras(options: VideoDemoOptions) -> Dict[str, Any]:
     """TrackOptions fields beyond the demo's own: `photometric` only when on, so a subject tracked before the option
     existed keeps matching its reuse record."""
-    return {**({"photometric": True} if options.photometric else {}), **options.track_options}
+    return {**({"photometric": True} if tracks_photometrically(options) else {}), **options.track_options}
+
+
+def tracks_photometrically(options: VideoDemoOptions) -> bool:
+    """Whether the demo refines the tracked poses photometrically: as asked, else on a GPU only (see
+    VideoDemoOptions.photometric)."""
+    return options.photometric if options.photometric is not None else options.device.type == "cuda"
 
 
 def _start_fills_max_points(cfg: TrainConfig, device: torch.device) -> bool:
@@ -313,7 +321,8 @@ def run_video_demo(options: VideoDemoOptions) -> Dict[str, Any]:
                      "frames_tracked": len(subject.frames), "dropped": subject.dropped,
                      "train_frames": len(subject.train_frames), "held_out_frames": len(subject.held_out),
                      "held_out_fraction": HOLDOUT_FRACTION, "reprojection_px": subject.reprojection_px,
-                     "resolution": subject.resolution, "fov_deg": fov},
+                     "resolution": subject.resolution, "fov_deg": fov,
+                     "photometric": tracks_photometrically(options)},
         "config": str(config_file), "iterations": cfg.train.max_iters, "mesh_head": mesh,
         "estimate": estimate.to_dict() if estimate else None,
         "seconds": {**times, "total": sum(times.values())},
@@ -345,7 +354,7 @@ def _commands(video, out: Path, subject: TrackedSubject, fov: float, options: Vi
     evaluate = " ".join([f"python evaluate.py --config {config_file}", *overrides, *evaluation_overrides(cfg),
                          "eval.splits=[test_frames]"])
     return [track_command(video, out, subject.resolution, fov, options.max_frames, str(options.device),
-                          options.photometric), *mesh_head,
+                          tracks_photometrically(options)), *mesh_head,
             train, evaluate, *(f"python reenactment.py --config {path}" for path in reenact_files.values())]
 
 
@@ -353,11 +362,12 @@ def format_video_summary(summary: Dict[str, Any]) -> str:
     """The video demo's summary as aligned plain-text rows (as the synthetic demo's)."""
     track = summary["tracking"]
     reused = ", reused from an earlier run" if track["reused"] else ""
+    refined = ", poses refined photometrically" if track.get("photometric") else ""
     reprojection = (f", landmark reprojection median {track['reprojection_px']:.2f} px"
                     if track["reprojection_px"] is not None else "")
     rows: List[Tuple[str, str]] = [
         ("video", f"{summary['video']}: {track['frames_found']} frames found, {track['frames_tracked']} tracked "
-                  f"({track['dropped']} dropped) at {track['resolution']}^2{reprojection}{reused}"),
+                  f"({track['dropped']} dropped) at {track['resolution']}^2{reprojection}{refined}{reused}"),
         ("frames", f"{track['train_frames']} trained on, {track['held_out_frames']} held out (the last "
                    f"{track['held_out_fraction']:.0%}); {summary['iterations']} iterations of {summary['config']}"),
     ]
