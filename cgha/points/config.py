@@ -39,6 +39,11 @@ class PointsSection:
     def editing(self) -> bool:
         return self.every > 0
 
+    def only_deletes(self, start: int) -> bool:
+        """Whether the edits of a run starting from `start` points could only delete, never insert: it starts at
+        or above max_points (e.g. a mesh-head start of ~108k points under MonoGaussianAvatar's 100k)."""
+        return self.editing and start >= self.max_points
+
     def check(self, prefix: str = "points") -> None:
         if self.init == "sphere" and self.sphere_count > self.max_points:
             raise ConfigError(f"'{prefix}.sphere_count' ({self.sphere_count}) is larger than '{prefix}.max_points' "

@@ -49,11 +49,10 @@ class PointStrategy:
                 and (cfg.stop_iter == 0 or iteration <= cfg.stop_iter))
 
     def start_warning(self, num_gaussians: int) -> Optional[str]:
-        """A warning when a start of `num_gaussians` points leaves the configured edits nothing to insert (it is
-        not below `max_points`: every edit only deletes, e.g. a mesh-head start of ~108k points under
-        MonoGaussianAvatar's 100k), else None."""
+        """A warning when a start of `num_gaussians` points leaves the configured edits nothing to insert
+        (`PointsSection.only_deletes`), else None."""
         cfg = self.cfg
-        if num_gaussians < cfg.max_points:
+        if not cfg.only_deletes(num_gaussians):
             return None
         return (f"points: the start has {num_gaussians} Gaussians, not below points.max_points ({cfg.max_points}): "
                 f"the edits every {cfg.every} iterations will only delete points (opacity < {cfg.prune_opacity} "

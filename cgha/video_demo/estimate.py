@@ -113,14 +113,21 @@ def _time_steps(cfg: TrainConfig, device: torch.device, dataset: GaussianDataset
     return float(np.median(step_times)), render_time
 
 
+def start_point_count(cfg: TrainConfig, device: torch.device) -> int:
+    """The Gaussians a run of `cfg` starts from: the sphere's count, or the model's own start (e.g. a trained mesh
+    head's points, which needs building the model on `device`)."""
+    if cfg.points.init == "sphere":
+        return cfg.points.sphere_count
+    return model_config(cfg)[0].initialise(cfg, device).num_gaussians
+
+
 def estimate_training(cfg: TrainConfig, device: torch.device, render_frames: int) -> TrainingEstimate:
     """Probe `cfg` (`train.max_iters` set; a sphere start, or a model's own start such as a trained mesh head's
     points) on `device`; `render_frames`: frames that evaluation and reenactment will render after training."""
     begin = time.perf_counter()
     iterations = cfg.train.max_iters
     cls, model_cfg = model_config(cfg)
-    start = cfg.points.sphere_count if cfg.points.init == "sphere" else cls.initialise(cfg, device).num_gaussians
-    counts = scheduled_point_counts(cfg.points, start, iterations)
+    counts = scheduled_point_counts(cfg.points, start_point_count(cfg, device), iterations)
     probes = sorted({int(counts[0]), int(counts.max())})
     exp_dim, exp_dim_key = cls.config_expression_dim(model_cfg)
     dataset = GaussianDataset(cfg.dataset, split="train", expected_exp_dim=exp_dim, exp_dim_key=exp_dim_key)

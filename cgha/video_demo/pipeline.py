@@ -24,7 +24,6 @@ import torch
 
 from cgha.apps.evaluation import evaluate_avatar
 from cgha.apps.reenactment import Reenactment
-from cgha.avatar.model import model_config
 from cgha.config import ReenactConfig, TrainConfig, load_config, save_config
 from cgha.demo import evaluation_overrides, format_minutes, format_rows, split_summary, timed, write_strip
 from cgha.errors import ConfigError, DataError
@@ -34,7 +33,7 @@ from cgha.tracking.pipeline import DEFAULT_FOV_DEG
 from cgha.trainer.stages import train_gaussian_head, train_mesh_head
 from cgha.utils.atomic import write_bytes_atomic
 
-from .estimate import TrainingEstimate, estimate_training
+from .estimate import TrainingEstimate, estimate_training, start_point_count
 from .track import HOLDOUT_FRACTION, TrackedSubject, inspect_video, track_command, track_or_reuse
 
 log = logging.getLogger(__name__)
@@ -193,8 +192,8 @@ def _start_fills_max_points(cfg: TrainConfig, device: torch.device) -> bool:
     trainer warns about."""
     if not cfg.points.editing:
         return False
-    start = model_config(cfg)[0].initialise(cfg, device).num_gaussians
-    if start < cfg.points.max_points:
+    start = start_point_count(cfg, device)
+    if not cfg.points.only_deletes(start):
         return False
     log.info("the mesh head gives %d points, not below points.max_points (%d): the points are a fixed set "
              "(points.every=0)", start, cfg.points.max_points)
