@@ -235,19 +235,14 @@ def format_summary(summary: Dict[str, Any]) -> str:
     rows: List[Tuple[str, str]] = []
     for split, entry in summary["held_out"].items():
         rows.append((HELD_OUT_LABELS.get(split, f"held-out {split}"),
-                     f"PSNR {entry['psnr']:.2f} dB, SSIM {entry['ssim']:.4f} (masked PSNR {entry['psnr_masked']:.2f}) "
-                     f"over {entry['images']} images at {entry['resolution']}^2"))
+                     f"{metrics_text(entry)} over {entry['images']} images at {entry['resolution']}^2"))
     cross = summary["cross_identity"]
-    mouth = f", mouth PSNR {cross['psnr_mouth']:.2f}" if cross.get("psnr_mouth") is not None else ""
-    rows.append(("cross-identity", f"PSNR {cross['psnr']:.2f} dB, SSIM {cross['ssim']:.4f} (masked PSNR "
-                                   f"{cross['psnr_masked']:.2f}{mouth}) over {cross['images']} images: identity 0's avatar "
+    rows.append(("cross-identity", f"{metrics_text(cross)} over {cross['images']} images: identity 0's avatar "
                                    f"driven by identity 1's codes vs identity 0 rendered making them"))
     mesh = summary["mesh_head"]
     if mesh:
         rows.append(("mesh head (held-out)", f"mask IoU {mesh['mask_iou']:.4f}, PSNR {mesh['psnr']:.2f} dB"))
-    size = summary["size"]
-    rows.append(("avatar size", f"raw {size['raw_mb']:.2f} MB -> compact {size['compact_mb']:.2f} MB "
-                                f"({size['ratio']:.1f}x smaller), {size['num_gaussians']} Gaussians"))
+    rows.append(("avatar size", size_text(summary["size"])))
     fps = summary["fps"]
     rows.append(("speed", f"{fps['reenactment']:.1f} FPS reenactment, {fps['evaluation']:.1f} FPS evaluation "
                           f"({summary['device']})"))
@@ -258,6 +253,19 @@ def format_summary(summary: Dict[str, Any]) -> str:
     for name in ("video", "strip", "compact_avatar", "evaluation", "summary"):
         rows.append((name.replace("_", " "), summary["paths"][name]))
     return format_rows(rows, summary["commands"])
+
+
+def metrics_text(entry: Dict[str, Any]) -> str:
+    """One evaluation's image metrics (an `evaluate.py` split entry) as a summary phrase; the mouth's PSNR when the
+    entry has it."""
+    mouth = f", mouth PSNR {entry['psnr_mouth']:.2f}" if entry.get("psnr_mouth") is not None else ""
+    return f"PSNR {entry['psnr']:.2f} dB, SSIM {entry['ssim']:.4f} (masked PSNR {entry['psnr_masked']:.2f}{mouth})"
+
+
+def size_text(size: Dict[str, Any]) -> str:
+    """The summary's `size` entry: raw and compact megabytes, their ratio and the Gaussian count."""
+    return (f"raw {size['raw_mb']:.2f} MB -> compact {size['compact_mb']:.2f} MB ({size['ratio']:.1f}x smaller), "
+            f"{size['num_gaussians']} Gaussians")
 
 
 def format_rows(rows: Sequence[Tuple[str, str]], commands: Sequence[str]) -> str:

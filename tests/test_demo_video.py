@@ -184,8 +184,9 @@ def test_video_demo_starts_from_a_mesh_head_trained_on_the_video(mono_frames, tm
     config_file = ROOT / "config" / CONFIG_FILES["cpu"]
     for max_points, fixed in ((started["num_gaussians"], True), (started["num_gaussians"] + 1, False)):
         options.train_overrides = [*schedule, f"points.max_points={max_points}"]
-        cfg, overrides = _train_config(options, config_file, subject, Path(mesh["checkpoint"]))
+        cfg, overrides, start_points = _train_config(options, config_file, subject, Path(mesh["checkpoint"]))
         assert cfg.points.editing is not fixed and ("points.every=0" in overrides) is fixed
+        assert start_points == started["num_gaussians"]
 
 
 def test_photometric_tracking_defaults_by_device_and_reaches_the_tracker_and_rerun_command(tmp_path):

@@ -13,7 +13,7 @@ import logging
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 import torch
@@ -121,13 +121,16 @@ def start_point_count(cfg: TrainConfig, device: torch.device) -> int:
     return model_config(cfg)[0].initialise(cfg, device).num_gaussians
 
 
-def estimate_training(cfg: TrainConfig, device: torch.device, render_frames: int) -> TrainingEstimate:
+def estimate_training(cfg: TrainConfig, device: torch.device, render_frames: int,
+                      start_points: Optional[int] = None) -> TrainingEstimate:
     """Probe `cfg` (`train.max_iters` set; a sphere start, or a model's own start such as a trained mesh head's
-    points) on `device`; `render_frames`: frames that evaluation and reenactment will render after training."""
+    points) on `device`; `render_frames`: frames that evaluation and reenactment will render after training;
+    `start_points`: the run's start count when the caller has it (`start_point_count`), else computed here."""
     begin = time.perf_counter()
     iterations = cfg.train.max_iters
     cls, model_cfg = model_config(cfg)
-    counts = scheduled_point_counts(cfg.points, start_point_count(cfg, device), iterations)
+    start = start_points if start_points is not None else start_point_count(cfg, device)
+    counts = scheduled_point_counts(cfg.points, start, iterations)
     probes = sorted({int(counts[0]), int(counts.max())})
     exp_dim, exp_dim_key = cls.config_expression_dim(model_cfg)
     dataset = GaussianDataset(cfg.dataset, split="train", expected_exp_dim=exp_dim, exp_dim_key=exp_dim_key)

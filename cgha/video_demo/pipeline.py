@@ -18,14 +18,15 @@ import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 
 from cgha.apps.evaluation import evaluate_avatar
 from cgha.apps.reenactment import Reenactment
 from cgha.config import ReenactConfig, TrainConfig, load_config, save_config
-from cgha.demo import evaluation_overrides, format_minutes, format_rows, split_summary, timed, write_strip
+from cgha.demo import (evaluation_overrides, format_minutes, format_rows, metrics_text, size_text, split_summary, timed,
+                       write_strip)
 from cgha.errors import ConfigError, DataError
 from cgha.recorder.run_files import RunFiles
 from cgha.synthetic import SubjectArgumentError, generate_monocular_subject
@@ -144,10 +145,19 @@ def _mesh_head_config(options: VideoDemoOptions, subject: TrackedSubject) -> Tup
     return config_file, load_config(TrainConfig, config_file, overrides, stage="meshhead"), overrides
 
 
+class TrainPlan(NamedTuple):
+    """The video demo's training run: its config, the overrides that made it, and the Gaussians it starts from."""
+
+    cfg: TrainConfig
+    overrides: List[str]
+    start_points: int
+
+
 def _train_config(options: VideoDemoOptions, config_file: Path, subject: TrackedSubject,
-                  mesh_head: Optional[Path] = None) -> Tuple[TrainConfig, List[str]]:
+                  mesh_head: Optional[Path] = None) -> TrainPlan:
     """The training config of the run and the overrides that made it (docs/monocular.md, "Training config");
-    `mesh_head`: the checkpoint to start from (points.init=model) instead of the config's sphere."""
+    `mesh_head`: the checkpoint to start from (points.init=model) instead of the config's sphere. The start count
+    is computed once here (a mesh-head start builds the model) and reused by the estimate."""
     base = load_config(TrainConfig, config_file, [f"device={options.device}"], stage="gaussianhead")
     name = f"video_{safe_name(options.video.stem)}_{config_file.stem.replace('train_gaussianhead_', '')}"
     if mesh_head is not None:
@@ -157,7 +167,8 @@ def _train_config(options: VideoDemoOptions, config_file: Path, subject: Tracked
               "train.epochs=0", f"train.max_iters={training_iterations(base, len(subject.train_frames))}", *start]
     overrides = [*common, *options.train_overrides]
     cfg = load_config(TrainConfig, config_file, overrides, stage="gaussianhead")
-    if mesh_head is not None and _start_fills_max_points(cfg, options.device):
+    start_points = start_point_count(cfg, options.device)
+    if mesh_head is not None and _start_fills_max_points(cfg, start_points):
         overrides = [*common, "points.every=0", *options.train_overrides]
         cfg = load_config(TrainConfig, config_file, overrides, stage="gaussianhead")
     expected = "model" if mesh_head is not None else "sphere"
@@ -170,7 +181,7 @@ def _train_config(options: VideoDemoOptions, config_file: Path, subject: Tracked
     if cfg.compact.start_iter >= cfg.train.max_iters:
         raise ConfigError(f"{config_file}: compact.start_iter {cfg.compact.start_iter} is not before the end of "
                           f"training (iteration {cfg.train.max_iters}): compaction would never start")
-    return cfg, overrides
+    return TrainPlan(cfg, overrides, start_points)
 
 
 def _tracking_extras(options: VideoDemoOptions) -> Dict[str, Any]:
@@ -185,14 +196,13 @@ def tracks_photometrically(options: VideoDemoOptions) -> bool:
     return options.photometric if options.photometric is not None else options.device.type == "cuda"
 
 
-def _start_fills_max_points(cfg: TrainConfig, device: torch.device) -> bool:
-    """Whether the run's point edits could only delete: its start (the mesh head's points) is not below
+def _start_fills_max_points(cfg: TrainConfig, start: int) -> bool:
+    """Whether the run's point edits could only delete: its `start` (the mesh head's points) is not below
     points.max_points. On the synthetic videos such edits deleted nothing (docs/points.md: the same numbers as no
     edits), so the demo trains the mesh head's points as a fixed set, as GHA does, rather than run edits that the
     trainer warns about."""
     if not cfg.points.editing:
         return False
-    start = start_point_count(cfg, device)
     if not cfg.points.only_deletes(start):
         return False
     log.info("the mesh head gives %d points, not below points.max_points (%d): the points are a fixed set "
@@ -277,7 +287,7 @@ def run_video_demo(options: VideoDemoOptions) -> Dict[str, Any]:
         mesh_checkpoint = RunFiles.of(mesh_cfg).checkpoint("meshhead")
         mesh = {"config": str(mesh_file), "checkpoint": str(mesh_checkpoint), "held_out": mesh_metrics,
                 "overrides": mesh_overrides}
-    cfg, overrides = _train_config(options, config_file, subject, mesh_checkpoint)
+    cfg, overrides, start_points = _train_config(options, config_file, subject, mesh_checkpoint)
     if mesh is not None:
         mesh["points"] = "edited" if cfg.points.editing else "fixed"
     driver_frames = options.driver_frames or DRIVER_FRAMES[device.type]
@@ -286,7 +296,7 @@ def run_video_demo(options: VideoDemoOptions) -> Dict[str, Any]:
     finished = cfg.train.resume and RunFiles.of(cfg).compact.is_file()
     if options.estimate and not finished:
         render_frames = len(subject.held_out) + len(subject.frames) + driver_frames
-        estimate, times["estimate"] = timed(lambda: estimate_training(cfg, device, render_frames))
+        estimate, times["estimate"] = timed(lambda: estimate_training(cfg, device, render_frames, start_points))
         _log_estimate(estimate, device)
     log.info("stage %d/%d: monocular Gaussian head (%s start, %s, compaction), %d iterations on %d training frames",
              next(stage), stages, "mesh-head" if mesh is not None else "sphere",
@@ -377,13 +387,8 @@ def format_video_summary(summary: Dict[str, Any]) -> str:
         rows.append(("start", f"the mesh head of {mesh['config']} trained on the video ({mesh['checkpoint']})"
                               f"{fixed}"))
     held = summary["held_out"]["test_frames"]
-    mouth = f", mouth PSNR {held['psnr_mouth']:.2f}" if held.get("psnr_mouth") is not None else ""
-    rows.append(("held-out frames", f"PSNR {held['psnr']:.2f} dB, SSIM {held['ssim']:.4f} (masked PSNR "
-                                    f"{held['psnr_masked']:.2f}{mouth}) over {held['images']} images at "
-                                    f"{held['resolution']}^2"))
-    size = summary["size"]
-    rows.append(("avatar size", f"raw {size['raw_mb']:.2f} MB -> compact {size['compact_mb']:.2f} MB "
-                                f"({size['ratio']:.1f}x smaller), {size['num_gaussians']} Gaussians"))
+    rows.append(("held-out frames", f"{metrics_text(held)} over {held['images']} images at {held['resolution']}^2"))
+    rows.append(("avatar size", size_text(summary["size"])))
     fps = summary["fps"]
     rows.append(("speed", f"{fps['reenactment']['own']:.1f} FPS reenactment, {fps['evaluation']:.1f} FPS evaluation "
                           f"({summary['device']})"))
