@@ -112,7 +112,7 @@ class UnorderedAccumulation(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func.__name__.split(".")[0] in ("index_put", "index_put_", "_index_put_impl_"):
-            target, indices, values = args[0], args[1], args[2]
+            target, indices = args[0], args[1]
             accumulate = args[3] if len(args) > 3 else kwargs.get("accumulate", False)
             if accumulate and target.is_floating_point() and self._repeats(indices):
                 self.calls.append(tuple(target.shape))

@@ -3,7 +3,7 @@ landmarks projected into the view. Multiplied into the batch's `visibles` masks,
 target)| become weighted L1 and everything else is unchanged."""
 from __future__ import annotations
 
-from typing import Dict, List, Tuple
+from typing import Dict
 
 import torch
 
