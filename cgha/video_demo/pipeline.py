@@ -201,9 +201,7 @@ def _start_fills_max_points(cfg: TrainConfig, start: int) -> bool:
     points.max_points. On the synthetic videos such edits deleted nothing (docs/points.md: the same numbers as no
     edits), so the demo trains the mesh head's points as a fixed set, as GHA does, rather than run edits that the
     trainer warns about."""
-    if not cfg.points.editing:
-        return False
-    if not cfg.points.only_deletes(start):
+    if not cfg.points.only_deletes(start):  # also False when the config makes no edits
         return False
     log.info("the mesh head gives %d points, not below points.max_points (%d): the points are a fixed set "
              "(points.every=0)", start, cfg.points.max_points)
